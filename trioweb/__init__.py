@@ -1,0 +1,50 @@
+"""trioweb: a trio-native web framework for WebSockets, where every connection is a nursery."""
+
+from .app import App
+from .datastructures import Address, Headers, QueryParams, State
+from .exceptions import (
+    HTTPException,
+    InvalidJSONMessage,
+    UnexpectedMessageType,
+    WebSocketClose,
+    WebSocketDisconnect,
+    abort,
+)
+from .http import (
+    ClientDisconnect,
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Request,
+    Response,
+)
+from .server import serve
+from .websocket import WebSocket
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Address",
+    "App",
+    "ClientDisconnect",
+    "FileResponse",
+    "HTMLResponse",
+    "HTTPException",
+    "Headers",
+    "InvalidJSONMessage",
+    "JSONResponse",
+    "PlainTextResponse",
+    "QueryParams",
+    "RedirectResponse",
+    "Request",
+    "Response",
+    "State",
+    "UnexpectedMessageType",
+    "WebSocket",
+    "WebSocketClose",
+    "WebSocketDisconnect",
+    "abort",
+    "serve",
+]

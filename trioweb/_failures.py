@@ -1,0 +1,50 @@
+"""Sorting out how a scope ended: the errors to report and the control exceptions to obey.
+
+trio wraps every error that leaves a nursery in an ``ExceptionGroup``; a handler's single
+``abort(401)`` arrives as a group nested two deep. These helpers look at the leaves and never
+unwrap a group of several errors into one of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import trio
+
+from .exceptions import WebSocketDisconnect
+
+
+def leaves(exc: BaseException) -> Iterator[BaseException]:
+    """Every exception inside ``exc``, groups flattened."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from leaves(inner)
+    else:
+        yield exc
+
+
+def sort_failure(
+    failure: BaseException | None, controls: tuple[type[Exception], ...]
+) -> tuple[list[Exception], list[Exception]]:
+    """Split ``failure`` into (real errors, control exceptions of the ``controls`` types).
+
+    ``trio.Cancelled`` is dropped: a cancellation of our own scope never gets here, and one from
+    outside (the server's graceful timeout) is raised again by the next checkpoint. A failure
+    made only of cancellations is re-raised as is. ``WebSocketDisconnect`` is dropped: it ends a
+    connection quietly. Anything that is not an ``Exception`` (``KeyboardInterrupt``,
+    ``SystemExit``) re-raises the whole failure.
+    """
+    errors: list[Exception] = []
+    found: list[Exception] = []
+    if failure is None:
+        return errors, found
+    remaining = [leaf for leaf in leaves(failure) if not isinstance(leaf, trio.Cancelled)]
+    if not remaining:
+        raise failure
+    for leaf in remaining:
+        if not isinstance(leaf, Exception):
+            raise failure
+        if isinstance(leaf, WebSocketDisconnect):
+            continue
+        (found if isinstance(leaf, controls) else errors).append(leaf)
+    return errors, found

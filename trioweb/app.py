@@ -1,0 +1,351 @@
+"""The App: route table, hooks, lifespan and the ASGI entry point."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from typing import Any, TypeVar
+
+import trio
+
+from ._failures import sort_failure
+from ._types import Receive, Scope, Send
+from .connection import ConnectionRegistry, run_websocket
+from .exceptions import HTTPException
+from .http import (
+    DEFAULT_MAX_BODY_SIZE,
+    ClientDisconnect,
+    PlainTextResponse,
+    Request,
+    Response,
+    make_response,
+    send_http_response,
+)
+from .routing import Route, Router
+
+__all__ = ["App"]
+
+logger = logging.getLogger("trioweb")
+
+F = TypeVar("F", bound=Callable[..., Any])
+Lifespan = Callable[["App"], AbstractAsyncContextManager[Any]]
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+class App:
+    """A trioweb application: an ASGI app to serve with :func:`trioweb.serve` or hypercorn.
+
+    ``inbox_size`` bounds the messages a socket may have waiting unread (overflow closes it with
+    1008); ``max_body_size`` bounds HTTP request bodies (over it: 413); ``after_hook_timeout``
+    bounds the ``after_websocket`` hooks of one connection, in seconds. ``lifespan`` is a
+    callable taking the app and returning an async context manager, entered at startup and
+    exited at shutdown.
+    """
+
+    def __init__(
+        self,
+        *,
+        lifespan: Lifespan | None = None,
+        inbox_size: int = 128,
+        max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+        after_hook_timeout: float = 5.0,
+    ) -> None:
+        if inbox_size < 1:
+            raise ValueError(f"inbox_size must be at least 1, not {inbox_size}")
+        #: The route table.
+        self.router = Router()
+        #: Default bound of each socket's inbox, in messages.
+        self.inbox_size = inbox_size
+        #: Default limit of an HTTP request body, in bytes.
+        self.max_body_size = max_body_size
+        #: Time limit of one connection's ``after_websocket`` hooks, in seconds.
+        self.after_hook_timeout = after_hook_timeout
+        self._lifespan = lifespan
+        self._on_startup: list[Callable[[], Awaitable[Any]]] = []
+        self._on_shutdown: list[Callable[[], Awaitable[Any]]] = []
+        self._before_websocket: list[Callable[[Any], Awaitable[Any]]] = []
+        self._after_websocket: list[Callable[[Any], Awaitable[Any]]] = []
+        self._before_request: list[Callable[[Request], Awaitable[Any]]] = []
+        self._after_request: list[Callable[[Request, Response], Awaitable[Any]]] = []
+        self._errorhandlers: dict[type[BaseException], Callable[[Any, Any], Awaitable[Any]]] = {}
+        self._nursery: trio.Nursery | None = None
+        self._connections = ConnectionRegistry()
+
+    # -- routes -------------------------------------------------------------------------
+
+    def websocket(self, path: str, *, inbox_size: int | None = None) -> Callable[[F], F]:
+        """Register a WebSocket handler for ``path``.
+
+        The handler takes the :class:`~trioweb.WebSocket` first, then any path parameters by
+        name, and, if it has a parameter named ``nursery`` or annotated ``trio.Nursery``, the
+        connection's nursery. ``inbox_size`` overrides the app's bound for this route.
+        """
+        if inbox_size is not None and inbox_size < 1:
+            raise ValueError(f"inbox_size must be at least 1, not {inbox_size}")
+
+        def register(handler: F) -> F:
+            self.router.add(Route(path, handler, None, {"inbox_size": inbox_size}))
+            return handler
+
+        return register
+
+    def route(
+        self,
+        path: str,
+        methods: Iterable[str] = ("GET",),
+        *,
+        max_body_size: int | None = None,
+    ) -> Callable[[F], F]:
+        """Register an HTTP handler for ``path`` and ``methods`` (GET also answers HEAD)."""
+        wanted = {method.upper() for method in methods}
+        if unknown := wanted - set(HTTP_METHODS):
+            raise ValueError(f"unknown HTTP method(s): {', '.join(sorted(unknown))}")
+        if "GET" in wanted:
+            wanted.add("HEAD")
+
+        def register(handler: F) -> F:
+            options = {"max_body_size": max_body_size}
+            self.router.add(Route(path, handler, frozenset(wanted), options))
+            return handler
+
+        return register
+
+    def get(self, path: str, **options: Any) -> Callable[[F], F]:
+        """Register a GET (and HEAD) handler."""
+        return self.route(path, ["GET"], **options)
+
+    def post(self, path: str, **options: Any) -> Callable[[F], F]:
+        """Register a POST handler."""
+        return self.route(path, ["POST"], **options)
+
+    def put(self, path: str, **options: Any) -> Callable[[F], F]:
+        """Register a PUT handler."""
+        return self.route(path, ["PUT"], **options)
+
+    def patch(self, path: str, **options: Any) -> Callable[[F], F]:
+        """Register a PATCH handler."""
+        return self.route(path, ["PATCH"], **options)
+
+    def delete(self, path: str, **options: Any) -> Callable[[F], F]:
+        """Register a DELETE handler."""
+        return self.route(path, ["DELETE"], **options)
+
+    # -- hooks --------------------------------------------------------------------------
+
+    def before_websocket(self, hook: F) -> F:
+        """Run ``hook(ws)`` before every WebSocket handler; it may ``abort()`` or accept."""
+        self._before_websocket.append(hook)
+        return hook
+
+    def after_websocket(self, hook: F) -> F:
+        """Run ``hook(ws)`` after every connection has ended, with ``ws.close_code`` set."""
+        self._after_websocket.append(hook)
+        return hook
+
+    def before_request(self, hook: F) -> F:
+        """Run ``hook(request)`` before every HTTP handler; a returned response short-cuts it."""
+        self._before_request.append(hook)
+        return hook
+
+    def after_request(self, hook: F) -> F:
+        """Run ``hook(request, response)`` after every HTTP handler; it may return a new one."""
+        self._after_request.append(hook)
+        return hook
+
+    def errorhandler(self, exc_type: type[BaseException]) -> Callable[[F], F]:
+        """Handle ``exc_type`` (and subclasses) raised by HTTP or WebSocket handlers.
+
+        The handler is called as ``handler(request_or_ws, exc)``. For HTTP, what it returns is
+        the response. For a WebSocket it may return a response (sent as the denial if the
+        handshake is not accepted yet) or close the socket itself; a handled error is not
+        logged, and a socket it leaves open closes as the error calls for (1011, 1008).
+        """
+
+        def register(handler: F) -> F:
+            self._errorhandlers[exc_type] = handler
+            return handler
+
+        return register
+
+    def _find_errorhandler(self, exc: BaseException) -> Callable[[Any, Any], Awaitable[Any]] | None:
+        for kind in type(exc).__mro__:
+            if kind in self._errorhandlers:
+                return self._errorhandlers[kind]
+        return None
+
+    # -- lifespan -----------------------------------------------------------------------
+
+    def on_startup(self, hook: F) -> F:
+        """Run ``await hook()`` at startup, before the first request (``app.nursery`` is open)."""
+        self._on_startup.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: F) -> F:
+        """Run ``await hook()`` at shutdown, after ``app.nursery``'s tasks are cancelled."""
+        self._on_shutdown.append(hook)
+        return hook
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        """A nursery that lives as long as the app, for background tasks.
+
+        Open from the startup hooks on; cancelled at shutdown. A task that fails is logged,
+        closes this nursery, and makes the shutdown report a failure.
+        """
+        if self._nursery is None:
+            raise RuntimeError(
+                "app.nursery is only open while the app runs (from the on_startup hooks on)"
+            )
+        return self._nursery
+
+    async def _handle_lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "lifespan.startup":
+            return
+        self._connections.reset()
+        background_errors: list[BaseException] = []
+        background_done = trio.Event()
+
+        async def host_background_tasks(
+            task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED,
+        ) -> None:
+            try:
+                async with trio.open_nursery() as nursery:
+                    task_status.started(nursery)
+                    await trio.sleep_forever()
+            except Exception as exc:  # a crashed background task must not take the server down
+                logger.error("a background task in app.nursery failed", exc_info=exc)
+                background_errors.append(exc)
+            finally:
+                background_done.set()
+
+        async def stop_background_tasks(nursery: trio.Nursery) -> None:
+            nursery.cancel_scope.cancel()
+            await background_done.wait()
+
+        async with trio.open_nursery() as lifespan_nursery:
+            self._nursery = await lifespan_nursery.start(host_background_tasks)
+            try:
+                async with AsyncExitStack() as stack:
+                    try:
+                        for hook in self._on_startup:
+                            await hook()
+                        if self._lifespan is not None:
+                            await stack.enter_async_context(self._lifespan(self))
+                    except Exception as exc:
+                        logger.error("startup failed", exc_info=exc)
+                        await stop_background_tasks(self._nursery)
+                        await send({"type": "lifespan.startup.failed", "message": _describe(exc)})
+                        return
+                    await send({"type": "lifespan.startup.complete"})
+                    await receive()  # lifespan.shutdown
+                    await stop_background_tasks(self._nursery)
+                shutdown_errors: list[BaseException] = []
+                for hook in self._on_shutdown:
+                    try:
+                        await hook()
+                    except Exception as exc:
+                        logger.error("shutdown hook %r failed", hook, exc_info=exc)
+                        shutdown_errors.append(exc)
+            except Exception as exc:  # the lifespan context manager's exit failed
+                logger.error("shutdown failed", exc_info=exc)
+                shutdown_errors = [exc]
+            finally:
+                self._nursery = None
+        failures = background_errors + shutdown_errors
+        if failures:
+            summary = "; ".join(_describe(exc) for exc in failures)
+            await send({"type": "lifespan.shutdown.failed", "message": summary})
+        else:
+            await send({"type": "lifespan.shutdown.complete"})
+
+    # -- HTTP ---------------------------------------------------------------------------
+
+    async def _handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method = str(scope.get("method", "GET")).upper()
+        path = str(scope.get("path", "/"))
+        request = Request(scope, receive, self, max_body_size=self.max_body_size)
+        try:
+            response = await self._respond(request, method, path)
+        except ClientDisconnect:
+            return
+        for hook in self._after_request:
+            try:
+                replaced = await hook(request, response)
+            except Exception:
+                logger.exception("after_request hook %r failed for %s %s", hook, method, path)
+                response = PlainTextResponse("Internal Server Error", 500)
+                continue
+            if replaced is not None:
+                response = make_response(replaced)
+        await send_http_response(send, response, scope)
+
+    async def _respond(self, request: Request, method: str, path: str) -> Response:
+        try:
+            found = self.router.match_http(path, method)
+            if found.route is None:
+                if found.allowed:
+                    allow = ", ".join(sorted(found.allowed))
+                    raise HTTPException(405, f"{method} not allowed on {path}", {"allow": allow})
+                raise HTTPException(404, f"no route for {path}")
+            request.path_params = found.params
+            request.max_body_size = found.route.options.get("max_body_size") or self.max_body_size
+            for hook in self._before_request:
+                if (early := await hook(request)) is not None:
+                    return make_response(early)
+            return make_response(await found.route.handler(request, **found.params))
+        except BaseException as failure:  # sorted out right below
+            return await self._error_response(request, failure)
+
+    async def _error_response(self, request: Request, failure: BaseException) -> Response:
+        errors, controls = sort_failure(failure, (HTTPException, ClientDisconnect))
+        if any(isinstance(c, ClientDisconnect) for c in controls) and not errors:
+            raise ClientDisconnect()
+        for error in [*errors, *controls]:
+            handler = self._find_errorhandler(error)
+            if handler is not None:
+                try:
+                    return make_response(await handler(request, error))
+                except Exception:
+                    logger.exception("error handler %r failed while handling %r", handler, error)
+                    return PlainTextResponse("Internal Server Error", 500)
+        if errors:
+            for error in errors:
+                logger.error(
+                    "unhandled error in HTTP handler for %s %s",
+                    request.method,
+                    request.path,
+                    exc_info=error,
+                )
+            return PlainTextResponse("Internal Server Error", 500)
+        http = next(c for c in controls if isinstance(c, HTTPException))
+        return PlainTextResponse(http.detail, http.status_code, http.headers)
+
+    # -- ASGI ---------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI 3 entry point."""
+        kind = scope["type"]
+        if kind == "websocket":
+            await run_websocket(self, scope, receive, send)
+        elif kind == "http":
+            await self._handle_http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._handle_lifespan(scope, receive, send)
+        else:
+            raise ValueError(f"trioweb cannot serve ASGI scope type {kind!r}")
+
+    def run(self, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
+        """Serve the app until SIGINT or SIGTERM (see :func:`trioweb.serve` for ``options``)."""
+        from .server import serve
+
+        async def main() -> None:
+            await serve(self, host, port, **options)
+
+        trio.run(main)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"

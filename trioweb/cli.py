@@ -1,0 +1,162 @@
+"""``trioweb run MODULE:APP``: serve an app on hypercorn's trio worker."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import multiprocessing
+import os
+import signal
+import socket
+import sys
+from functools import partial
+from typing import Any
+
+import trio
+
+from .app import App
+from .server import make_config, serve
+
+__all__ = ["load_app", "main"]
+
+
+class AppLoadError(Exception):
+    """The MODULE:APP target could not be turned into an App."""
+
+
+def load_app(target: str) -> App:
+    """Import ``module:attribute`` (the attribute defaults to ``app``) and check it is an App."""
+    module_name, _, attribute = target.partition(":")
+    attribute = attribute or "app"
+    if not module_name:
+        raise AppLoadError(f"no module in {target!r} (expected MODULE:APP, e.g. examples.echo:app)")
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise AppLoadError(f"cannot import module {module_name!r}: not found") from None
+        raise AppLoadError(f"importing {module_name!r} failed: {exc}") from None
+    except Exception as exc:
+        raise AppLoadError(
+            f"importing {module_name!r} failed: {type(exc).__name__}: {exc}"
+        ) from None
+    obj: Any = module
+    for part in attribute.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AppLoadError(f"module {module_name!r} has no attribute {attribute!r}") from None
+    if not isinstance(obj, App):
+        raise AppLoadError(f"{target} is a {type(obj).__name__}, not a trioweb App")
+    return obj
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trioweb", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="serve an app")
+    run.add_argument("target", metavar="MODULE:APP", help="for example examples.chat:app")
+    run.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    run.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    run.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    run.add_argument(
+        "--graceful-timeout",
+        type=float,
+        default=10.0,
+        help="seconds open sockets get to finish on shutdown (default 10)",
+    )
+    run.add_argument(
+        "--ping-interval",
+        type=float,
+        default=None,
+        help="seconds between WebSocket pings; peers silent for two intervals are dropped",
+    )
+    return parser
+
+
+def _serve_one(
+    target: str, options: dict[str, Any], announce: str | None, fd: int | None = None
+) -> None:
+    """Run one worker: load the app and serve it until a signal."""
+    app = load_app(target)
+    if fd is not None:
+        options = {**options, "bind": [f"fd://{fd}"]}
+
+    async def run() -> None:
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(partial(serve, app, **options))
+            if announce is not None:
+                print(f"{announce} on {', '.join(urls)} (Ctrl+C to stop)", flush=True)
+
+    trio.run(run)
+
+
+def _worker_main(target: str, options: dict[str, Any], sock: socket.socket) -> None:
+    _serve_one(target, options, None, sock.fileno())
+
+
+def _run_workers(target: str, options: dict[str, Any], workers: int) -> int:
+    """Start ``workers`` processes on one shared socket and relay SIGINT/SIGTERM to them.
+
+    hypercorn's own supervisor would bypass trioweb's shutdown trigger, so the workers are
+    plain processes each running :func:`serve`, which drains its sockets with 1001.
+    """
+    config = make_config(
+        options["host"],
+        options["port"],
+        graceful_timeout=options["graceful_timeout"],
+        ping_interval=None,
+        options={},
+    )
+    sockets = config.create_sockets()
+    (listener,) = sockets.insecure_sockets
+    listener.listen(config.backlog)
+    host, port = listener.getsockname()[:2]
+    context = multiprocessing.get_context("spawn")
+    processes = [
+        context.Process(target=_worker_main, args=(target, options, listener), daemon=False)
+        for _ in range(workers)
+    ]
+    for process in processes:
+        process.start()
+
+    def relay(signum: int, frame: Any) -> None:
+        for process in processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signum)
+
+    signal.signal(signal.SIGINT, relay)
+    signal.signal(signal.SIGTERM, relay)
+    print(f"trioweb: serving {target} on http://{host}:{port} with {workers} workers", flush=True)
+    for process in processes:
+        process.join()
+    return max((abs(p.exitcode or 0) for p in processes), default=0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``trioweb`` command."""
+    args = _parser().parse_args(argv)
+    if args.workers < 1:
+        print("trioweb: error: --workers must be at least 1", file=sys.stderr)
+        return 2
+    try:
+        load_app(args.target)
+    except AppLoadError as exc:
+        print(f"trioweb: error: {exc}", file=sys.stderr)
+        return 2
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "graceful_timeout": args.graceful_timeout,
+        "ping_interval": args.ping_interval,
+    }
+    if args.workers > 1:
+        return _run_workers(args.target, options, args.workers)
+    try:
+        _serve_one(args.target, options, f"trioweb: serving {args.target}")
+    except OSError as exc:
+        print(f"trioweb: error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0

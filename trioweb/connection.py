@@ -1,0 +1,492 @@
+"""The per-socket runtime: one nursery per connection, one reader task, and the close rules.
+
+Everything a WebSocket connection runs lives in one trio nursery::
+
+    connection nursery
+    ├── reader task: the only caller of ASGI receive(); drains it without pause into the inbox,
+    │   and turns websocket.disconnect into a cancellation of the whole nursery
+    ├── before_websocket hooks, then the handler (in the nursery's own body)
+    └── the handler's nursery, only if it asked for one: the tasks it starts
+    then: error handlers, the close the outcome calls for, after_websocket hooks
+
+Why a reader that never waits: hypercorn stops reading the TCP stream while its queue toward
+the app is full (10 events), so a paused reader would also stall pong replies and the very
+disconnect that should end the connection. When the inbox is full, the socket is closed with
+1008 instead of blocking.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._failures import sort_failure
+from ._types import Message, Receive, Scope, Send
+from .exceptions import (
+    HTTPException,
+    WebSocketClose,
+    WebSocketDisconnect,
+    check_close_code,
+    truncate_reason,
+)
+
+if TYPE_CHECKING:
+    from .app import App
+    from .http import Response
+    from .routing import Route
+    from .websocket import WebSocket
+
+__all__ = ["Connection", "ConnectionRegistry", "ConnectionState", "Inbox", "run_websocket"]
+
+logger = logging.getLogger("trioweb")
+
+SHUTDOWN_CLOSE = (1001, "server shutting down")
+
+
+class ConnectionState(enum.Enum):
+    """Where a socket is in its life."""
+
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    CLOSED = "closed"
+
+
+class Inbox:
+    """A bounded FIFO of received messages that the reader fills without ever waiting.
+
+    A deque and a parking lot rather than a memory channel: it costs a fraction of the memory
+    per socket, and the reader needs ``put`` to refuse rather than block.
+    """
+
+    __slots__ = ("_closed", "_items", "_lot", "limit")
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError(f"inbox size must be at least 1, not {limit}")
+        self.limit = limit
+        self._items: deque[str | bytes] = deque()
+        self._lot = trio.lowlevel.ParkingLot()
+        self._closed = False
+
+    def put(self, item: str | bytes) -> bool:
+        """Queue ``item``; return ``False`` (and drop it) if the inbox is full."""
+        if len(self._items) >= self.limit:
+            return False
+        self._items.append(item)
+        self._lot.unpark()
+        return True
+
+    def close(self) -> None:
+        """Wake every waiting ``get``: from now on an empty inbox means the socket is closed."""
+        self._closed = True
+        self._items.clear()
+        self._lot.unpark_all()
+
+    async def get(self) -> str | bytes | None:
+        """The next message, waiting for one; ``None`` once the inbox is closed."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        parked = False
+        while True:
+            if self._items or self._closed:
+                if not parked:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                # Read after the checkpoint: another receiver may have taken the item.
+                if self._items:
+                    return self._items.popleft()
+                if self._closed:
+                    return None
+            await self._lot.park()
+            parked = True
+
+
+class Connection:
+    """The runtime state of one socket. Users hold a :class:`~trioweb.WebSocket` instead."""
+
+    __slots__ = (
+        "_handler_done",
+        "_inbox",
+        "_receive",
+        "_scope",
+        "_send",
+        "_send_lock",
+        "_user_scope",
+        "close_code",
+        "close_reason",
+        "close_sent",
+        "disconnected",
+        "server_close",
+        "state",
+        "subprotocol",
+        "supports_denial",
+    )
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send, *, inbox_size: int) -> None:
+        self._receive = receive
+        self._send = send
+        self._inbox = Inbox(inbox_size)
+        self._send_lock = trio.Lock()
+        self._scope: trio.CancelScope | None = None
+        self._user_scope: trio.CancelScope | None = None
+        self._handler_done = False
+        self.state = ConnectionState.CONNECTING
+        self.subprotocol: str | None = None
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        #: The app has sent its close (or a denial): the client's answer cancels nothing.
+        self.close_sent = False
+        #: ASGI websocket.disconnect has arrived: receive() must never be called again.
+        self.disconnected = False
+        #: A close the server decided on its own (inbox overflow, shutdown).
+        self.server_close: tuple[int, str] | None = None
+        self.supports_denial = "websocket.http.response" in (scope.get("extensions") or {})
+
+    # -- the handshake ------------------------------------------------------------------
+
+    async def accept(
+        self,
+        subprotocol: str | None,
+        headers: Iterable[tuple[bytes, bytes]],
+        offered: list[str],
+        *,
+        implicit: bool = False,
+    ) -> None:
+        """Send ``websocket.accept``; ``implicit`` makes it a no-op once already accepted."""
+        if subprotocol is not None and subprotocol not in offered:
+            raise ValueError(
+                f"subprotocol {subprotocol!r} was not offered by the client (offered: {offered})"
+            )
+        async with self._send_lock:
+            if self.state is not ConnectionState.CONNECTING:
+                if implicit and self.state is ConnectionState.CONNECTED:
+                    return
+                if self.state is ConnectionState.CLOSED:
+                    raise self.disconnect_error()
+                raise RuntimeError("accept() called on a WebSocket that is already accepted")
+            message: Message = {"type": "websocket.accept", "headers": list(headers)}
+            if subprotocol is not None:
+                message["subprotocol"] = subprotocol
+            await self._send(message)
+            self.state = ConnectionState.CONNECTED
+            self.subprotocol = subprotocol
+
+    async def deny(self, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """Refuse the handshake with an HTTP response, or with a plain 403 if the server lacks
+        the denial extension."""
+        if not 100 <= status <= 599:
+            raise ValueError(f"{status} is not an HTTP status")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self.state is not ConnectionState.CONNECTING:
+            raise RuntimeError(
+                "reject() is only possible before accept(); after it, use close()"
+                if self.state is ConnectionState.CONNECTED
+                else "reject() called on a WebSocket that is already closed"
+            )
+        self._mark_closed_by_app(None, None)
+        raw = [(k.lower(), v) for k, v in headers]
+        names = {k for k, _ in raw}
+        if body and b"content-type" not in names:
+            raw.append((b"content-type", b"text/plain; charset=utf-8"))
+        if b"content-length" not in names:
+            raw.append((b"content-length", str(len(body)).encode()))
+        with trio.CancelScope(shield=True):
+            async with self._send_lock:
+                if not self.supports_denial:
+                    await self._send({"type": "websocket.close", "code": 1008})
+                    return
+                await self._send(
+                    {"type": "websocket.http.response.start", "status": status, "headers": raw}
+                )
+                await self._send({"type": "websocket.http.response.body", "body": body})
+
+    # -- messages -----------------------------------------------------------------------
+
+    def disconnect_error(self) -> WebSocketDisconnect:
+        """The exception that send and receive raise on a closed socket."""
+        return WebSocketDisconnect(
+            self.close_code if self.close_code is not None else 1006, self.close_reason or ""
+        )
+
+    async def send(self, message: Message) -> None:
+        """Send one ASGI message; a checkpoint even where the server does not yield."""
+        # The lock serialises senders and, acquired or not, is a full checkpoint: hypercorn
+        # returns without yielding once the peer is gone, and a send loop must not spin.
+        async with self._send_lock:
+            if self.state is not ConnectionState.CONNECTED:
+                raise self.disconnect_error()
+            await self._send(message)
+
+    async def receive(self) -> str | bytes:
+        """The next message from the client; raises ``WebSocketDisconnect`` once closed."""
+        message = await self._inbox.get()
+        if message is None:
+            raise self.disconnect_error()
+        return message
+
+    # -- closing ------------------------------------------------------------------------
+
+    def _mark_closed_by_app(self, code: int | None, reason: str | None) -> None:
+        self.state = ConnectionState.CLOSED
+        self.close_sent = True
+        self.close_code = code
+        self.close_reason = reason
+        self._inbox.close()
+        if self._handler_done and self._user_scope is not None:
+            # The handler has returned and the socket is closed: nothing may outlive it.
+            self._user_scope.cancel()
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the socket (HTTP 403 before accept); ``RuntimeError`` if already closed."""
+        check_close_code(code)
+        reason = truncate_reason(reason)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self.state is ConnectionState.CLOSED:
+            how = "by the app" if self.close_sent else f"by the client (code {self.close_code})"
+            raise RuntimeError(f"close() called on a WebSocket already closed {how}")
+        before_accept = self.state is ConnectionState.CONNECTING
+        # Mark first: every other task's send or receive fails from this instant on. Shielded,
+        # because a socket marked closed whose close never went out gets 1011 from hypercorn.
+        self._mark_closed_by_app(None if before_accept else code, None if before_accept else reason)
+        with trio.CancelScope(shield=True):
+            async with self._send_lock:
+                await self._send({"type": "websocket.close", "code": code, "reason": reason})
+
+    def handler_returned(self) -> None:
+        """The handler is done: if the socket is closed, cancel the tasks it left behind."""
+        self._handler_done = True
+        if self.state is ConnectionState.CLOSED and self._user_scope is not None:
+            self._user_scope.cancel()
+
+    def shut_down(self, code: int, reason: str) -> None:
+        """Decide to close from the server's side: cancel everything; the close follows."""
+        if self.server_close is None:
+            self.server_close = (code, reason)
+        if self._scope is not None:
+            self._scope.cancel()
+
+    # -- the reader ---------------------------------------------------------------------
+
+    def _on_disconnect(self, message: Message) -> None:
+        self.disconnected = True
+        if self.state is ConnectionState.CLOSED:
+            return  # the answer to our own close: it cancels nothing
+        self.state = ConnectionState.CLOSED
+        self.close_code = int(message.get("code") or 1005)
+        self.close_reason = message.get("reason") or ""
+        self._inbox.close()
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def read_loop(self) -> None:
+        """Drain ASGI receive() into the inbox until the client disconnects."""
+        receive, inbox = self._receive, self._inbox
+        while True:
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                text = message.get("text")
+                data: str | bytes = text if text is not None else (message.get("bytes") or b"")
+                if not inbox.put(data) and self.state is ConnectionState.CONNECTED:
+                    self.shut_down(1008, f"inbox overflow: more than {inbox.limit} messages unread")
+            elif kind == "websocket.disconnect":
+                self._on_disconnect(message)
+                return
+
+    async def drain_until_disconnect(self) -> None:
+        """After our close, read until the client's answer so hypercorn's queue never fills."""
+        while not self.disconnected:
+            message = await self._receive()
+            if message["type"] == "websocket.disconnect":
+                self.disconnected = True
+
+    # -- the runtime --------------------------------------------------------------------
+
+    async def run(self, app: App, ws: WebSocket, route: Route) -> None:
+        """Run hooks and handler in the connection's nursery, then close as the outcome says."""
+        registry = app._connections
+        failure: BaseException | None = None
+        try:
+            try:
+                async with trio.open_nursery() as nursery:
+                    self._scope = nursery.cancel_scope
+                    registry.add(self)
+                    nursery.start_soon(self.read_loop)
+                    await self._run_handler(app, ws, route)
+                    nursery.cancel_scope.cancel()  # only the reader is left
+            except BaseException as exc:  # sorted out right below
+                failure = exc
+            await self._finish(app, ws, failure)
+            await _run_after_hooks(app, ws)
+        finally:
+            registry.discard(self)
+        if self.close_sent and not self.disconnected and self.close_code is not None:
+            await self.drain_until_disconnect()
+
+    async def _run_handler(self, app: App, ws: WebSocket, route: Route) -> None:
+        for hook in app._before_websocket:
+            await hook(ws)
+            if self.state is ConnectionState.CLOSED:
+                return
+        kwargs = dict(ws.path_params)
+        if route.nursery_param is None:
+            await route.handler(ws, **kwargs)
+            return
+        async with trio.open_nursery() as user_nursery:
+            self._user_scope = user_nursery.cancel_scope
+            kwargs[route.nursery_param] = user_nursery
+            await route.handler(ws, **kwargs)
+            self.handler_returned()
+
+    async def _finish(self, app: App, ws: WebSocket, failure: BaseException | None) -> None:
+        """Apply the close table to how the connection's scope ended."""
+        errors, controls = sort_failure(failure, (WebSocketClose, HTTPException))
+        denial: Response | None = None
+        unhandled: list[Exception] = []
+        for error in [*errors, *controls]:
+            if isinstance(error, WebSocketClose):
+                continue
+            handled, response = await _call_errorhandler(app, ws, error)
+            if handled:
+                denial = denial or response
+            elif error in errors:
+                unhandled.append(error)
+        for error in unhandled:
+            logger.error("unhandled error in WebSocket handler for %s", ws.path, exc_info=error)
+
+        if self.state is ConnectionState.CLOSED:
+            return
+        if self.state is ConnectionState.CONNECTING:
+            if denial is not None:
+                await self.deny(denial.status_code, denial.body, denial.headers.raw)
+            elif errors:
+                await self.deny(500, b"Internal Server Error", ())
+            elif isinstance(http := _first(controls, HTTPException), HTTPException):
+                await self.deny(http.status_code, http.detail.encode(), _raw(http.headers))
+            elif self.server_close is not None and self.server_close[0] == SHUTDOWN_CLOSE[0]:
+                await self.deny(503, b"server shutting down", ())
+            else:
+                await self.close(1000, "")  # a close before accept: HTTP 403
+            return
+        code, reason = 1000, ""
+        if errors:
+            code, reason = 1011, "internal error"
+        elif isinstance(close := _first(controls, WebSocketClose), WebSocketClose):
+            code, reason = close.code, close.reason
+        elif isinstance(http := _first(controls, HTTPException), HTTPException):
+            code, reason = 1008, http.detail
+        elif self.server_close is not None:
+            code, reason = self.server_close
+        await self.close(code, reason)
+
+
+def _first(items: list[Exception], kind: type[Exception]) -> Exception | None:
+    return next((item for item in items if isinstance(item, kind)), None)
+
+
+def _raw(headers: Mapping[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+async def _call_errorhandler(
+    app: App, target: Any, error: Exception
+) -> tuple[bool, Response | None]:
+    """Run the app's error handler for ``error``, if any: (handled, the response it gave)."""
+    handler = app._find_errorhandler(error)
+    if handler is None:
+        return False, None
+    try:
+        result = await handler(target, error)
+    except Exception:
+        logger.exception("error handler %r failed while handling %r", handler, error)
+        return False, None
+    from .http import make_response
+
+    return True, None if result is None else make_response(result)
+
+
+async def _run_after_hooks(app: App, ws: WebSocket) -> None:
+    if not app._after_websocket:
+        return
+    with trio.move_on_after(app.after_hook_timeout) as scope:
+        for hook in app._after_websocket:
+            try:
+                await hook(ws)
+            except Exception:
+                logger.exception("after_websocket hook %r failed for %s", hook, ws.path)
+    if scope.cancelled_caught:
+        logger.warning(
+            "after_websocket hooks for %s ran past %.1f s and were cancelled",
+            ws.path,
+            app.after_hook_timeout,
+        )
+
+
+class ConnectionRegistry:
+    """The app's live connections, so that a graceful shutdown can close every one of them."""
+
+    def __init__(self) -> None:
+        self._live: set[Connection] = set()
+        #: True from the start of a shutdown: new handshakes are refused with 503.
+        self.draining = False
+        self._empty = trio.Event()
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def add(self, connection: Connection) -> None:
+        """Track ``connection``; shut it down at once if the app is already draining."""
+        self._live.add(connection)
+        if self.draining:
+            connection.shut_down(*SHUTDOWN_CLOSE)
+
+    def discard(self, connection: Connection) -> None:
+        """Forget ``connection``: its close is sent and its after hooks have run."""
+        self._live.discard(connection)
+        if not self._live:
+            self._empty.set()
+
+    def reset(self) -> None:
+        """Start a new serving life (a new lifespan): accept handshakes again."""
+        self.draining = False
+        self._empty = trio.Event()
+
+    async def shut_down_all(self, grace: float) -> None:
+        """Close every connection with 1001; wait up to ``grace`` seconds for all to finish."""
+        self.draining = True
+        for connection in list(self._live):
+            connection.shut_down(*SHUTDOWN_CLOSE)
+        if not self._live:
+            return
+        with trio.move_on_after(grace):
+            await self._empty.wait()
+        if self._live:
+            logger.warning(
+                "%d WebSocket connection(s) still open %.1f s after shutdown began",
+                len(self._live),
+                grace,
+            )
+
+
+async def run_websocket(app: App, scope: Scope, receive: Receive, send: Send) -> None:
+    """Serve one WebSocket scope: route it, then run its connection."""
+    from .websocket import WebSocket
+
+    message = await receive()
+    if message["type"] != "websocket.connect":
+        return  # the client left before the handshake reached us
+    found = app.router.match_websocket(scope.get("path", "/"))
+    route = found.route
+    inbox_size = (route.options.get("inbox_size") if route else None) or app.inbox_size
+    connection = Connection(scope, receive, send, inbox_size=inbox_size)
+    ws = WebSocket(connection, scope, app, found.params)
+    if route is None:
+        await connection.deny(404, f"no WebSocket route for {ws.path}".encode(), ())
+        return
+    if app._connections.draining:
+        await connection.deny(503, b"server shutting down", ())
+        return
+    await connection.run(app, ws, route)

@@ -1,0 +1,134 @@
+"""The exceptions a user raises or catches, and the rules that map them to close codes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import NoReturn
+
+__all__ = [
+    "HTTPException",
+    "InvalidJSONMessage",
+    "UnexpectedMessageType",
+    "WebSocketClose",
+    "WebSocketDisconnect",
+    "abort",
+]
+
+# A close frame carries at most 125 bytes of payload, two of which are the code.
+MAX_CLOSE_REASON_BYTES = 123
+
+
+def check_close_code(code: int) -> int:
+    """Return ``code`` if an endpoint may send it in a close frame, else raise ``ValueError``.
+
+    RFC 6455 reserves 1004, 1005, 1006 and 1015 (they describe what happened, they are never
+    sent), and leaves 0-999 and 5000+ unused.
+    """
+    if not isinstance(code, int) or isinstance(code, bool):
+        raise TypeError(f"close code must be an int, not {type(code).__name__}")
+    if code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999:
+        return int(code)
+    raise ValueError(
+        f"{code} is not a close code an endpoint may send (use 1000-1003, 1007-1014 or 3000-4999)"
+    )
+
+
+def truncate_reason(reason: str) -> str:
+    """Cut ``reason`` to what fits in a close frame, on a UTF-8 character boundary."""
+    encoded = reason.encode("utf-8")
+    if len(encoded) <= MAX_CLOSE_REASON_BYTES:
+        return reason
+    return encoded[:MAX_CLOSE_REASON_BYTES].decode("utf-8", errors="ignore")
+
+
+class WebSocketDisconnect(Exception):
+    """The socket is closed: the client went away, or the app already closed it.
+
+    Raised by every ``send*`` and ``receive*`` call once the close is known. Uncaught, it ends
+    the connection quietly: it is not logged and does not turn into a 1011.
+    """
+
+    def __init__(self, code: int = 1000, reason: str = "") -> None:
+        super().__init__(code, reason)
+        #: The close code: the client's, or the one the app closed with.
+        self.code = code
+        #: The close reason, often empty (hypercorn does not pass the client's on).
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"WebSocket closed with code {self.code}" + (
+            f": {self.reason}" if self.reason else ""
+        )
+
+
+class WebSocketClose(Exception):
+    """Raise anywhere in a handler or its tasks to close the socket with ``code`` and ``reason``.
+
+    Before the handshake is accepted, the client gets an HTTP 403 instead, as with ``close()``.
+    """
+
+    def __init__(self, code: int = 1000, reason: str = "") -> None:
+        check_close_code(code)
+        super().__init__(code, reason)
+        #: The close code the client will see.
+        self.code = code
+        #: The close reason the client will see, cut to 123 bytes of UTF-8.
+        self.reason = truncate_reason(reason)
+
+    def __str__(self) -> str:
+        return f"close {self.code}" + (f": {self.reason}" if self.reason else "")
+
+
+class InvalidJSONMessage(WebSocketClose, ValueError):
+    """A message asked for as JSON did not parse. Uncaught, it closes the socket with 1007."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(1007, reason)
+
+
+class UnexpectedMessageType(WebSocketClose, TypeError):
+    """Text arrived where bytes were asked for, or the reverse. Uncaught, it closes with 1003."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(1003, reason)
+
+
+class HTTPException(Exception):
+    """An HTTP error to answer with: ``status_code``, a ``detail`` body, optional ``headers``.
+
+    In an HTTP handler it becomes the response. In a WebSocket handler or hook it becomes a
+    denial response with that status before the handshake is accepted, and a close with code
+    1008 (policy violation) and ``detail`` as the reason after.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        detail: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        if not 400 <= status_code <= 599:
+            raise ValueError(f"HTTPException needs an error status (400-599), not {status_code}")
+        if detail is None:
+            try:
+                detail = HTTPStatus(status_code).phrase
+            except ValueError:
+                detail = ""
+        super().__init__(status_code, detail)
+        #: The HTTP status of the response.
+        self.status_code = status_code
+        #: The response body, as text.
+        self.detail = detail
+        #: Extra response headers.
+        self.headers = dict(headers or {})
+
+    def __str__(self) -> str:
+        return f"{self.status_code}: {self.detail}"
+
+
+def abort(
+    status_code: int, detail: str | None = None, headers: Mapping[str, str] | None = None
+) -> NoReturn:
+    """Stop handling now and answer with an HTTP error (see :class:`HTTPException`)."""
+    raise HTTPException(status_code, detail, headers)

@@ -1,0 +1,118 @@
+"""serve(): the app on hypercorn's trio worker, with a graceful drain on shutdown.
+
+hypercorn alone sends no close frames on shutdown: after its graceful timeout it cancels the
+apps and clients see 1006. So trioweb owns the shutdown trigger. When SIGINT, SIGTERM or the
+caller's own trigger fires, new handshakes are refused with 503, every open socket is closed
+with 1001 "server shutting down", and only once they are all done (or ``drain_timeout`` has
+passed) is hypercorn told to stop listening and run its own graceful timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any
+
+import hypercorn.trio
+import trio
+from hypercorn.config import Config
+
+from .app import App
+
+__all__ = ["serve"]
+
+logger = logging.getLogger("trioweb")
+
+
+def make_config(
+    host: str,
+    port: int,
+    *,
+    graceful_timeout: float,
+    ping_interval: float | None,
+    options: dict[str, Any],
+) -> Config:
+    """A hypercorn ``Config`` for ``host:port``; ``options`` set any other Config attribute."""
+    config = Config()
+    config.bind = [
+        f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+    ]
+    config.graceful_timeout = graceful_timeout
+    if ping_interval is not None:
+        # hypercorn's pings never check for pongs; only a read timeout notices a dead peer,
+        # and a live one answers every ping well within two intervals.
+        config.websocket_ping_interval = ping_interval
+        config.read_timeout = int(ping_interval * 2) + 1
+    for name, value in options.items():
+        if not hasattr(Config, name):
+            raise TypeError(f"serve() got an unknown option {name!r} (not a hypercorn setting)")
+        setattr(config, name, value)
+    return config
+
+
+async def _wait_for_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for signum in signals:
+            logger.info("received %s", signal.Signals(signum).name)
+            return
+
+
+async def _first_of(*waiters: Callable[[], Awaitable[Any]]) -> None:
+    """Return as soon as any of ``waiters`` returns (never, if there are none)."""
+    async with trio.open_nursery() as nursery:
+
+        async def wait_then_stop(waiter: Callable[[], Awaitable[Any]]) -> None:
+            await waiter()
+            nursery.cancel_scope.cancel()
+
+        for waiter in waiters:
+            nursery.start_soon(wait_then_stop, waiter)
+        await trio.sleep_forever()
+
+
+async def serve(
+    app: App,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    graceful_timeout: float = 10.0,
+    drain_timeout: float | None = None,
+    ping_interval: float | None = None,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
+    handle_signals: bool = True,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    **options: Any,
+) -> None:
+    """Serve ``app`` on hypercorn's trio worker until SIGINT/SIGTERM or ``shutdown_trigger``.
+
+    ``port=0`` picks a free port; started with ``nursery.start(serve, app, ...)``, this reports
+    the URLs it listens on (``["http://127.0.0.1:54321"]``). On shutdown, open sockets get close
+    1001 and up to ``drain_timeout`` seconds (default: ``graceful_timeout``) to finish; then
+    hypercorn stops listening and cancels whatever is left after ``graceful_timeout``.
+    ``ping_interval`` sends WebSocket pings and drops peers silent for two intervals. Any
+    other keyword sets the hypercorn ``Config`` attribute of that name.
+    """
+    config = make_config(
+        host, port, graceful_timeout=graceful_timeout, ping_interval=ping_interval, options=options
+    )
+    drain = graceful_timeout if drain_timeout is None else drain_timeout
+    waiters: list[Callable[[], Awaitable[Any]]] = []
+    if shutdown_trigger is not None:
+        waiters.append(shutdown_trigger)
+    if handle_signals and threading.current_thread() is threading.main_thread():
+        waiters.append(_wait_for_signal)
+
+    async def drain_then_stop() -> None:
+        await _first_of(*waiters)
+        logger.info("shutting down: closing %d WebSocket(s) with 1001", len(app._connections))
+        await app._connections.shut_down_all(drain)
+
+    asgi_app: Any = app  # hypercorn's Framework type is a union our App satisfies at runtime
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(
+            partial(hypercorn.trio.serve, asgi_app, config, shutdown_trigger=drain_then_stop)
+        )
+        task_status.started(urls)

@@ -1,0 +1,484 @@
+"""An in-process test client: the app's ASGI interface driven over trio memory channels.
+
+No sockets, no threads: everything runs in the test's own trio run, so it is deterministic and
+works with pytest-trio's ``autojump_clock``. It behaves like hypercorn where that matters to a
+test: the queue toward the app holds 10 events, a denied handshake arrives as an HTTP response,
+and the client answers the app's close as a real client would. One difference on purpose: the
+client's close code reaches the app as sent (hypercorn reports 1006 for it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json as jsonlib
+import math
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any
+from urllib.parse import unquote, urlencode, urlsplit
+
+import trio
+
+from ._types import ASGIApp, Message
+from .datastructures import Headers
+
+__all__ = [
+    "TestClient",
+    "TestResponse",
+    "TestWebSocket",
+    "WebSocketClosed",
+    "WebSocketDenied",
+]
+
+# hypercorn's default max_app_queue_size: the events a server buffers toward the app.
+SERVER_QUEUE_SIZE = 10
+
+
+class WebSocketClosed(Exception):
+    """The app closed the socket; ``code`` and ``reason`` are what it sent."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(code, reason)
+        #: The close code the app sent.
+        self.code = code
+        #: The close reason the app sent.
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return f"the app closed the WebSocket with code {self.code}" + (
+            f": {self.reason}" if self.reason else ""
+        )
+
+
+class WebSocketDenied(Exception):
+    """The app refused the handshake with an HTTP response."""
+
+    def __init__(self, status_code: int, headers: Headers, body: bytes) -> None:
+        super().__init__(status_code, body)
+        #: The HTTP status of the denial.
+        self.status_code = status_code
+        #: The denial's headers.
+        self.headers = headers
+        #: The denial's body.
+        self.body = body
+
+    def __str__(self) -> str:
+        return f"handshake denied with HTTP {self.status_code}: {self.body!r}"
+
+
+class TestResponse:
+    """An HTTP response as the test client received it."""
+
+    def __init__(self, status_code: int, headers: Headers, content: bytes) -> None:
+        #: The HTTP status.
+        self.status_code = status_code
+        #: The response headers, case-insensitive.
+        self.headers = headers
+        #: The raw body.
+        self.content = content
+
+    @property
+    def text(self) -> str:
+        """The body decoded as UTF-8."""
+        return self.content.decode("utf-8", errors="replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return jsonlib.loads(self.content)
+
+    def __repr__(self) -> str:
+        return f"<TestResponse {self.status_code}>"
+
+
+def _split_target(path: str) -> tuple[str, bytes, bytes]:
+    if not path.startswith("/"):
+        raise ValueError(f"test client paths start with '/', not {path!r}")
+    parts = urlsplit(path)
+    return unquote(parts.path), parts.path.encode(), parts.query.encode()
+
+
+def _raw_headers(headers: Mapping[str, str] | None, defaults: dict[str, str]) -> list[Any]:
+    merged = {**defaults, **{k.lower(): v for k, v in (headers or {}).items()}}
+    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in merged.items()]
+
+
+class TestWebSocket:
+    """The client end of a WebSocket connected to the app under test."""
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, to_app: trio.MemorySendChannel[Message], timeout: float) -> None:
+        self._to_app = to_app
+        self._from_app_send, self._from_app = trio.open_memory_channel[Message](math.inf)
+        self._timeout = timeout
+        self._closed: WebSocketClosed | None = None
+        self._client_closed = False
+        #: The subprotocol the app chose.
+        self.subprotocol: str | None = None
+        #: The headers of the app's accept.
+        self.headers = Headers()
+
+    async def _next_from_app(self, what: str) -> Message:
+        try:
+            with trio.fail_after(self._timeout):
+                return await self._from_app.receive()
+        except trio.TooSlowError:
+            raise TimeoutError(
+                f"no {what} from the app within {self._timeout} s "
+                "(TestClient(receive_timeout=...) changes the limit)"
+            ) from None
+        except trio.EndOfChannel:
+            raise RuntimeError(f"the app's handler ended without sending a {what}") from None
+
+    async def _handshake(self) -> None:
+        message = await self._next_from_app("handshake reply")
+        kind = message["type"]
+        if kind == "websocket.accept":
+            self.subprotocol = message.get("subprotocol")
+            self.headers = Headers(raw=message.get("headers") or [])
+        elif kind == "websocket.close":
+            raise WebSocketDenied(403, Headers(), b"")
+        elif kind == "websocket.http.response.start":
+            body = b""
+            while True:
+                part = await self._next_from_app("denial body")
+                body += part.get("body", b"")
+                if not part.get("more_body"):
+                    break
+            raise WebSocketDenied(message["status"], Headers(raw=message.get("headers", [])), body)
+        else:
+            raise RuntimeError(f"unexpected ASGI message {kind!r} during the handshake")
+
+    # -- sending ------------------------------------------------------------------------
+
+    async def _put(self, message: Message) -> None:
+        if self._client_closed:
+            raise RuntimeError("this test WebSocket is already closed")
+        try:
+            with trio.fail_after(self._timeout):
+                await self._to_app.send(message)
+        except trio.BrokenResourceError:
+            raise RuntimeError("the app's handler has already ended") from None
+        except trio.TooSlowError:
+            raise TimeoutError(
+                f"the app read nothing for {self._timeout} s while the queue toward it was full"
+            ) from None
+
+    async def send(self, message: str | bytes) -> None:
+        """Send a text (``str``) or binary (``bytes``) message to the app."""
+        if isinstance(message, str):
+            await self._put({"type": "websocket.receive", "text": message})
+        else:
+            await self._put({"type": "websocket.receive", "bytes": bytes(message)})
+
+    async def send_text(self, data: str) -> None:
+        """Send a text message."""
+        await self._put({"type": "websocket.receive", "text": data})
+
+    async def send_bytes(self, data: bytes) -> None:
+        """Send a binary message."""
+        await self._put({"type": "websocket.receive", "bytes": data})
+
+    async def send_json(self, data: Any) -> None:
+        """Send ``data`` as JSON in a text message."""
+        await self.send_text(jsonlib.dumps(data))
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close from the client's side; the app sees a disconnect with this code."""
+        if self._client_closed:
+            return
+        with contextlib.suppress(RuntimeError):  # the app has ended: nothing left to tell
+            await self._put({"type": "websocket.disconnect", "code": int(code), "reason": reason})
+        self._client_closed = True
+
+    # -- receiving ----------------------------------------------------------------------
+
+    async def receive(self) -> str | bytes:
+        """The app's next message; raises :class:`WebSocketClosed` once the app has closed."""
+        if self._closed is not None:
+            raise WebSocketClosed(self._closed.code, self._closed.reason)
+        message = await self._next_from_app("message")
+        if message["type"] == "websocket.send":
+            text = message.get("text")
+            return text if text is not None else bytes(message.get("bytes") or b"")
+        if message["type"] == "websocket.close":
+            self._closed = WebSocketClosed(message.get("code", 1000), message.get("reason") or "")
+            # A real client answers the close; the app is then told the handshake is done.
+            if not self._client_closed:
+                await self.close(self._closed.code, self._closed.reason)
+            raise WebSocketClosed(self._closed.code, self._closed.reason)
+        raise RuntimeError(f"unexpected ASGI message {message['type']!r} from the app")
+
+    async def receive_text(self) -> str:
+        """The next message, which must be text."""
+        message = await self.receive()
+        if not isinstance(message, str):
+            raise AssertionError(f"expected a text message, got bytes {message!r}")
+        return message
+
+    async def receive_bytes(self) -> bytes:
+        """The next message, which must be binary."""
+        message = await self.receive()
+        if not isinstance(message, bytes):
+            raise AssertionError(f"expected a binary message, got text {message!r}")
+        return message
+
+    async def receive_json(self) -> Any:
+        """The next message, parsed as JSON."""
+        return jsonlib.loads(await self.receive())
+
+
+class TestClient:
+    """Drive an app in-process: ``async with TestClient(app) as client: ...``.
+
+    Entering runs the app's startup (a failure raises ``RuntimeError``), leaving runs its
+    shutdown. ``receive_timeout`` bounds every wait for the app, so a test fails with a clear
+    message instead of hanging.
+    """
+
+    __test__ = False  # not a pytest test class
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        receive_timeout: float = 5.0,
+        client: tuple[str, int] = ("127.0.0.1", 50000),
+        host: str = "testserver",
+    ) -> None:
+        self.app = app
+        self.receive_timeout = receive_timeout
+        self._client = client
+        self._host = host
+        self._nursery: trio.Nursery | None = None
+        self._lifespan_to_app: trio.MemorySendChannel[Message] | None = None
+        self._lifespan_from_app: trio.MemoryReceiveChannel[Message] | None = None
+        self._state: dict[str, Any] = {}
+
+    # -- lifespan -----------------------------------------------------------------------
+
+    async def __aenter__(self) -> TestClient:
+        self._nursery_manager = trio.open_nursery()
+        self._nursery = await self._nursery_manager.__aenter__()
+        to_app, app_inbox = trio.open_memory_channel[Message](SERVER_QUEUE_SIZE)
+        app_outbox, from_app = trio.open_memory_channel[Message](math.inf)
+        self._lifespan_to_app, self._lifespan_from_app = to_app, from_app
+
+        async def run_lifespan() -> None:
+            async with app_outbox:
+                scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": self._state}
+                await self.app(scope, app_inbox.receive, app_outbox.send)
+
+        self._nursery.start_soon(run_lifespan)
+        try:
+            await to_app.send({"type": "lifespan.startup"})
+            reply = await self._lifespan_reply("startup")
+            if reply["type"] != "lifespan.startup.complete":
+                raise RuntimeError(f"app startup failed: {reply.get('message', '')}")
+        except BaseException:
+            self._nursery.cancel_scope.cancel()
+            await self._nursery_manager.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def _lifespan_reply(self, phase: str) -> Message:
+        assert self._lifespan_from_app is not None
+        try:
+            with trio.fail_after(self.receive_timeout):
+                return await self._lifespan_from_app.receive()
+        except trio.TooSlowError:
+            raise TimeoutError(
+                f"the app's {phase} took longer than {self.receive_timeout} s"
+            ) from None
+        except trio.EndOfChannel:
+            raise RuntimeError(f"the app's lifespan ended without completing {phase}") from None
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        assert self._nursery is not None and self._lifespan_to_app is not None
+        try:
+            await self._lifespan_to_app.send({"type": "lifespan.shutdown"})
+            reply = await self._lifespan_reply("shutdown")
+            if reply["type"] != "lifespan.shutdown.complete" and exc_type is None:
+                raise RuntimeError(f"app shutdown failed: {reply.get('message', '')}")
+        finally:
+            result = await self._nursery_manager.__aexit__(exc_type, exc, tb)
+            self._nursery = None
+        return result
+
+    # -- WebSocket ----------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def websocket(
+        self,
+        path: str,
+        subprotocols: list[str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> AsyncIterator[TestWebSocket]:
+        """Connect to the app's WebSocket route at ``path`` (a query string is fine).
+
+        Raises :class:`WebSocketDenied` if the app refuses the handshake. Leaving the block
+        closes the socket (code 1000) if it is still open and waits until the app's handler
+        and its ``after_websocket`` hooks have finished.
+        """
+        decoded, raw_path, query = _split_target(path)
+        defaults = {
+            "host": self._host,
+            "connection": "upgrade",
+            "upgrade": "websocket",
+            "sec-websocket-version": "13",
+        }
+        if subprotocols:
+            defaults["sec-websocket-protocol"] = ", ".join(subprotocols)
+        scope = {
+            "type": "websocket",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "scheme": "ws",
+            "path": decoded,
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": "",
+            "headers": _raw_headers(headers, defaults),
+            "client": self._client,
+            "server": ("testserver", 80),
+            "subprotocols": list(subprotocols or []),
+            "state": dict(self._state),
+            "extensions": {"websocket.http.response": {}},
+        }
+        to_app, app_inbox = trio.open_memory_channel[Message](SERVER_QUEUE_SIZE)
+        socket = TestWebSocket(to_app, self.receive_timeout)
+        app_done = trio.Event()
+
+        async def run_app() -> None:
+            try:
+                async with socket._from_app_send, app_inbox:
+                    await self.app(scope, app_inbox.receive, socket._from_app_send.send)
+            finally:
+                app_done.set()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_app)
+            await to_app.send({"type": "websocket.connect"})
+            await socket._handshake()
+            try:
+                yield socket
+            finally:
+                with trio.CancelScope(shield=True):
+                    if socket._closed is None and not socket._client_closed:
+                        await socket.close(1000)
+                    with trio.move_on_after(self.receive_timeout) as waited:
+                        await app_done.wait()
+                if waited.cancelled_caught:
+                    nursery.cancel_scope.cancel()
+                    raise TimeoutError(
+                        f"the app's handler for {path} did not finish within "
+                        f"{self.receive_timeout} s after the client closed"
+                    )
+
+    # -- HTTP ---------------------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        content: bytes | str | None = None,
+    ) -> TestResponse:
+        """Send one HTTP request to the app and collect its whole response."""
+        decoded, raw_path, query = _split_target(path)
+        if params:
+            query = (
+                query.decode() + ("&" if query else "") + urlencode(params, doseq=True)
+            ).encode()
+        defaults = {"host": self._host}
+        body = b""
+        if json is not None:
+            body = jsonlib.dumps(json).encode()
+            defaults["content-type"] = "application/json"
+        elif content is not None:
+            body = content.encode() if isinstance(content, str) else content
+        if body:
+            defaults["content-length"] = str(len(body))
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": "1.1",
+            "method": method.upper(),
+            "scheme": "http",
+            "path": decoded,
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": "",
+            "headers": _raw_headers(headers, defaults),
+            "client": self._client,
+            "server": ("testserver", 80),
+            "state": dict(self._state),
+        }
+        sent_body = False
+        response_done = trio.Event()
+
+        async def receive() -> Message:
+            nonlocal sent_body
+            if not sent_body:
+                sent_body = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            await response_done.wait()
+            return {"type": "http.disconnect"}
+
+        start: Message | None = None
+        chunks: list[bytes] = []
+
+        async def send(message: Message) -> None:
+            nonlocal start
+            if message["type"] == "http.response.start":
+                start = message
+            elif message["type"] == "http.response.body":
+                chunks.append(bytes(message.get("body", b"")))
+                if not message.get("more_body"):
+                    response_done.set()
+
+        try:
+            with trio.fail_after(self.receive_timeout):
+                await self.app(scope, receive, send)
+        except trio.TooSlowError:
+            raise TimeoutError(
+                f"{method} {path} got no complete response within {self.receive_timeout} s"
+            ) from None
+        if start is None:
+            raise RuntimeError(f"the app sent no response to {method} {path}")
+        return TestResponse(
+            start["status"], Headers(raw=start.get("headers", [])), b"".join(chunks)
+        )
+
+    async def get(self, path: str, **kwargs: Any) -> TestResponse:
+        """Send a GET request."""
+        return await self.request("GET", path, **kwargs)
+
+    async def head(self, path: str, **kwargs: Any) -> TestResponse:
+        """Send a HEAD request."""
+        return await self.request("HEAD", path, **kwargs)
+
+    async def post(self, path: str, **kwargs: Any) -> TestResponse:
+        """Send a POST request."""
+        return await self.request("POST", path, **kwargs)
+
+    async def put(self, path: str, **kwargs: Any) -> TestResponse:
+        """Send a PUT request."""
+        return await self.request("PUT", path, **kwargs)
+
+    async def patch(self, path: str, **kwargs: Any) -> TestResponse:
+        """Send a PATCH request."""
+        return await self.request("PATCH", path, **kwargs)
+
+    async def delete(self, path: str, **kwargs: Any) -> TestResponse:
+        """Send a DELETE request."""
+        return await self.request("DELETE", path, **kwargs)

@@ -1,0 +1,231 @@
+"""The WebSocket object a handler holds: handshake data, send, receive, close."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ._types import Scope
+from .connection import Connection, ConnectionState
+from .exceptions import InvalidJSONMessage, UnexpectedMessageType, WebSocketDisconnect
+from .scope import ScopeView
+
+if TYPE_CHECKING:
+    from .app import App
+
+__all__ = ["WebSocket"]
+
+JSONLoads = Callable[[str | bytes], Any]
+JSONDumps = Callable[[Any], str]
+
+
+def _dumps(data: Any) -> str:
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def _header_pairs(headers: Mapping[str, str] | None) -> list[tuple[bytes, bytes]]:
+    if not headers:
+        return []
+    return [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+
+
+class WebSocket(ScopeView):
+    """One WebSocket connection, as the handler sees it.
+
+    Sending and receiving before :meth:`accept` accepts implicitly. Once the socket is closed
+    (by the client or by the app), every ``send*`` and ``receive*`` raises
+    :class:`~trioweb.WebSocketDisconnect`, and the ``async for`` forms simply end.
+    """
+
+    __slots__ = ("_conn",)
+
+    def __init__(
+        self,
+        connection: Connection,
+        scope: Scope,
+        app: App | None = None,
+        path_params: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(scope, app, path_params)
+        self._conn = connection
+
+    def __repr__(self) -> str:
+        return f"<WebSocket {self.path} {self._conn.state.value}>"
+
+    # -- handshake data and state -------------------------------------------------------
+
+    @property
+    def subprotocols(self) -> list[str]:
+        """The subprotocols the client offered, in its order of preference."""
+        return list(self.scope.get("subprotocols") or [])
+
+    @property
+    def subprotocol(self) -> str | None:
+        """The subprotocol chosen at accept, if any."""
+        return self._conn.subprotocol
+
+    @property
+    def connecting(self) -> bool:
+        """True until the handshake is accepted or refused."""
+        return self._conn.state is ConnectionState.CONNECTING
+
+    @property
+    def connected(self) -> bool:
+        """True between accept and close."""
+        return self._conn.state is ConnectionState.CONNECTED
+
+    @property
+    def closed(self) -> bool:
+        """True once either side has closed (or the handshake was refused)."""
+        return self._conn.state is ConnectionState.CLOSED
+
+    @property
+    def close_code(self) -> int | None:
+        """How the socket closed: the app's code, or the client's as the server reports it.
+
+        Behind hypercorn a close started by the client reads 1006 (the server does not pass the
+        client's code on); the test client reports the real code. ``None`` while open, and for
+        a refused handshake.
+        """
+        return self._conn.close_code
+
+    @property
+    def close_reason(self) -> str | None:
+        """The close reason that goes with :attr:`close_code`."""
+        return self._conn.close_reason
+
+    # -- handshake ----------------------------------------------------------------------
+
+    async def accept(
+        self, subprotocol: str | None = None, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Accept the handshake, optionally choosing one of the offered ``subprotocols``."""
+        await self._conn.accept(subprotocol, _header_pairs(headers), self.subprotocols)
+
+    async def reject(
+        self, status: int = 403, body: bytes | str = b"", headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Refuse the handshake with a real HTTP response (``status``, ``headers``, ``body``).
+
+        Servers without the ASGI denial extension answer a plain 403 instead. After accept this
+        is an error: use :meth:`close`.
+        """
+        data = body.encode() if isinstance(body, str) else bytes(body)
+        await self._conn.deny(status, data, _header_pairs(headers))
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        """Close the socket with ``code`` and ``reason`` (before accept: an HTTP 403).
+
+        Raises ``RuntimeError`` if the socket is already closed; see :meth:`ensure_closed`.
+        """
+        await self._conn.close(code, reason)
+
+    async def ensure_closed(self, code: int = 1000, reason: str = "") -> None:
+        """Close the socket unless it is already closed; safe to call at any time."""
+        if self._conn.state is not ConnectionState.CLOSED:
+            await self._conn.close(code, reason)
+
+    async def __aenter__(self) -> WebSocket:
+        await self._accept_implicitly()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        # On an exception the runtime closes with the code it calls for (1011, 1008, ...).
+        if exc_type is None:
+            await self.ensure_closed()
+
+    async def _accept_implicitly(self) -> None:
+        if self._conn.state is ConnectionState.CONNECTING:
+            await self._conn.accept(None, (), self.subprotocols, implicit=True)
+
+    # -- receiving ----------------------------------------------------------------------
+
+    async def receive(self) -> str | bytes:
+        """The next message: ``str`` for a text frame, ``bytes`` for a binary one."""
+        await self._accept_implicitly()
+        return await self._conn.receive()
+
+    async def receive_text(self) -> str:
+        """The next message, which must be text (else close 1003 if uncaught)."""
+        message = await self.receive()
+        if not isinstance(message, str):
+            raise UnexpectedMessageType("expected a text message, got binary")
+        return message
+
+    async def receive_bytes(self) -> bytes:
+        """The next message, which must be binary (else close 1003 if uncaught)."""
+        message = await self.receive()
+        if not isinstance(message, bytes):
+            raise UnexpectedMessageType("expected a binary message, got text")
+        return message
+
+    async def receive_json(self, loads: JSONLoads | None = None) -> Any:
+        """The next message parsed as JSON (text or UTF-8 bytes; else close 1007 if uncaught)."""
+        return _parse_json(await self.receive(), loads or json.loads)
+
+    def __aiter__(self) -> AsyncIterator[str | bytes]:
+        return self._iterate(self.receive)
+
+    def iter_text(self) -> AsyncIterator[str]:
+        """Iterate over text messages until the socket closes."""
+        return self._iterate(self.receive_text)
+
+    def iter_bytes(self) -> AsyncIterator[bytes]:
+        """Iterate over binary messages until the socket closes."""
+        return self._iterate(self.receive_bytes)
+
+    def iter_json(self, loads: JSONLoads | None = None) -> AsyncIterator[Any]:
+        """Iterate over messages parsed as JSON until the socket closes."""
+
+        async def receive_one() -> Any:
+            return await self.receive_json(loads)
+
+        return self._iterate(receive_one)
+
+    @staticmethod
+    async def _iterate(receive_one: Callable[[], Any]) -> AsyncIterator[Any]:
+        while True:
+            try:
+                message = await receive_one()
+            except WebSocketDisconnect:
+                return
+            yield message
+
+    # -- sending ------------------------------------------------------------------------
+
+    async def send(self, message: str | bytes) -> None:
+        """Send a text (``str``) or binary (``bytes``) message."""
+        if isinstance(message, str):
+            await self.send_text(message)
+        elif isinstance(message, (bytes, bytearray, memoryview)):
+            await self.send_bytes(bytes(message))
+        else:
+            raise TypeError(f"send() takes str or bytes, not {type(message).__name__}")
+
+    async def send_text(self, data: str) -> None:
+        """Send a text message."""
+        await self._accept_implicitly()
+        await self._conn.send({"type": "websocket.send", "text": data})
+
+    async def send_bytes(self, data: bytes) -> None:
+        """Send a binary message."""
+        await self._accept_implicitly()
+        await self._conn.send({"type": "websocket.send", "bytes": data})
+
+    async def send_json(self, data: Any, dumps: JSONDumps | None = None) -> None:
+        """Send ``data`` encoded as JSON in a text message."""
+        await self.send_text((dumps or _dumps)(data))
+
+
+def _parse_json(message: str | bytes, loads: JSONLoads) -> Any:
+    try:
+        return loads(message)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidJSONMessage(f"invalid JSON: {exc}") from exc
