@@ -20,6 +20,7 @@ from urllib.parse import unquote, urlencode, urlsplit
 
 import trio
 
+from ._failures import leaves
 from ._types import ASGIApp, Message
 from .datastructures import Headers
 
@@ -307,9 +308,18 @@ class TestClient:
             if reply["type"] != "lifespan.shutdown.complete" and exc_type is None:
                 raise RuntimeError(f"app shutdown failed: {reply.get('message', '')}")
         finally:
-            result = await self._nursery_manager.__aexit__(exc_type, exc, tb)
-            self._nursery = None
-        return result
+            try:
+                await self._nursery_manager.__aexit__(exc_type, exc, tb)
+            except BaseExceptionGroup as group:
+                # The nursery wraps the test body's own exception: let it through unwrapped.
+                others = [
+                    e for e in leaves(group) if e is not exc and not isinstance(e, trio.Cancelled)
+                ]
+                if exc is None or others:
+                    raise
+            finally:
+                self._nursery = None
+        return None
 
     # -- WebSocket ----------------------------------------------------------------------
 
@@ -362,24 +372,33 @@ class TestClient:
             finally:
                 app_done.set()
 
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(run_app)
+        # The app runs in the client's nursery, not in one opened here: a nursery around the
+        # ``yield`` would wrap every exception of the test body in an ExceptionGroup.
+        assert self._nursery is not None, "use the TestClient inside 'async with'"
+        self._nursery.start_soon(run_app)
+
+        async def wait_for_app() -> None:
+            with trio.CancelScope(shield=True), trio.move_on_after(self.receive_timeout):
+                await app_done.wait()
+            if not app_done.is_set():
+                raise TimeoutError(
+                    f"the app's handler for {path} did not finish within "
+                    f"{self.receive_timeout} s after the client closed"
+                )
+
+        try:
             await to_app.send({"type": "websocket.connect"})
             await socket._handshake()
-            try:
-                yield socket
-            finally:
+        except BaseException:
+            await wait_for_app()
+            raise
+        try:
+            yield socket
+        finally:
+            if socket._closed is None and not socket._client_closed:
                 with trio.CancelScope(shield=True):
-                    if socket._closed is None and not socket._client_closed:
-                        await socket.close(1000)
-                    with trio.move_on_after(self.receive_timeout) as waited:
-                        await app_done.wait()
-                if waited.cancelled_caught:
-                    nursery.cancel_scope.cancel()
-                    raise TimeoutError(
-                        f"the app's handler for {path} did not finish within "
-                        f"{self.receive_timeout} s after the client closed"
-                    )
+                    await socket.close(1000)
+            await wait_for_app()
 
     # -- HTTP ---------------------------------------------------------------------------
 
