@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from ._failures import sort_failure
+from ._failures import leaves, sort_failure
 from ._types import Receive, Scope, Send
 from .connection import ConnectionRegistry, run_websocket
 from .exceptions import HTTPException
@@ -217,7 +217,7 @@ class App:
                     await trio.sleep_forever()
             except Exception as exc:  # a crashed background task must not take the server down
                 logger.error("a background task in app.nursery failed", exc_info=exc)
-                background_errors.append(exc)
+                background_errors.extend(leaves(exc))
             finally:
                 background_done.set()
 
@@ -285,16 +285,20 @@ class App:
     async def _respond(self, request: Request, method: str, path: str) -> Response:
         try:
             found = self.router.match_http(path, method)
+            if found.route is not None:
+                request.path_params = found.params
+                limit = found.route.options.get("max_body_size")
+                request.max_body_size = limit or self.max_body_size
+            # Hooks run before a routing miss is answered, as in Flask and Quart: an auth hook
+            # answers 401 for paths that do not exist as well.
+            for hook in self._before_request:
+                if (early := await hook(request)) is not None:
+                    return make_response(early)
             if found.route is None:
                 if found.allowed:
                     allow = ", ".join(sorted(found.allowed))
                     raise HTTPException(405, f"{method} not allowed on {path}", {"allow": allow})
                 raise HTTPException(404, f"no route for {path}")
-            request.path_params = found.params
-            request.max_body_size = found.route.options.get("max_body_size") or self.max_body_size
-            for hook in self._before_request:
-                if (early := await hook(request)) is not None:
-                    return make_response(early)
             return make_response(await found.route.handler(request, **found.params))
         except BaseException as failure:  # sorted out right below
             return await self._error_response(request, failure)

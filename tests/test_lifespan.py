@@ -1,0 +1,175 @@
+"""Lifespan: startup and shutdown hooks, the lifespan context manager, and app.nursery."""
+
+import logging
+from contextlib import asynccontextmanager
+
+import pytest
+import trio
+
+from trioweb import App, Request
+from trioweb.testing import TestClient
+
+
+async def test_startup_and_shutdown_hooks_run_in_order():
+    events = []
+
+    @asynccontextmanager
+    async def lifespan(app: App):
+        events.append("lifespan enter")
+        yield
+        events.append("lifespan exit")
+
+    app = App(lifespan=lifespan)
+
+    @app.on_startup
+    async def first():
+        events.append("startup")
+
+    @app.on_shutdown
+    async def last():
+        events.append("shutdown")
+
+    @app.get("/")
+    async def index(request: Request):
+        events.append("request")
+        return "ok"
+
+    async with TestClient(app) as client:
+        await client.get("/")
+    assert events == ["startup", "lifespan enter", "request", "lifespan exit", "shutdown"]
+
+
+async def test_app_nursery_runs_background_tasks_until_shutdown():
+    app = App()
+    ticks = []
+    cancelled = trio.Event()
+    ticked = trio.Event()
+
+    @app.on_startup
+    async def start_ticker():
+        async def ticker():
+            try:
+                while True:
+                    ticks.append(len(ticks))
+                    ticked.set()
+                    await trio.sleep(1)
+            finally:
+                cancelled.set()
+
+        app.nursery.start_soon(ticker)
+
+    @app.get("/ticks")
+    async def get_ticks(request: Request):
+        return {"ticks": len(ticks)}
+
+    async with TestClient(app) as client:
+        await ticked.wait()
+        assert (await client.get("/ticks")).json()["ticks"] >= 1
+        assert not cancelled.is_set()
+    assert cancelled.is_set()
+
+
+async def test_background_tasks_are_cancelled_before_the_shutdown_hooks():
+    app = App()
+    order = []
+
+    @app.on_startup
+    async def start():
+        async def task():
+            try:
+                await trio.sleep_forever()
+            finally:
+                order.append("task cancelled")
+
+        app.nursery.start_soon(task)
+
+    @app.on_shutdown
+    async def stop():
+        order.append("shutdown hook")
+
+    async with TestClient(app):
+        pass
+    assert order == ["task cancelled", "shutdown hook"]
+
+
+def test_app_nursery_outside_the_lifespan_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="only open while the app runs"):
+        App().nursery  # noqa: B018
+
+
+async def test_failing_startup_stops_with_the_error(caplog):
+    app = App()
+    handled = []
+
+    @app.on_startup
+    async def broken():
+        raise ConnectionError("database unreachable")
+
+    @app.get("/")
+    async def index(request: Request):
+        handled.append(request)
+
+    with caplog.at_level(logging.ERROR, logger="trioweb"):
+        with pytest.raises(RuntimeError, match="database unreachable"):
+            async with TestClient(app):
+                pass
+    assert [type(r.exc_info[1]) for r in caplog.records if r.exc_info] == [ConnectionError]
+
+
+async def test_failing_background_task_is_logged_and_reported_at_shutdown(caplog):
+    app = App()
+    failed = trio.Event()
+
+    @app.on_startup
+    async def start():
+        async def crashing():
+            try:
+                raise ValueError("background bug")
+            finally:
+                failed.set()
+
+        app.nursery.start_soon(crashing)
+
+    @app.get("/")
+    async def index(request: Request):
+        return "still serving"
+
+    with caplog.at_level(logging.ERROR, logger="trioweb"):
+        with pytest.raises(RuntimeError, match="background bug"):
+            async with TestClient(app) as client:
+                await failed.wait()
+                await trio.testing.wait_all_tasks_blocked()
+                assert (await client.get("/")).text == "still serving"
+    assert any("background task" in r.getMessage() for r in caplog.records)
+
+
+async def test_failing_shutdown_hook_is_reported_and_the_others_still_run():
+    app = App()
+    ran = []
+
+    @app.on_shutdown
+    async def broken():
+        raise OSError("flush failed")
+
+    @app.on_shutdown
+    async def other():
+        ran.append("other")
+
+    with pytest.raises(RuntimeError, match="flush failed"):
+        async with TestClient(app):
+            pass
+    assert ran == ["other"]
+
+
+async def test_lifespan_state_is_reset_by_a_new_startup():
+    """A module-level app served twice (two test clients) accepts handshakes both times."""
+    app = App()
+
+    @app.websocket("/ws")
+    async def ws_handler(ws):
+        await ws.send("hi")
+
+    for _ in range(2):
+        async with TestClient(app) as client, client.websocket("/ws") as ws:
+            assert await ws.receive() == "hi"
+        await app._connections.shut_down_all(0)  # what serve() does at shutdown
