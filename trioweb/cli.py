@@ -132,7 +132,10 @@ def _run_workers(target: str, options: dict[str, Any], workers: int) -> int:
     print(f"trioweb: serving {target} on http://{host}:{port} with {workers} workers", flush=True)
     for process in processes:
         process.join()
-    return max((abs(p.exitcode or 0) for p in processes), default=0)
+    # A worker still booting when the signal came dies of it: that is a normal stop too.
+    stopped = {0, -signal.SIGINT, -signal.SIGTERM}
+    failed = [p.exitcode for p in processes if p.exitcode not in stopped]
+    return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,10 +9,11 @@ passed) is hypercorn told to stop listening and run its own graceful timeout.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import Any
 
@@ -53,11 +54,10 @@ def make_config(
     return config
 
 
-async def _wait_for_signal() -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async for signum in signals:
-            logger.info("received %s", signal.Signals(signum).name)
-            return
+async def _next_signal(signals: AsyncIterator[int]) -> None:
+    async for signum in signals:
+        logger.info("received %s", signal.Signals(signum).name)
+        return
 
 
 async def _first_of(*waiters: Callable[[], Awaitable[Any]]) -> None:
@@ -99,20 +99,27 @@ async def serve(
         host, port, graceful_timeout=graceful_timeout, ping_interval=ping_interval, options=options
     )
     drain = graceful_timeout if drain_timeout is None else drain_timeout
-    waiters: list[Callable[[], Awaitable[Any]]] = []
-    if shutdown_trigger is not None:
-        waiters.append(shutdown_trigger)
-    if handle_signals and threading.current_thread() is threading.main_thread():
-        waiters.append(_wait_for_signal)
+    with contextlib.ExitStack() as stack:
+        waiters: list[Callable[[], Awaitable[Any]]] = []
+        if shutdown_trigger is not None:
+            waiters.append(shutdown_trigger)
+        second_signal: list[Callable[[], Awaitable[Any]]] = []
+        if handle_signals and threading.current_thread() is threading.main_thread():
+            # Listen from the start: a signal during startup then stops the server cleanly
+            # once it is up, instead of killing the process.
+            signals = stack.enter_context(trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM))
+            waiters.append(partial(_next_signal, signals))
+            second_signal.append(partial(_next_signal, signals))
 
-    async def drain_then_stop() -> None:
-        await _first_of(*waiters)
-        logger.info("shutting down: closing %d WebSocket(s) with 1001", len(app._connections))
-        await app._connections.shut_down_all(drain)
+        async def drain_then_stop() -> None:
+            await _first_of(*waiters)
+            logger.info("shutting down: closing %d WebSocket(s) with 1001", len(app._connections))
+            # A second signal stops waiting for the handlers; the graceful timeout still applies.
+            await _first_of(partial(app._connections.shut_down_all, drain), *second_signal)
 
-    asgi_app: Any = app  # hypercorn's Framework type is a union our App satisfies at runtime
-    async with trio.open_nursery() as nursery:
-        urls = await nursery.start(
-            partial(hypercorn.trio.serve, asgi_app, config, shutdown_trigger=drain_then_stop)
-        )
-        task_status.started(urls)
+        asgi_app: Any = app  # hypercorn's Framework type is a union our App satisfies at runtime
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(
+                partial(hypercorn.trio.serve, asgi_app, config, shutdown_trigger=drain_then_stop)
+            )
+            task_status.started(urls)

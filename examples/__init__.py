@@ -1,0 +1,1 @@
+"""Small runnable trioweb apps: ``trioweb run examples.echo:app``."""
