@@ -1,6 +1,6 @@
 """Echo: the smallest trioweb app, with a page to try it in a browser.
 
-    trioweb run examples.echo:app     # then open http://127.0.0.1:8000/
+trioweb run examples.echo:app     # then open http://127.0.0.1:8000/
 """
 
 from trioweb import App, HTMLResponse, Request, WebSocket
