@@ -10,6 +10,8 @@ import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
 
+import trioweb
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -86,3 +88,46 @@ async def test_run_serves_and_a_signal_closes_sockets_with_1001(workers, stop_si
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def test_a_failing_startup_stops_with_a_one_line_error(tmp_path):
+    (tmp_path / "failing_app.py").write_text(
+        "from trioweb import App\n"
+        "app = App()\n"
+        "@app.on_startup\n"
+        "async def connect():\n"
+        "    raise ConnectionError('database unreachable')\n"
+    )
+    result = run_cli("run", "failing_app:app", "--port", "0", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "serving" not in result.stdout
+    assert result.stderr.count("Traceback") == 1  # logged once, by the startup itself
+    assert result.stderr.endswith(
+        "trioweb: error: app startup failed: ConnectionError: database unreachable\n"
+    )
+
+
+async def test_serve_raises_startup_error_when_startup_fails():
+    app = trioweb.App()
+
+    @app.on_startup
+    async def connect():
+        raise ConnectionError("database unreachable")
+
+    with pytest.raises(trioweb.StartupError, match="ConnectionError: database unreachable"):
+        await trioweb.serve(app, port=0, handle_signals=False)
+
+
+def test_app_run_serves_until_a_signal():
+    code = "from examples.echo import app; app.run(port=0)"
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        for line in process.stderr:  # hypercorn logs "Running on http://..." once it listens
+            if "Running on http://" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 0
+    finally:
+        process.kill()

@@ -20,7 +20,7 @@ from .http import (
     Request,
     Response,
 )
-from .server import serve
+from .server import StartupError, serve
 from .websocket import WebSocket
 
 __version__ = "0.1.0"
@@ -40,6 +40,7 @@ __all__ = [
     "RedirectResponse",
     "Request",
     "Response",
+    "StartupError",
     "State",
     "UnexpectedMessageType",
     "WebSocket",

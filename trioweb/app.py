@@ -72,6 +72,10 @@ class App:
         self._errorhandlers: dict[type[BaseException], Callable[[Any, Any], Awaitable[Any]]] = {}
         self._nursery: trio.Nursery | None = None
         self._connections = ConnectionRegistry()
+        #: True between a successful startup and the shutdown.
+        self._serving = False
+        #: What made the last startup fail, for serve() to report.
+        self._startup_failure: str | None = None
 
     # -- routes -------------------------------------------------------------------------
 
@@ -205,6 +209,7 @@ class App:
         if message["type"] != "lifespan.startup":
             return
         self._connections.reset()
+        self._startup_failure = None
         background_errors: list[BaseException] = []
         background_done = trio.Event()
 
@@ -225,41 +230,57 @@ class App:
             nursery.cancel_scope.cancel()
             await background_done.wait()
 
+        startup_error: Exception | None = None
+        failures: list[BaseException] = []
         async with trio.open_nursery() as lifespan_nursery:
             self._nursery = await lifespan_nursery.start(host_background_tasks)
+            stack = AsyncExitStack()
             try:
-                async with AsyncExitStack() as stack:
-                    try:
-                        for hook in self._on_startup:
-                            await hook()
-                        if self._lifespan is not None:
-                            await stack.enter_async_context(self._lifespan(self))
-                    except Exception as exc:
-                        logger.error("startup failed", exc_info=exc)
-                        await stop_background_tasks(self._nursery)
-                        await send({"type": "lifespan.startup.failed", "message": _describe(exc)})
-                        return
+                try:
+                    for hook in self._on_startup:
+                        await hook()
+                    if self._lifespan is not None:
+                        await stack.enter_async_context(self._lifespan(self))
+                except Exception as exc:
+                    logger.error("startup failed", exc_info=exc)
+                    startup_error = exc
+                    self._startup_failure = _describe(exc)
+                else:
+                    self._serving = True
                     await send({"type": "lifespan.startup.complete"})
                     await receive()  # lifespan.shutdown
-                    await stop_background_tasks(self._nursery)
-                shutdown_errors: list[BaseException] = []
-                for hook in self._on_shutdown:
-                    try:
-                        await hook()
-                    except Exception as exc:
-                        logger.error("shutdown hook %r failed", hook, exc_info=exc)
-                        shutdown_errors.append(exc)
-            except Exception as exc:  # the lifespan context manager's exit failed
-                logger.error("shutdown failed", exc_info=exc)
-                shutdown_errors = [exc]
+                    self._serving = False
+                await stop_background_tasks(self._nursery)
+                if startup_error is None:
+                    failures = await self._shut_down(stack)
             finally:
                 self._nursery = None
-        failures = background_errors + shutdown_errors
+        # Sent outside every handler: hypercorn answers startup.failed by raising from send().
+        if startup_error is not None:
+            await send({"type": "lifespan.startup.failed", "message": _describe(startup_error)})
+            return
+        failures = background_errors + failures
         if failures:
             summary = "; ".join(_describe(exc) for exc in failures)
             await send({"type": "lifespan.shutdown.failed", "message": summary})
         else:
             await send({"type": "lifespan.shutdown.complete"})
+
+    async def _shut_down(self, stack: AsyncExitStack) -> list[BaseException]:
+        """Exit the lifespan context manager, then run the shutdown hooks; return failures."""
+        failures: list[BaseException] = []
+        try:
+            await stack.aclose()
+        except Exception as exc:
+            logger.error("the lifespan context manager failed at shutdown", exc_info=exc)
+            failures.append(exc)
+        for hook in self._on_shutdown:
+            try:
+                await hook()
+            except Exception as exc:
+                logger.error("shutdown hook %r failed", hook, exc_info=exc)
+                failures.append(exc)
+        return failures
 
     # -- HTTP ---------------------------------------------------------------------------
 

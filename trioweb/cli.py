@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import multiprocessing
 import os
 import signal
@@ -14,8 +15,9 @@ from typing import Any
 
 import trio
 
+from ._failures import leaves
 from .app import App
-from .server import make_config, serve
+from .server import StartupError, make_config, serve
 
 __all__ = ["load_app", "main"]
 
@@ -90,7 +92,13 @@ def _serve_one(
             if announce is not None:
                 print(f"{announce} on {', '.join(urls)} (Ctrl+C to stop)", flush=True)
 
-    trio.run(run)
+    try:
+        trio.run(run)
+    except BaseExceptionGroup as group:
+        failed, rest = group.split(StartupError)
+        if failed is None or rest is not None:
+            raise
+        raise next(leaves(failed)) from None
 
 
 def _worker_main(target: str, options: dict[str, Any], sock: socket.socket) -> None:
@@ -138,9 +146,23 @@ def _run_workers(target: str, options: dict[str, Any], workers: int) -> int:
     return 1 if failed else 0
 
 
+def _configure_logging() -> None:
+    """Show trioweb's log lines the way hypercorn shows its own, on stderr."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(
+        logging.Formatter(
+            "%(asctime)s [%(process)d] [%(levelname)s] %(message)s", "[%Y-%m-%d %H:%M:%S %z]"
+        )
+    )
+    trioweb_logger = logging.getLogger("trioweb")
+    trioweb_logger.addHandler(handler)
+    trioweb_logger.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``trioweb`` command."""
     args = _parser().parse_args(argv)
+    _configure_logging()
     if args.workers < 1:
         print("trioweb: error: --workers must be at least 1", file=sys.stderr)
         return 2
@@ -159,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         return _run_workers(args.target, options, args.workers)
     try:
         _serve_one(args.target, options, f"trioweb: serving {args.target}")
+    except StartupError as exc:
+        print(f"trioweb: error: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"trioweb: error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
         return 1

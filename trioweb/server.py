@@ -20,12 +20,20 @@ from typing import Any
 import hypercorn.trio
 import trio
 from hypercorn.config import Config
+from hypercorn.utils import LifespanFailureError
 
 from .app import App
 
-__all__ = ["serve"]
+__all__ = ["StartupError", "serve"]
 
 logger = logging.getLogger("trioweb")
+
+
+class StartupError(RuntimeError):
+    """The app's startup failed (a startup hook or the lifespan context manager raised).
+
+    The traceback has already been logged on logger ``trioweb``; the message says what failed.
+    """
 
 
 def make_config(
@@ -118,8 +126,19 @@ async def serve(
             await _first_of(partial(app._connections.shut_down_all, drain), *second_signal)
 
         asgi_app: Any = app  # hypercorn's Framework type is a union our App satisfies at runtime
-        async with trio.open_nursery() as nursery:
-            urls = await nursery.start(
-                partial(hypercorn.trio.serve, asgi_app, config, shutdown_trigger=drain_then_stop)
-            )
-            task_status.started(urls)
+        try:
+            async with trio.open_nursery() as nursery:
+                urls = await nursery.start(
+                    partial(
+                        hypercorn.trio.serve, asgi_app, config, shutdown_trigger=drain_then_stop
+                    )
+                )
+                # hypercorn starts listening even when startup failed (its error follows at
+                # once): only report a server that is really up.
+                if app._serving:
+                    task_status.started(urls)
+        except BaseExceptionGroup as group:
+            failed, rest = group.split(LifespanFailureError)
+            if failed is None or rest is not None or app._startup_failure is None:
+                raise
+            raise StartupError(f"app startup failed: {app._startup_failure}") from None
