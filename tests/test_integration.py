@@ -475,6 +475,37 @@ async def test_graceful_shutdown_closes_open_sockets_with_1001() -> None:
     assert after_close_codes == [1001]
 
 
+async def test_new_handshakes_during_the_drain_get_503() -> None:
+    app = trioweb.App()
+    cleaning_up = trio.Event()
+    release = trio.Event()
+
+    @app.websocket("/slow-goodbye")
+    async def slow_goodbye(ws: trioweb.WebSocket) -> None:
+        await ws.accept()
+        await ws.send("ready")
+        try:
+            await trio.sleep_forever()
+        finally:
+            # Cleanup that takes a while keeps the drain open.
+            cleaning_up.set()
+            with trio.CancelScope(shield=True):
+                await release.wait()
+
+    async with serving(app, graceful_timeout=5) as server:
+        async with connect(server, "/slow-goodbye") as ws:
+            assert await ws.get_message() == "ready"
+            server.stop.set()
+            await cleaning_up.wait()
+            denied = await rejection(server, "/slow-goodbye")
+            assert denied.status_code == 503
+            assert denied.body == b"server shutting down"
+            release.set()
+            assert (await closed_by_server(ws)).code == 1001
+        with trio.fail_after(3):
+            await server.stopped.wait()
+
+
 # -- HTTP over the same server ----------------------------------------------------------------
 
 
