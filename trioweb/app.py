@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import trio
 
@@ -30,6 +30,17 @@ logger = logging.getLogger("trioweb")
 
 F = TypeVar("F", bound=Callable[..., Any])
 Lifespan = Callable[["App"], AbstractAsyncContextManager[Any]]
+
+
+class Extension(Protocol):
+    """Something that runs for the app's whole life, such as a broadcast hub."""
+
+    def lifespan(self, app: App) -> AbstractAsyncContextManager[Any]:
+        """An async context manager entered at startup and exited at shutdown."""
+        ...
+
+
+E = TypeVar("E", bound=Extension)
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -70,6 +81,7 @@ class App:
         self._before_request: list[Callable[[Request], Awaitable[Any]]] = []
         self._after_request: list[Callable[[Request, Response], Awaitable[Any]]] = []
         self._errorhandlers: dict[type[BaseException], Callable[[Any, Any], Awaitable[Any]]] = {}
+        self._extensions: list[Extension] = []
         self._nursery: trio.Nursery | None = None
         self._connections = ConnectionRegistry()
         #: True between a successful startup and the shutdown.
@@ -181,6 +193,17 @@ class App:
 
     # -- lifespan -----------------------------------------------------------------------
 
+    def use(self, extension: E) -> E:
+        """Run ``extension.lifespan(app)`` for the app's whole life.
+
+        Extensions start before the ``on_startup`` hooks and stop after the ``on_shutdown``
+        hooks, in reverse order, so hooks can use them. Returns the extension.
+        """
+        if not callable(getattr(extension, "lifespan", None)):
+            raise TypeError(f"{extension!r} has no lifespan(app) method: it cannot be used")
+        self._extensions.append(extension)
+        return extension
+
     def on_startup(self, hook: F) -> F:
         """Run ``await hook()`` at startup, before the first request (``app.nursery`` is open)."""
         self._on_startup.append(hook)
@@ -234,9 +257,12 @@ class App:
         failures: list[BaseException] = []
         async with trio.open_nursery() as lifespan_nursery:
             self._nursery = await lifespan_nursery.start(host_background_tasks)
+            extensions = AsyncExitStack()
             stack = AsyncExitStack()
             try:
                 try:
+                    for extension in self._extensions:
+                        await extensions.enter_async_context(extension.lifespan(self))
                     for hook in self._on_startup:
                         await hook()
                     if self._lifespan is not None:
@@ -253,6 +279,11 @@ class App:
                 await stop_background_tasks(self._nursery)
                 if startup_error is None:
                     failures = await self._shut_down(stack)
+                try:
+                    await extensions.aclose()
+                except Exception as exc:
+                    logger.error("an extension failed at shutdown", exc_info=exc)
+                    failures.append(exc)
             finally:
                 self._nursery = None
         # Sent outside every handler: hypercorn answers startup.failed by raising from send().

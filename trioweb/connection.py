@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._buffer import Buffer
 from ._failures import sort_failure
 from ._types import Message, Receive, Scope, Send
 from .exceptions import (
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from .routing import Route
     from .websocket import WebSocket
 
-__all__ = ["Connection", "ConnectionRegistry", "ConnectionState", "Inbox", "run_websocket"]
+__all__ = ["Connection", "ConnectionRegistry", "ConnectionState", "run_websocket"]
 
 logger = logging.getLogger("trioweb")
 
@@ -54,54 +54,6 @@ class ConnectionState(enum.Enum):
     CONNECTING = "connecting"
     CONNECTED = "connected"
     CLOSED = "closed"
-
-
-class Inbox:
-    """A bounded FIFO of received messages that the reader fills without ever waiting.
-
-    A deque and a parking lot rather than a memory channel: it costs a fraction of the memory
-    per socket, and the reader needs ``put`` to refuse rather than block.
-    """
-
-    __slots__ = ("_closed", "_items", "_lot", "limit")
-
-    def __init__(self, limit: int) -> None:
-        if limit < 1:
-            raise ValueError(f"inbox size must be at least 1, not {limit}")
-        self.limit = limit
-        self._items: deque[str | bytes] = deque()
-        self._lot = trio.lowlevel.ParkingLot()
-        self._closed = False
-
-    def put(self, item: str | bytes) -> bool:
-        """Queue ``item``; return ``False`` (and drop it) if the inbox is full."""
-        if len(self._items) >= self.limit:
-            return False
-        self._items.append(item)
-        self._lot.unpark()
-        return True
-
-    def close(self) -> None:
-        """Wake every waiting ``get``: from now on an empty inbox means the socket is closed."""
-        self._closed = True
-        self._items.clear()
-        self._lot.unpark_all()
-
-    async def get(self) -> str | bytes | None:
-        """The next message, waiting for one; ``None`` once the inbox is closed."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        parked = False
-        while True:
-            if self._items or self._closed:
-                if not parked:
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                # Read after the checkpoint: another receiver may have taken the item.
-                if self._items:
-                    return self._items.popleft()
-                if self._closed:
-                    return None
-            await self._lot.park()
-            parked = True
 
 
 class Connection:
@@ -128,7 +80,7 @@ class Connection:
     def __init__(self, scope: Scope, receive: Receive, send: Send, *, inbox_size: int) -> None:
         self._receive = receive
         self._send = send
-        self._inbox = Inbox(inbox_size)
+        self._inbox: Buffer[str | bytes] = Buffer(inbox_size)
         self._send_lock = trio.Lock()
         self._scope: trio.CancelScope | None = None
         self._user_scope: trio.CancelScope | None = None
