@@ -404,4 +404,5 @@ class App:
 
 
 def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
+    leaf = next(leaves(exc), exc)  # a group says nothing: name what is inside
+    return f"{type(leaf).__name__}: {leaf}"

@@ -13,6 +13,14 @@ async def chat(ws, nursery, room):
 ```
 """
 
+from .errors import BrokerUnavailable
 from .hub import Broadcast, Gap, OverflowPolicy, SubscriberTooSlow, Subscription
 
-__all__ = ["Broadcast", "Gap", "OverflowPolicy", "SubscriberTooSlow", "Subscription"]
+__all__ = [
+    "Broadcast",
+    "BrokerUnavailable",
+    "Gap",
+    "OverflowPolicy",
+    "SubscriberTooSlow",
+    "Subscription",
+]

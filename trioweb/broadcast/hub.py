@@ -19,6 +19,7 @@ import trio
 
 from .._buffer import Buffer
 from ..exceptions import WebSocketClose
+from .errors import BrokerUnavailable
 
 if TYPE_CHECKING:
     from ..app import App
@@ -252,14 +253,20 @@ class Broadcast:
         """Connect the hub for the duration of the block (``app.use`` does this for you)."""
         if self._running:
             raise RuntimeError("this Broadcast is already running")
-        async with trio.open_nursery() as nursery:
-            await nursery.start(self._backend.run, self)
-            self._running = True
-            try:
-                yield self
-            finally:
-                self._running = False
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._backend.run, self)
+                self._running = True
+                try:
+                    yield self
+                finally:
+                    self._running = False
+                    nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # A broker unreachable at startup is reported as itself, not as a group.
+            if len(group.exceptions) == 1 and isinstance(group.exceptions[0], BrokerUnavailable):
+                raise group.exceptions[0] from None
+            raise
 
     def _check_running(self) -> None:
         if not self._running:

@@ -27,6 +27,7 @@ import trio
 from coredis.exceptions import RedisError
 
 from .._failures import leaves
+from .errors import BrokerUnavailable
 
 if TYPE_CHECKING:
     from .hub import Broadcast, Message
@@ -40,10 +41,6 @@ SCHEMES = ("redis", "rediss", "unix")
 BROKER_ERRORS = (RedisError, OSError, TimeoutError, trio.TooSlowError)
 
 _TEXT, _BYTES = b"t", b"b"
-
-
-class BrokerUnavailable(RuntimeError):
-    """The broker could not be reached when the hub started."""
 
 
 def redact(url: str) -> str:
@@ -126,6 +123,8 @@ class RedisBackend:
         self._own_acks: dict[str, int] = {}
         #: Subscribes on their way to the broker, so that concurrent callers send one.
         self._in_flight: dict[str, trio.Event] = {}
+        #: Set when the broker confirms a topic (first subscribe, or coredis re-subscribing).
+        self._confirmed: dict[str, trio.Event] = {}
         self._changed = trio.Event()
 
     # -- the owner task -----------------------------------------------------------------
@@ -149,7 +148,17 @@ class RedisBackend:
                     await trio.sleep_forever()
         except BaseException as exc:
             self._client = None
-            if started or not any(isinstance(e, BROKER_ERRORS) for e in leaves(exc)):
+            if started:
+                # Being cancelled at shutdown, coredis's teardown can raise (ClosedResourceError
+                # from its push-message reader): only the cancellation matters then.
+                if isinstance(exc, BaseExceptionGroup):
+                    cancelled, noise = exc.split(trio.Cancelled)
+                    if cancelled is not None:
+                        if noise is not None:
+                            logger.debug("broker client teardown: %s", _describe(noise))
+                        raise cancelled from None
+                raise
+            if not any(isinstance(e, BROKER_ERRORS) for e in leaves(exc)):
                 raise
             failure = _describe(exc)
         raise BrokerUnavailable(f"cannot reach the broker at {redact(self.url)}: {failure}")
@@ -201,6 +210,7 @@ class RedisBackend:
                     continue
                 hub._deliver(topic, decoded)
             elif kind == "subscribe":
+                self.confirmed_event(topic).set()
                 if self._own_acks.get(topic, 0) > 0:
                     self._own_acks[topic] -= 1
                 else:
@@ -287,4 +297,12 @@ class RedisBackend:
     def unsubscribe(self, topic: str) -> None:
         """Stop wanting ``topic``; the background task unsubscribes on the broker."""
         self._wanted.discard(topic)
+        self._confirmed.pop(topic, None)
         self._changed.set()
+
+    def confirmed_event(self, topic: str) -> trio.Event:
+        """An event set once the broker has acknowledged a subscription to ``topic``."""
+        event = self._confirmed.get(topic)
+        if event is None:
+            event = self._confirmed[topic] = trio.Event()
+        return event

@@ -1,0 +1,77 @@
+"""Shared fixtures: a real redis-server for the broadcast tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+
+class RedisServer:
+    """A redis-server of our own on a unix socket, which tests may stop and start again."""
+
+    def __init__(self, executable: str, directory: Path) -> None:
+        self.executable = executable
+        self.directory = directory
+        self.socket = directory / "redis.sock"
+        self.url = f"unix://{self.socket}"
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [
+                self.executable,
+                "--port",
+                "0",  # no TCP: nothing to clash with
+                "--unixsocket",
+                str(self.socket),
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        output = []
+        for line in self.process.stdout:  # bounded by pytest-timeout if it never gets ready
+            output.append(line)
+            if "ready to accept connections" in line.lower():
+                return
+        raise RuntimeError("redis-server exited before it was ready:\n" + "".join(output))
+
+    def stop(self) -> None:
+        """Kill the server at once, as a crash would."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            self.process = None
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A fresh redis-server for one test. Without redis-server: a skip, but a failure in CI."""
+    executable = shutil.which("redis-server")
+    if executable is None:
+        message = "redis-server is not installed (Debian: apt-get install redis-server)"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI must install it (.ci/run does)")
+        pytest.skip(message)
+    # A short path: unix socket paths are limited to about 100 bytes.
+    directory = Path(tmp_path_factory.mktemp("redis", numbered=True))
+    server = RedisServer(executable, directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

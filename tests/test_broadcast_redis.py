@@ -1,0 +1,160 @@
+"""The Redis backend, under trio, against a real redis-server (see the fixture in conftest)."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import trio
+from trio_websocket import open_websocket_url
+
+import trioweb
+from trioweb import App, WebSocket
+from trioweb.broadcast import Broadcast, Gap
+from trioweb.testing import TestClient
+
+
+async def test_messages_cross_the_broker_with_their_types(redis_server):
+    hub = Broadcast(redis_server.url)
+    async with hub.lifespan(), hub.subscribe("t") as first, hub.subscribe("t") as second:
+        assert await hub.publish("t", "text é") is True
+        await hub.publish("t", b"\x00\xffbinary")
+        await hub.publish("t", {"json": [1, 2]})
+        for sub in (first, second):
+            assert await sub.receive() == "text é"
+            assert await sub.receive() == b"\x00\xffbinary"
+            assert await sub.receive() == '{"json":[1,2]}'
+
+
+async def test_order_is_kept_per_publisher(redis_server):
+    hub = Broadcast(redis_server.url)
+    async with hub.lifespan(), hub.subscribe("seq", max_buffer=1000) as sub:
+        for n in range(300):
+            await hub.publish("seq", str(n))
+        assert [await sub.receive() for _ in range(300)] == [str(n) for n in range(300)]
+
+
+async def test_topics_are_unsubscribed_on_the_broker_when_the_last_subscriber_leaves(
+    redis_server,
+):
+    hub = Broadcast(redis_server.url)
+    async with hub.lifespan():
+        backend = hub._backend
+        async with hub.subscribe("t"), hub.subscribe("t"):
+            assert backend._wanted == {"t"}
+        assert backend._wanted == set()
+        # Subscribing again works (the broker may or may not have processed the unsubscribe).
+        async with hub.subscribe("t") as sub:
+            await hub.publish("t", "again")
+            assert await sub.receive() == "again"
+
+
+def chat_app(hub: Broadcast) -> App:
+    app = App()
+    app.use(hub)
+
+    @app.websocket("/chat/{room}")
+    async def chat(ws: WebSocket, nursery: trio.Nursery, room: str):
+        async with ws, hub.subscribe(f"chat:{room}", max_buffer=1000) as sub:
+            await ws.send("joined")  # the broker has confirmed the subscription
+            nursery.start_soon(sub.forward_to, ws)
+            async for text in ws:
+                await hub.publish(f"chat:{room}", text)
+
+    return app
+
+
+async def test_two_servers_share_one_broker(redis_server):
+    """A client on one server receives, in order, what a client on the other published."""
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        urls = []
+        for _ in range(2):
+            app = chat_app(Broadcast(redis_server.url))
+            serve = partial(
+                trioweb.serve, app, port=0, handle_signals=False, shutdown_trigger=stop.wait
+            )
+            urls.append((await nursery.start(serve))[0].replace("http://", "ws://"))
+        with trio.fail_after(20):
+            async with (
+                open_websocket_url(urls[0] + "/chat/lobby") as reader,
+                open_websocket_url(urls[1] + "/chat/lobby") as writer,
+            ):
+                assert await reader.get_message() == "joined"
+                assert await writer.get_message() == "joined"
+                for n in range(100):
+                    await writer.send_message(f"message {n}")
+                got = [await reader.get_message() for _ in range(100)]
+                assert got == [f"message {n}" for n in range(100)]
+                # The writer's own server delivers through the broker too.
+                assert [await writer.get_message() for _ in range(100)] == got
+        stop.set()
+
+
+async def test_a_broker_restart_shows_a_gap_then_messages_flow_again(redis_server):
+    hub = Broadcast(redis_server.url)
+    async with hub.lifespan(), hub.subscribe("t") as sub:
+        await hub.publish("t", "before")
+        assert await sub.receive() == "before"
+
+        redis_server.stop()
+        # Publishing during the outage loses the message but never raises.
+        assert await hub.publish("t", "lost") is False
+        redis_server.start()
+
+        with trio.fail_after(30):  # coredis reconnects with its own backoff
+            gap = await sub.receive()
+        assert isinstance(gap, Gap)
+        assert "lost and restored" in gap.reason
+        assert await hub.publish("t", "after") is True
+        with trio.fail_after(10):
+            assert await sub.receive() == "after"
+
+
+async def test_subscribing_during_an_outage_starts_with_a_gap_and_recovers(redis_server):
+    hub = Broadcast(redis_server.url)
+    async with hub.lifespan():
+        async with hub.subscribe("warm"):
+            pass  # the pub/sub connection is up
+        redis_server.stop()
+        async with hub.subscribe("cold") as sub:
+            first = await sub.receive()
+            assert isinstance(first, Gap)
+            redis_server.start()
+            with trio.fail_after(30):  # the hub keeps retrying the subscribe by itself
+                await hub._backend.confirmed_event("cold").wait()
+            assert await hub.publish("cold", "hello") is True
+            with trio.fail_after(10):
+                assert await sub.receive() == "hello"
+
+
+async def test_a_handler_survives_a_broker_outage(redis_server):
+    hub = Broadcast(redis_server.url)
+    app = App()
+    app.use(hub)
+
+    @app.websocket("/pub")
+    async def pub(ws: WebSocket):
+        async for text in ws:
+            delivered = await hub.publish("t", text)
+            await ws.send_json({"delivered": delivered})
+
+    async with TestClient(app) as client, client.websocket("/pub") as ws:
+        await ws.send("one")
+        assert await ws.receive_json() == {"delivered": True}
+        redis_server.stop()
+        await ws.send("two")
+        assert await ws.receive_json() == {"delivered": False}
+        redis_server.start()
+
+
+async def test_startup_with_the_broker_down_names_the_url():
+    app = App()
+    app.use(Broadcast("redis://:hunter2@127.0.0.1:1/0"))  # nothing listens on port 1
+    with pytest.raises(RuntimeError) as failed:
+        async with TestClient(app):
+            pass
+    message = str(failed.value)
+    assert "cannot reach the broker at redis://:***@127.0.0.1:1/0" in message
+    assert "hunter2" not in message
+    assert "Traceback" not in message
