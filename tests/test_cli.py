@@ -1,5 +1,8 @@
 """`trioweb run`: clear errors for bad targets, and a real server that stops cleanly."""
 
+import contextlib
+import json
+import os
 import re
 import signal
 import subprocess
@@ -50,11 +53,12 @@ def test_a_module_failing_at_import_gets_a_one_line_error(tmp_path):
     )
 
 
-async def start(*args: str) -> tuple[trio.Process, str]:
+async def start(*args: str, env: dict[str, str] | None = None) -> tuple[trio.Process, str]:
     """Start `trioweb run` and return the process and the URL it announces on stdout."""
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "trioweb", "run", *args],
         cwd=ROOT,
+        env={**os.environ, **(env or {})},
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
@@ -131,3 +135,37 @@ def test_app_run_serves_until_a_signal():
         assert process.wait(timeout=20) == 0
     finally:
         process.kill()
+
+
+async def test_chat_with_two_workers_shares_rooms_through_redis(redis_server):
+    """`--workers 2` plus Redis: every member of a room hears every other, whichever worker."""
+    process, url = await start(
+        "examples.chat:app",
+        "--port",
+        "0",
+        "--workers",
+        "2",
+        env={"TRIOWEB_BROADCAST_URL": redis_server.url},
+    )
+    try:
+        ws_url = url.replace("http://", "ws://") + "/ws/lobby?name="
+        async with contextlib.AsyncExitStack() as stack:
+            members = []
+            for n in range(6):  # the kernel spreads them over both workers
+                ws = await stack.enter_async_context(open_websocket_url(ws_url + f"m{n}"))
+                members.append(ws)
+                # Everyone present hears the join (it went through the broker).
+                for member in members:
+                    with trio.fail_after(20):
+                        assert json.loads(await member.get_message())["name"] == f"m{n}"
+            await members[0].send_message(json.dumps({"text": "hello all"}))
+            for member in members:
+                with trio.fail_after(20):
+                    assert json.loads(await member.get_message())["text"] == "hello all"
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

@@ -42,3 +42,42 @@ async def test_ticker_rejects_a_bad_command():
             while True:
                 await ws.receive()
     assert closed.value.code == 1008
+
+
+async def test_chat_page_and_rooms():
+    from examples.chat import app as chat_app
+
+    async with TestClient(chat_app) as client:
+        page = await client.get("/")
+        assert page.status_code == 200
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        assert "new WebSocket" in page.text
+        async with client.websocket("/ws/lobby?name=alice") as alice:
+            assert await alice.receive_json() == {"type": "join", "name": "alice"}
+            async with client.websocket("/ws/lobby?name=bob") as bob:
+                assert await alice.receive_json() == {"type": "join", "name": "bob"}
+                assert await bob.receive_json() == {"type": "join", "name": "bob"}
+                async with client.websocket("/ws/elsewhere?name=carol") as carol:
+                    assert await carol.receive_json() == {"type": "join", "name": "carol"}
+                    await bob.send_json({"text": "hi alice"})
+                    expected = {"type": "message", "name": "bob", "text": "hi alice"}
+                    assert await alice.receive_json() == expected
+                    assert await bob.receive_json() == expected
+                    await carol.send_json({"text": "anyone?"})
+                    assert (await carol.receive_json())["text"] == "anyone?"
+            assert await alice.receive_json() == {"type": "leave", "name": "bob"}
+            await alice.send_json({"text": "still here"})
+            assert (await alice.receive_json())["text"] == "still here"
+
+
+@pytest.mark.parametrize(("sent", "code"), [("{not json", 1007), ('{"nope": 1}', 1003)])
+async def test_chat_closes_on_bad_messages(sent, code):
+    from examples.chat import app as chat_app
+
+    async with TestClient(chat_app) as client, client.websocket("/ws/r?name=x") as ws:
+        assert (await ws.receive_json())["type"] == "join"
+        await ws.send(sent)
+        with pytest.raises(WebSocketClosed) as closed:
+            while True:
+                await ws.receive()
+    assert closed.value.code == code
