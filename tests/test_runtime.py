@@ -183,7 +183,9 @@ async def test_other_tasks_touching_a_closed_socket_end_quietly(caplog):
         nursery.start_soon(late_sender)
         await ws.close(4002, "bye")
         closed.set()
-        await trio.sleep_forever()  # returning now would cancel late_sender before it sends
+        # Returning now would cancel late_sender before it sends: wait until it has ended.
+        while nursery.child_tasks:
+            await trio.testing.wait_all_tasks_blocked()
 
     with caplog.at_level(logging.ERROR, logger="trioweb"):
         async with TestClient(app) as client, client.websocket("/quiet") as ws:

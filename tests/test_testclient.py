@@ -4,7 +4,7 @@ import pytest
 import trio
 
 from trioweb import App, WebSocket
-from trioweb.testing import TestClient, WebSocketDenied
+from trioweb.testing import TestClient, WebSocketClosed, WebSocketDenied
 
 
 @pytest.fixture
@@ -89,3 +89,26 @@ async def test_paths_must_be_absolute():
         with pytest.raises(ValueError, match="start with '/'"):
             async with client.websocket("ws"):
                 pass
+
+
+async def test_the_test_client_rejects_asgi_protocol_errors_as_hypercorn_does():
+    errors = []
+
+    async def raw_app(scope, receive, send):
+        # Not a trioweb app: a raw ASGI app that sends a frame after its own close.
+        if scope["type"] != "websocket":
+            return  # no lifespan support: the test client goes on without it
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.close", "code": 1000})
+        try:
+            await send({"type": "websocket.send", "text": "after close"})
+        except RuntimeError as exc:
+            errors.append(str(exc))
+        await receive()  # the client's answer to the close
+
+    async with TestClient(raw_app) as client:
+        async with client.websocket("/") as ws:
+            with pytest.raises(WebSocketClosed):
+                await ws.receive()
+    assert errors == ["ASGI protocol error: the app sent 'websocket.send' in state 'closed'"]

@@ -37,16 +37,19 @@ class Buffer(Generic[T]):
         return self._closed
 
     def put(self, item: T) -> bool:
-        """Queue ``item``; return ``False`` (and keep nothing) if the buffer is full."""
-        if len(self._items) >= self.limit:
+        """Queue ``item``; return ``False`` (and keep nothing) if the buffer is full or closed."""
+        if len(self._items) >= self.limit or self._closed:
             return False
-        self.force_put(item)
+        self._items.append(item)
+        self._lot.unpark()
         return True
 
     def force_put(self, item: T) -> None:
-        """Queue ``item`` even past the limit (for rare control items that must not be lost)."""
-        self._items.append(item)
-        self._lot.unpark()
+        """Queue ``item`` even past the limit (for rare control items that must not be lost);
+        a closed buffer still keeps nothing."""
+        if not self._closed:
+            self._items.append(item)
+            self._lot.unpark()
 
     def drop_oldest(self) -> None:
         """Forget the oldest queued item."""

@@ -34,17 +34,26 @@ def sort_failure(
     connection quietly. Anything that is not an ``Exception`` (``KeyboardInterrupt``,
     ``SystemExit``) re-raises the whole failure.
     """
+    sorted_out = classify(failure, controls)
+    if sorted_out is None:
+        assert failure is not None
+        raise failure
+    return sorted_out
+
+
+def classify(
+    failure: BaseException | None, controls: tuple[type[Exception], ...]
+) -> tuple[list[Exception], list[Exception]] | None:
+    """Like :func:`sort_failure`, but return ``None`` where that would re-raise."""
     errors: list[Exception] = []
     found: list[Exception] = []
     if failure is None:
         return errors, found
     remaining = [leaf for leaf in leaves(failure) if not isinstance(leaf, trio.Cancelled)]
-    if not remaining:
-        raise failure
+    if not remaining or not all(isinstance(leaf, Exception) for leaf in remaining):
+        return None
     for leaf in remaining:
-        if not isinstance(leaf, Exception):
-            raise failure
         if isinstance(leaf, WebSocketDisconnect):
             continue
-        (found if isinstance(leaf, controls) else errors).append(leaf)
+        (found if isinstance(leaf, controls) else errors).append(leaf)  # type: ignore[arg-type]
     return errors, found

@@ -359,6 +359,16 @@ class App:
         errors, controls = sort_failure(failure, (HTTPException, ClientDisconnect))
         if any(isinstance(c, ClientDisconnect) for c in controls) and not errors:
             raise ClientDisconnect()
+        # Every error without a handler is logged, even when another one of the same group is
+        # handled and answers the request.
+        for error in errors:
+            if self._find_errorhandler(error) is None:
+                logger.error(
+                    "unhandled error in HTTP handler for %s %s",
+                    request.method,
+                    request.path,
+                    exc_info=error,
+                )
         for error in [*errors, *controls]:
             handler = self._find_errorhandler(error)
             if handler is not None:
@@ -368,13 +378,6 @@ class App:
                     logger.exception("error handler %r failed while handling %r", handler, error)
                     return PlainTextResponse("Internal Server Error", 500)
         if errors:
-            for error in errors:
-                logger.error(
-                    "unhandled error in HTTP handler for %s %s",
-                    request.method,
-                    request.path,
-                    exc_info=error,
-                )
             return PlainTextResponse("Internal Server Error", 500)
         http = next(c for c in controls if isinstance(c, HTTPException))
         return PlainTextResponse(http.detail, http.status_code, http.headers)

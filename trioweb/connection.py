@@ -34,6 +34,7 @@ from .exceptions import (
     check_close_code,
     truncate_reason,
 )
+from .nursery import ConnectionNursery
 
 if TYPE_CHECKING:
     from .app import App
@@ -60,6 +61,7 @@ class Connection:
     """The runtime state of one socket. Users hold a :class:`~trioweb.WebSocket` instead."""
 
     __slots__ = (
+        "_accept_sent",
         "_handler_done",
         "_inbox",
         "_receive",
@@ -85,6 +87,8 @@ class Connection:
         self._scope: trio.CancelScope | None = None
         self._user_scope: trio.CancelScope | None = None
         self._handler_done = False
+        #: The accept has gone out: from now on a close is a close frame, not an HTTP 403.
+        self._accept_sent = False
         self.state = ConnectionState.CONNECTING
         self.subprotocol: str | None = None
         self.close_code: int | None = None
@@ -123,30 +127,34 @@ class Connection:
             if subprotocol is not None:
                 message["subprotocol"] = subprotocol
             await self._send(message)
-            self.state = ConnectionState.CONNECTED
+            self._accept_sent = True
             self.subprotocol = subprotocol
+            # A close (the app's, or the client's disconnect) may have come while the accept
+            # was being sent: it stands.
+            if self.state is ConnectionState.CONNECTING:
+                self.state = ConnectionState.CONNECTED
 
     async def deny(self, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """Refuse the handshake with an HTTP response, or with a plain 403 if the server lacks
         the denial extension."""
         if not 100 <= status <= 599:
             raise ValueError(f"{status} is not an HTTP status")
-        await trio.lowlevel.checkpoint_if_cancelled()
-        if self.state is not ConnectionState.CONNECTING:
-            raise RuntimeError(
-                "reject() is only possible before accept(); after it, use close()"
-                if self.state is ConnectionState.CONNECTED
-                else "reject() called on a WebSocket that is already closed"
-            )
-        self._mark_closed_by_app(None, None)
         raw = [(k.lower(), v) for k, v in headers]
         names = {k for k, _ in raw}
         if body and b"content-type" not in names:
             raw.append((b"content-type", b"text/plain; charset=utf-8"))
         if b"content-length" not in names:
             raw.append((b"content-length", str(len(body)).encode()))
-        with trio.CancelScope(shield=True):
-            async with self._send_lock:
+        # Decided under the lock: an accept on its way out (from another task) comes first.
+        async with self._send_lock:
+            if self._accept_sent or self.state is not ConnectionState.CONNECTING:
+                raise RuntimeError(
+                    "reject() called on a WebSocket that is already closed"
+                    if self.state is ConnectionState.CLOSED
+                    else "reject() is only possible before accept(); after it, use close()"
+                )
+            self._mark_closed_by_app(None, None)
+            with trio.CancelScope(shield=True):
                 if not self.supports_denial:
                     await self._send({"type": "websocket.close", "code": 1008})
                     return
@@ -199,12 +207,15 @@ class Connection:
         if self.state is ConnectionState.CLOSED:
             how = "by the app" if self.close_sent else f"by the client (code {self.close_code})"
             raise RuntimeError(f"close() called on a WebSocket already closed {how}")
-        before_accept = self.state is ConnectionState.CONNECTING
         # Mark first: every other task's send or receive fails from this instant on. Shielded,
         # because a socket marked closed whose close never went out gets 1011 from hypercorn.
-        self._mark_closed_by_app(None if before_accept else code, None if before_accept else reason)
+        self._mark_closed_by_app(code, reason)
         with trio.CancelScope(shield=True):
             async with self._send_lock:
+                if not self._accept_sent:
+                    # No accept went out (none is on its way: we hold the lock): this close
+                    # answers the handshake with HTTP 403, and is no close code.
+                    self.close_code = self.close_reason = None
                 await self._send({"type": "websocket.close", "code": code, "reason": reason})
 
     def handler_returned(self) -> None:
@@ -271,8 +282,13 @@ class Connection:
                     nursery.cancel_scope.cancel()  # only the reader is left
             except BaseException as exc:  # sorted out right below
                 failure = exc
-            await self._finish(app, ws, failure)
-            await _run_after_hooks(app, ws)
+            try:
+                await self._finish(app, ws, failure)
+            finally:
+                # Shielded: even when the server cancels us (its graceful timeout), cleanup
+                # such as presence removal runs, under the hooks' own time limit.
+                with trio.CancelScope(shield=True):
+                    await _run_after_hooks(app, ws)
         finally:
             registry.discard(self)
         if self.close_sent and not self.disconnected and self.close_code is not None:
@@ -289,7 +305,7 @@ class Connection:
             return
         async with trio.open_nursery() as user_nursery:
             self._user_scope = user_nursery.cancel_scope
-            kwargs[route.nursery_param] = user_nursery
+            kwargs[route.nursery_param] = ConnectionNursery(user_nursery)
             await route.handler(ws, **kwargs)
             self.handler_returned()
 
@@ -323,16 +339,21 @@ class Connection:
             else:
                 await self.close(1000, "")  # a close before accept: HTTP 403
             return
-        code, reason = 1000, ""
-        if errors:
-            code, reason = 1011, "internal error"
-        elif isinstance(close := _first(controls, WebSocketClose), WebSocketClose):
-            code, reason = close.code, close.reason
-        elif isinstance(http := _first(controls, HTTPException), HTTPException):
-            code, reason = 1008, http.detail
-        elif self.server_close is not None:
-            code, reason = self.server_close
-        await self.close(code, reason)
+        if errors or controls or self.server_close is None:
+            await self.close(*close_for(errors, controls))
+        else:
+            await self.close(*self.server_close)
+
+
+def close_for(errors: list[Exception], controls: list[Exception]) -> tuple[int, str]:
+    """The close code and reason the close table gives for how a scope ended."""
+    if errors:
+        return 1011, "internal error"
+    if isinstance(close := _first(controls, WebSocketClose), WebSocketClose):
+        return close.code, close.reason
+    if isinstance(http := _first(controls, HTTPException), HTTPException):
+        return 1008, http.detail
+    return 1000, ""
 
 
 def _first(items: list[Exception], kind: type[Exception]) -> Exception | None:
@@ -392,6 +413,8 @@ class ConnectionRegistry:
     def add(self, connection: Connection) -> None:
         """Track ``connection``; shut it down at once if the app is already draining."""
         self._live.add(connection)
+        if self._empty.is_set():
+            self._empty = trio.Event()
         if self.draining:
             connection.shut_down(*SHUTDOWN_CLOSE)
 

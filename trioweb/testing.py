@@ -104,6 +104,19 @@ def _raw_headers(headers: Mapping[str, str] | None, defaults: dict[str, str]) ->
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in merged.items()]
 
 
+# What an app may send in each state of a WebSocket scope, and the state it leads to.
+_APP_TRANSITIONS: dict[str, dict[str, str]] = {
+    "handshake": {
+        "websocket.accept": "connected",
+        "websocket.close": "closed",
+        "websocket.http.response.start": "response",
+    },
+    "response": {"websocket.http.response.body": "response"},
+    "connected": {"websocket.send": "connected", "websocket.close": "closed"},
+    "closed": {},
+}
+
+
 class TestWebSocket:
     """The client end of a WebSocket connected to the app under test."""
 
@@ -115,10 +128,27 @@ class TestWebSocket:
         self._timeout = timeout
         self._closed: WebSocketClosed | None = None
         self._client_closed = False
+        #: Where the app is in the ASGI WebSocket state machine, as the server sees it.
+        self._app_state = "handshake"
         #: The subprotocol the app chose.
         self.subprotocol: str | None = None
         #: The headers of the app's accept.
         self.headers = Headers()
+
+    async def _app_send(self, message: Message) -> None:
+        """The app's ASGI send, checked against the protocol as hypercorn checks it."""
+        kind = message.get("type")
+        state = self._app_state
+        if self._client_closed and state in ("connected", "closed"):
+            return  # the peer is gone: like hypercorn, drop what comes (without yielding)
+        allowed = _APP_TRANSITIONS[state]
+        if kind not in allowed:
+            raise RuntimeError(f"ASGI protocol error: the app sent {kind!r} in state {state!r}")
+        next_state = allowed[kind]
+        if kind == "websocket.http.response.body" and not message.get("more_body"):
+            next_state = "closed"
+        self._app_state = next_state
+        self._from_app_send.send_nowait(message)
 
     async def _next_from_app(self, what: str) -> Message:
         try:
@@ -256,6 +286,7 @@ class TestClient:
         self._lifespan_to_app: trio.MemorySendChannel[Message] | None = None
         self._lifespan_from_app: trio.MemoryReceiveChannel[Message] | None = None
         self._state: dict[str, Any] = {}
+        self._lifespan_supported = True
 
     # -- lifespan -----------------------------------------------------------------------
 
@@ -269,13 +300,18 @@ class TestClient:
         async def run_lifespan() -> None:
             async with app_outbox:
                 scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": self._state}
-                await self.app(scope, app_inbox.receive, app_outbox.send)
+                # An app without lifespan support returns or raises: go on without it, as
+                # servers do.
+                with contextlib.suppress(Exception):
+                    await self.app(scope, app_inbox.receive, app_outbox.send)
 
         self._nursery.start_soon(run_lifespan)
         try:
             await to_app.send({"type": "lifespan.startup"})
             reply = await self._lifespan_reply("startup")
-            if reply["type"] != "lifespan.startup.complete":
+            if reply is None:
+                self._lifespan_supported = False
+            elif reply["type"] != "lifespan.startup.complete":
                 raise RuntimeError(f"app startup failed: {reply.get('message', '')}")
         except BaseException:
             self._nursery.cancel_scope.cancel()
@@ -283,7 +319,8 @@ class TestClient:
             raise
         return self
 
-    async def _lifespan_reply(self, phase: str) -> Message:
+    async def _lifespan_reply(self, phase: str) -> Message | None:
+        """The app's answer; ``None`` if its lifespan ended without one (no lifespan support)."""
         assert self._lifespan_from_app is not None
         try:
             with trio.fail_after(self.receive_timeout):
@@ -293,7 +330,7 @@ class TestClient:
                 f"the app's {phase} took longer than {self.receive_timeout} s"
             ) from None
         except trio.EndOfChannel:
-            raise RuntimeError(f"the app's lifespan ended without completing {phase}") from None
+            return None
 
     async def __aexit__(
         self,
@@ -303,10 +340,13 @@ class TestClient:
     ) -> bool | None:
         assert self._nursery is not None and self._lifespan_to_app is not None
         try:
-            await self._lifespan_to_app.send({"type": "lifespan.shutdown"})
-            reply = await self._lifespan_reply("shutdown")
-            if reply["type"] != "lifespan.shutdown.complete" and exc_type is None:
-                raise RuntimeError(f"app shutdown failed: {reply.get('message', '')}")
+            if self._lifespan_supported:
+                await self._lifespan_to_app.send({"type": "lifespan.shutdown"})
+                reply = await self._lifespan_reply("shutdown")
+                if reply is None:
+                    raise RuntimeError("the app's lifespan ended without completing shutdown")
+                if reply["type"] != "lifespan.shutdown.complete" and exc_type is None:
+                    raise RuntimeError(f"app shutdown failed: {reply.get('message', '')}")
         finally:
             try:
                 await self._nursery_manager.__aexit__(exc_type, exc, tb)
@@ -368,7 +408,7 @@ class TestClient:
         async def run_app() -> None:
             try:
                 async with socket._from_app_send, app_inbox:
-                    await self.app(scope, app_inbox.receive, socket._from_app_send.send)
+                    await self.app(scope, app_inbox.receive, socket._app_send)
             finally:
                 app_done.set()
 

@@ -7,9 +7,18 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+import trio
+
+from ._failures import classify
 from ._types import Scope
-from .connection import Connection, ConnectionState
-from .exceptions import InvalidJSONMessage, UnexpectedMessageType, WebSocketDisconnect
+from .connection import Connection, ConnectionState, close_for
+from .exceptions import (
+    HTTPException,
+    InvalidJSONMessage,
+    UnexpectedMessageType,
+    WebSocketClose,
+    WebSocketDisconnect,
+)
 from .scope import ScopeView
 
 if TYPE_CHECKING:
@@ -137,9 +146,16 @@ class WebSocket(ScopeView):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        # On an exception the runtime closes with the code it calls for (1011, 1008, ...).
-        if exc_type is None:
+        if exc is None:
             await self.ensure_closed()
+            return
+        # Left by an exception: close now with the code the close table gives it, even if the
+        # handler catches the exception, since nothing outlives a closed `async with ws` block.
+        # Cancellation and disconnects are left to the runtime (1001 at shutdown).
+        sorted_out = classify(exc, (WebSocketClose, HTTPException))
+        if sorted_out is not None and any(sorted_out):
+            with trio.CancelScope(shield=True):
+                await self.ensure_closed(*close_for(*sorted_out))
 
     async def _accept_implicitly(self) -> None:
         if self._conn.state is ConnectionState.CONNECTING:
