@@ -158,3 +158,17 @@ async def test_startup_with_the_broker_down_names_the_url():
     assert "cannot reach the broker at redis://:***@127.0.0.1:1/0" in message
     assert "hunter2" not in message
     assert "Traceback" not in message
+
+
+async def test_a_topic_left_by_everyone_is_unsubscribed_on_the_broker(redis_server):
+    hub = Broadcast(redis_server.url)
+    async with hub.lifespan():
+        backend = hub._backend
+        async with hub.subscribe("gone"):
+            pass
+        async with hub.subscribe("kept") as sub:
+            # "kept" confirmed after "gone" was released: the broker has processed both.
+            await hub.publish("kept", "x")
+            assert await sub.receive() == "x"
+            assert "kept" in {c.decode() for c in backend._pubsub.channels}
+            assert "gone" not in {c.decode() for c in backend._pubsub.channels}

@@ -222,6 +222,9 @@ class RedisBackend:
     async def _keep_subscribed(self, pubsub: Any) -> None:
         """Make the broker's subscriptions follow the wanted topics, retrying through outages."""
         while True:
+            # A fresh event before reading what is wanted: a change made while we work below
+            # sets it, and is not lost.
+            self._changed = trio.Event()
             subscribed = _subscribed_topics(pubsub)
             missing = self._wanted - subscribed
             extra = subscribed - self._wanted
@@ -230,7 +233,6 @@ class RedisBackend:
                 failed |= not await self._subscribe_now(pubsub, topic)
             if extra:
                 failed |= not await self._try(pubsub.unsubscribe, *extra)
-            self._changed = trio.Event()
             with trio.move_on_after(self.retry_interval if failed else math.inf):
                 await self._changed.wait()
 
