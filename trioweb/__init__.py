@@ -1,7 +1,8 @@
 """trioweb: a trio-native web framework for WebSockets, where every connection is a nursery."""
 
 from .app import App
-from .datastructures import Address, Headers, QueryParams, State
+from .close_codes import CloseCode
+from .datastructures import Address, Authorization, Headers, QueryParams, State
 from .exceptions import (
     HTTPException,
     InvalidJSONMessage,
@@ -20,6 +21,7 @@ from .http import (
     Request,
     Response,
 )
+from .nursery import ConnectionNursery
 from .server import StartupError, serve
 from .websocket import WebSocket
 
@@ -28,7 +30,10 @@ __version__ = "0.1.0"
 __all__ = [
     "Address",
     "App",
+    "Authorization",
     "ClientDisconnect",
+    "CloseCode",
+    "ConnectionNursery",
     "FileResponse",
     "HTMLResponse",
     "HTTPException",

@@ -27,13 +27,8 @@ import trio
 from ._buffer import Buffer
 from ._failures import sort_failure
 from ._types import Message, Receive, Scope, Send
-from .exceptions import (
-    HTTPException,
-    WebSocketClose,
-    WebSocketDisconnect,
-    check_close_code,
-    truncate_reason,
-)
+from .close_codes import CloseCode, as_close_code, check_close_code
+from .exceptions import HTTPException, WebSocketClose, WebSocketDisconnect, truncate_reason
 from .nursery import ConnectionNursery
 
 if TYPE_CHECKING:
@@ -46,7 +41,7 @@ __all__ = ["Connection", "ConnectionRegistry", "ConnectionState", "run_websocket
 
 logger = logging.getLogger("trioweb")
 
-SHUTDOWN_CLOSE = (1001, "server shutting down")
+SHUTDOWN_CLOSE = (CloseCode.GOING_AWAY, "server shutting down")
 
 
 class ConnectionState(enum.Enum):
@@ -156,7 +151,9 @@ class Connection:
             self._mark_closed_by_app(None, None)
             with trio.CancelScope(shield=True):
                 if not self.supports_denial:
-                    await self._send({"type": "websocket.close", "code": 1008})
+                    await self._send(
+                        {"type": "websocket.close", "code": CloseCode.POLICY_VIOLATION}
+                    )
                     return
                 await self._send(
                     {"type": "websocket.http.response.start", "status": status, "headers": raw}
@@ -168,7 +165,8 @@ class Connection:
     def disconnect_error(self) -> WebSocketDisconnect:
         """The exception that send and receive raise on a closed socket."""
         return WebSocketDisconnect(
-            self.close_code if self.close_code is not None else 1006, self.close_reason or ""
+            self.close_code if self.close_code is not None else CloseCode.ABNORMAL_CLOSURE,
+            self.close_reason or "",
         )
 
     async def send(self, message: Message) -> None:
@@ -201,7 +199,7 @@ class Connection:
 
     async def close(self, code: int, reason: str) -> None:
         """Close the socket (HTTP 403 before accept); ``RuntimeError`` if already closed."""
-        check_close_code(code)
+        code = check_close_code(code)
         reason = truncate_reason(reason)
         await trio.lowlevel.checkpoint_if_cancelled()
         if self.state is ConnectionState.CLOSED:
@@ -238,7 +236,7 @@ class Connection:
         if self.state is ConnectionState.CLOSED:
             return  # the answer to our own close: it cancels nothing
         self.state = ConnectionState.CLOSED
-        self.close_code = int(message.get("code") or 1005)
+        self.close_code = as_close_code(int(message.get("code") or CloseCode.NO_STATUS_RECEIVED))
         self.close_reason = message.get("reason") or ""
         self._inbox.close()
         if self._scope is not None:
@@ -254,7 +252,10 @@ class Connection:
                 text = message.get("text")
                 data: str | bytes = text if text is not None else (message.get("bytes") or b"")
                 if not inbox.put(data) and self.state is ConnectionState.CONNECTED:
-                    self.shut_down(1008, f"inbox overflow: more than {inbox.limit} messages unread")
+                    self.shut_down(
+                        CloseCode.POLICY_VIOLATION,
+                        f"inbox overflow: more than {inbox.limit} messages unread",
+                    )
             elif kind == "websocket.disconnect":
                 self._on_disconnect(message)
                 return
@@ -272,18 +273,19 @@ class Connection:
         """Run hooks and handler in the connection's nursery, then close as the outcome says."""
         registry = app._connections
         failure: BaseException | None = None
+        returned: Any = None
         try:
             try:
                 async with trio.open_nursery() as nursery:
                     self._scope = nursery.cancel_scope
                     registry.add(self)
                     nursery.start_soon(self.read_loop)
-                    await self._run_handler(app, ws, route)
+                    returned = await self._run_handler(app, ws, route)
                     nursery.cancel_scope.cancel()  # only the reader is left
             except BaseException as exc:  # sorted out right below
                 failure = exc
             try:
-                await self._finish(app, ws, failure)
+                await self._finish(app, ws, failure, returned)
             finally:
                 # Shielded: even when the server cancels us (its graceful timeout), cleanup
                 # such as presence removal runs, under the hooks' own time limit.
@@ -294,22 +296,31 @@ class Connection:
         if self.close_sent and not self.disconnected and self.close_code is not None:
             await self.drain_until_disconnect()
 
-    async def _run_handler(self, app: App, ws: WebSocket, route: Route) -> None:
+    async def _run_handler(self, app: App, ws: WebSocket, route: Route) -> Any:
+        """Run the hooks and the handler; return what answered the handshake, if anything.
+
+        As in Quart, a hook or handler may return a response (or anything a handler of an HTTP
+        route may return) instead of accepting: it becomes the denial.
+        """
         for hook in app._before_websocket:
-            await hook(ws)
+            returned = await hook(ws)
+            if returned is not None and self.state is ConnectionState.CONNECTING:
+                return returned
             if self.state is ConnectionState.CLOSED:
-                return
+                return None
         kwargs = dict(ws.path_params)
         if route.nursery_param is None:
-            await route.handler(ws, **kwargs)
-            return
+            return await route.handler(ws, **kwargs)
         async with trio.open_nursery() as user_nursery:
             self._user_scope = user_nursery.cancel_scope
             kwargs[route.nursery_param] = ConnectionNursery(user_nursery)
-            await route.handler(ws, **kwargs)
+            returned = await route.handler(ws, **kwargs)
             self.handler_returned()
+        return returned
 
-    async def _finish(self, app: App, ws: WebSocket, failure: BaseException | None) -> None:
+    async def _finish(
+        self, app: App, ws: WebSocket, failure: BaseException | None, returned: Any = None
+    ) -> None:
         """Apply the close table to how the connection's scope ended."""
         errors, controls = sort_failure(failure, (WebSocketClose, HTTPException))
         denial: Response | None = None
@@ -328,6 +339,8 @@ class Connection:
         if self.state is ConnectionState.CLOSED:
             return
         if self.state is ConnectionState.CONNECTING:
+            if denial is None and returned is not None and not errors and not controls:
+                denial = _returned_response(returned, ws.path)
             if denial is not None:
                 await self.deny(denial.status_code, denial.body, denial.headers.raw)
             elif errors:
@@ -337,7 +350,7 @@ class Connection:
             elif self.server_close is not None and self.server_close[0] == SHUTDOWN_CLOSE[0]:
                 await self.deny(503, b"server shutting down", ())
             else:
-                await self.close(1000, "")  # a close before accept: HTTP 403
+                await self.close(CloseCode.NORMAL, "")  # a close before accept: HTTP 403
             return
         if errors or controls or self.server_close is None:
             await self.close(*close_for(errors, controls))
@@ -348,12 +361,23 @@ class Connection:
 def close_for(errors: list[Exception], controls: list[Exception]) -> tuple[int, str]:
     """The close code and reason the close table gives for how a scope ended."""
     if errors:
-        return 1011, "internal error"
+        return CloseCode.INTERNAL_ERROR, "internal error"
     if isinstance(close := _first(controls, WebSocketClose), WebSocketClose):
         return close.code, close.reason
     if isinstance(http := _first(controls, HTTPException), HTTPException):
-        return 1008, http.detail
-    return 1000, ""
+        return CloseCode.POLICY_VIOLATION, http.detail
+    return CloseCode.NORMAL, ""
+
+
+def _returned_response(returned: Any, path: str) -> Response:
+    """The denial a handler returned instead of accepting (a 500 if it is no response)."""
+    from .http import PlainTextResponse, make_response
+
+    try:
+        return make_response(returned)
+    except TypeError as exc:
+        logger.error("WebSocket handler for %s returned an unusable value", path, exc_info=exc)
+        return PlainTextResponse("Internal Server Error", 500)
 
 
 def _first(items: list[Exception], kind: type[Exception]) -> Exception | None:

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import binascii
+import logging
+from base64 import b64decode
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl
 
-__all__ = ["Address", "Headers", "QueryParams", "State"]
+__all__ = ["Address", "Authorization", "Headers", "QueryParams", "State"]
+
+logger = logging.getLogger("trioweb")
 
 
 class Address(NamedTuple):
@@ -116,6 +122,53 @@ def parse_cookies(header: str) -> dict[str, str]:
             value = value[1:-1]
         cookies[name] = value
     return cookies
+
+
+@dataclass(frozen=True)
+class Authorization:
+    """The ``Authorization`` header, parsed.
+
+    ``scheme`` is lower case (``"basic"``, ``"bearer"``, ...); ``credentials`` is the raw rest.
+    Basic gives ``username`` and ``password``; Bearer gives ``token``.
+    """
+
+    scheme: str
+    credentials: str
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+
+    def __repr__(self) -> str:  # never show secrets in logs
+        return f"Authorization(scheme={self.scheme!r}, username={self.username!r})"
+
+
+def parse_authorization(value: str | None) -> Authorization | None:
+    """Parse an ``Authorization`` header; ``None`` when absent or malformed (logged at debug)."""
+    if value is None:
+        return None
+    scheme, _, credentials = value.strip().partition(" ")
+    credentials = credentials.strip()
+    if not scheme or not credentials:
+        logger.debug("malformed Authorization header: no credentials after the scheme")
+        return None
+    kind = scheme.lower()
+    if kind == "basic":
+        try:
+            decoded = b64decode(credentials, validate=True).decode("utf-8")
+        except (binascii.Error, ValueError):
+            logger.debug("malformed Basic Authorization header: not base64 of UTF-8")
+            return None
+        username, colon, password = decoded.partition(":")
+        if not colon:
+            logger.debug("malformed Basic Authorization header: no ':' between user and password")
+            return None
+        return Authorization(kind, credentials, username=username, password=password)
+    if kind == "bearer":
+        if " " in credentials:
+            logger.debug("malformed Bearer Authorization header: spaces in the token")
+            return None
+        return Authorization(kind, credentials, token=credentials)
+    return Authorization(kind, credentials)
 
 
 class State:

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import NoReturn
 
+from .close_codes import CloseCode, as_close_code, check_close_code
+
 __all__ = [
     "HTTPException",
     "InvalidJSONMessage",
@@ -17,21 +19,6 @@ __all__ = [
 
 # A close frame carries at most 125 bytes of payload, two of which are the code.
 MAX_CLOSE_REASON_BYTES = 123
-
-
-def check_close_code(code: int) -> int:
-    """Return ``code`` if an endpoint may send it in a close frame, else raise ``ValueError``.
-
-    RFC 6455 reserves 1004, 1005, 1006 and 1015 (they describe what happened, they are never
-    sent), and leaves 0-999 and 5000+ unused.
-    """
-    if not isinstance(code, int) or isinstance(code, bool):
-        raise TypeError(f"close code must be an int, not {type(code).__name__}")
-    if code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999:
-        return int(code)
-    raise ValueError(
-        f"{code} is not a close code an endpoint may send (use 1000-1003, 1007-1014 or 3000-4999)"
-    )
 
 
 def truncate_reason(reason: str) -> str:
@@ -49,10 +36,10 @@ class WebSocketDisconnect(Exception):
     the connection quietly: it is not logged and does not turn into a 1011.
     """
 
-    def __init__(self, code: int = 1000, reason: str = "") -> None:
+    def __init__(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         super().__init__(code, reason)
         #: The close code: the client's, or the one the app closed with.
-        self.code = code
+        self.code = as_close_code(code)
         #: The close reason, often empty (hypercorn does not pass the client's on).
         self.reason = reason
 
@@ -68,8 +55,8 @@ class WebSocketClose(Exception):
     Before the handshake is accepted, the client gets an HTTP 403 instead, as with ``close()``.
     """
 
-    def __init__(self, code: int = 1000, reason: str = "") -> None:
-        check_close_code(code)
+    def __init__(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        code = check_close_code(code)
         super().__init__(code, reason)
         #: The close code the client will see.
         self.code = code
@@ -84,14 +71,14 @@ class InvalidJSONMessage(WebSocketClose, ValueError):
     """A message asked for as JSON did not parse. Uncaught, it closes the socket with 1007."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(1007, reason)
+        super().__init__(CloseCode.INVALID_PAYLOAD, reason)
 
 
 class UnexpectedMessageType(WebSocketClose, TypeError):
     """Text arrived where bytes were asked for, or the reverse. Uncaught, it closes with 1003."""
 
     def __init__(self, reason: str) -> None:
-        super().__init__(1003, reason)
+        super().__init__(CloseCode.UNSUPPORTED_DATA, reason)
 
 
 class HTTPException(Exception):

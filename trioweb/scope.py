@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ._types import Scope
-from .datastructures import Address, Headers, QueryParams, State, parse_cookies
+from .datastructures import (
+    Address,
+    Authorization,
+    Headers,
+    QueryParams,
+    State,
+    parse_authorization,
+    parse_cookies,
+)
 
 if TYPE_CHECKING:
     from .app import App
@@ -75,6 +83,11 @@ class ScopeView:
         if self._cookies is None:
             self._cookies = parse_cookies("; ".join(self.headers.getlist("cookie")))
         return self._cookies
+
+    @property
+    def authorization(self) -> Authorization | None:
+        """The ``Authorization`` header, parsed (``None`` if absent or malformed)."""
+        return parse_authorization(self.headers.get("authorization"))
 
     @property
     def client(self) -> Address | None:

@@ -22,6 +22,7 @@ import trio
 
 from ._failures import leaves
 from ._types import ASGIApp, Message
+from .close_codes import as_close_code
 from .datastructures import Headers
 
 __all__ = [
@@ -41,8 +42,8 @@ class WebSocketClosed(Exception):
 
     def __init__(self, code: int, reason: str = "") -> None:
         super().__init__(code, reason)
-        #: The close code the app sent.
-        self.code = code
+        #: The close code the app sent (a :class:`~trioweb.CloseCode` when it has a name).
+        self.code = as_close_code(code)
         #: The close reason the app sent.
         self.reason = reason
 

@@ -239,6 +239,43 @@ class WebSocket(ScopeView):
         """Send ``data`` encoded as JSON in a text message."""
         await self.send_text((dumps or _dumps)(data))
 
+    # -- raw ASGI messages --------------------------------------------------------------
+
+    async def send_raw(self, message: Mapping[str, Any]) -> None:
+        """Send an ASGI message dict yourself, through the same runtime as every send.
+
+        ``websocket.send`` (with ``text`` or ``bytes``), ``websocket.accept`` (with
+        ``subprotocol`` and ``headers``) and ``websocket.close`` (with ``code`` and ``reason``)
+        are taken; they keep the checkpoints, the send lock and the disconnect rules.
+        """
+        kind = message.get("type")
+        if kind == "websocket.send":
+            text, data = message.get("text"), message.get("bytes")
+            if (text is None) == (data is None):
+                raise ValueError("a websocket.send message carries exactly one of text or bytes")
+            await self._accept_implicitly()
+            await self._conn.send(dict(message))
+        elif kind == "websocket.accept":
+            raw_headers = [(bytes(k), bytes(v)) for k, v in message.get("headers") or ()]
+            await self._conn.accept(message.get("subprotocol"), raw_headers, self.subprotocols)
+        elif kind == "websocket.close":
+            await self.close(message.get("code", 1000), message.get("reason") or "")
+        else:
+            raise ValueError(
+                "send_raw() takes websocket.send, websocket.accept or websocket.close, "
+                f"not {kind!r}"
+            )
+
+    async def receive_raw(self) -> dict[str, Any]:
+        """The next message as an ASGI ``websocket.receive`` dict (``text`` or ``bytes``).
+
+        Like :meth:`receive`, it raises ``WebSocketDisconnect`` once the socket is closed.
+        """
+        message = await self.receive()
+        if isinstance(message, str):
+            return {"type": "websocket.receive", "text": message}
+        return {"type": "websocket.receive", "bytes": message}
+
 
 def _parse_json(message: str | bytes, loads: JSONLoads) -> Any:
     try:

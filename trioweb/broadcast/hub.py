@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import trio
 
 from .._buffer import Buffer
+from ..close_codes import CloseCode
 from ..exceptions import WebSocketClose
 from .errors import BrokerUnavailable
 
@@ -33,7 +34,7 @@ OverflowPolicy = Literal["close", "drop_oldest", "drop_newest", "latest"]
 POLICIES: tuple[OverflowPolicy, ...] = ("close", "drop_oldest", "drop_newest", "latest")
 
 #: The close code a socket gets when its subscription overflows under the "close" policy.
-TOO_SLOW_CODE = 1013
+TOO_SLOW_CODE = CloseCode.TRY_AGAIN_LATER
 
 
 @dataclass(frozen=True)
