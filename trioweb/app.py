@@ -22,6 +22,7 @@ from .http import (
     make_response,
     send_http_response,
 )
+from .origins import OriginPolicy
 from .routing import Route, Router
 
 __all__ = ["App"]
@@ -43,16 +44,27 @@ class Extension(Protocol):
 E = TypeVar("E", bound=Extension)
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 
 
 class App:
     """A trioweb application: an ASGI app to serve with :func:`trioweb.serve` or hypercorn.
 
-    ``inbox_size`` bounds the messages a socket may have waiting unread (overflow closes it with
-    1008); ``max_body_size`` bounds HTTP request bodies (over it: 413); ``after_hook_timeout``
-    bounds the ``after_websocket`` hooks of one connection, in seconds. ``lifespan`` is a
-    callable taking the app and returning an async context manager, entered at startup and
-    exited at shutdown.
+    WebSocket limits, each also settable per route on :meth:`websocket`:
+
+    - ``inbox_size``: messages a socket may have waiting unread (overflow: close 1008);
+    - ``max_message_size``: bytes in one message (over it: close 1009);
+    - ``max_connections``: open sockets (beyond it, handshakes get 503; ``None``: no limit);
+    - ``idle_timeout``: seconds without a message from the client (then: close 1001);
+    - ``allowed_origins``: the browser origins that may connect. ``None`` (the default) allows
+      only pages of the host the handshake was sent to; a list names origins or patterns
+      (``"https://*.example.com"``); ``["*"]`` allows any. Handshakes without ``Origin``
+      (non-browser clients) are always allowed. Others get 403.
+
+    ``max_body_size`` bounds HTTP request bodies (over it: 413); ``after_hook_timeout`` bounds
+    the ``after_websocket`` hooks of one connection, in seconds. ``lifespan`` is a callable
+    taking the app and returning an async context manager, entered at startup and exited at
+    shutdown.
     """
 
     def __init__(
@@ -60,15 +72,26 @@ class App:
         *,
         lifespan: Lifespan | None = None,
         inbox_size: int = 128,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        max_connections: int | None = None,
+        idle_timeout: float | None = None,
+        allowed_origins: Iterable[str] | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         after_hook_timeout: float = 5.0,
     ) -> None:
-        if inbox_size < 1:
-            raise ValueError(f"inbox_size must be at least 1, not {inbox_size}")
+        _check_limits(inbox_size, max_message_size, max_connections, idle_timeout)
         #: The route table.
         self.router = Router()
         #: Default bound of each socket's inbox, in messages.
         self.inbox_size = inbox_size
+        #: Default limit of one WebSocket message, in bytes.
+        self.max_message_size = max_message_size
+        #: Limit of open WebSockets for the whole app (``None``: no limit).
+        self.max_connections = max_connections
+        #: Default idle timeout of a WebSocket, in seconds (``None``: none).
+        self.idle_timeout = idle_timeout
+        #: Which browser origins may open a WebSocket.
+        self.origin_policy = OriginPolicy(allowed_origins)
         #: Default limit of an HTTP request body, in bytes.
         self.max_body_size = max_body_size
         #: Time limit of one connection's ``after_websocket`` hooks, in seconds.
@@ -91,18 +114,34 @@ class App:
 
     # -- routes -------------------------------------------------------------------------
 
-    def websocket(self, path: str, *, inbox_size: int | None = None) -> Callable[[F], F]:
+    def websocket(
+        self,
+        path: str,
+        *,
+        inbox_size: int | None = None,
+        max_message_size: int | None = None,
+        max_connections: int | None = None,
+        idle_timeout: float | None = None,
+        allowed_origins: Iterable[str] | None = None,
+    ) -> Callable[[F], F]:
         """Register a WebSocket handler for ``path``.
 
         The handler takes the :class:`~trioweb.WebSocket` first, then any path parameters by
         name, and, if it has a parameter named ``nursery`` or annotated ``trio.Nursery``, the
-        connection's nursery. ``inbox_size`` overrides the app's bound for this route.
+        connection's nursery. The keywords override the app's limits for this route (see
+        :class:`App`); ``max_connections`` here counts this route's sockets only.
         """
-        if inbox_size is not None and inbox_size < 1:
-            raise ValueError(f"inbox_size must be at least 1, not {inbox_size}")
+        _check_limits(inbox_size, max_message_size, max_connections, idle_timeout)
+        options: dict[str, Any] = {
+            "inbox_size": inbox_size,
+            "max_message_size": max_message_size,
+            "max_connections": max_connections,
+            "idle_timeout": idle_timeout,
+            "origin_policy": None if allowed_origins is None else OriginPolicy(allowed_origins),
+        }
 
         def register(handler: F) -> F:
-            self.router.add(Route(path, handler, None, {"inbox_size": inbox_size}))
+            self.router.add(Route(path, handler, None, options))
             return handler
 
         return register
@@ -184,6 +223,11 @@ class App:
             return handler
 
         return register
+
+    def _largest_message_size(self) -> int:
+        """The largest message any route accepts: the server's own ceiling must allow it."""
+        sizes = [r.options.get("max_message_size") or 0 for r in self.router.routes]
+        return max([self.max_message_size, *sizes])
 
     def _find_errorhandler(self, exc: BaseException) -> Callable[[Any, Any], Awaitable[Any]] | None:
         for kind in type(exc).__mro__:
@@ -404,6 +448,23 @@ class App:
             await serve(self, host, port, **options)
 
         trio.run(main)
+
+
+def _check_limits(
+    inbox_size: int | None,
+    max_message_size: int | None,
+    max_connections: int | None,
+    idle_timeout: float | None,
+) -> None:
+    for name, value in [
+        ("inbox_size", inbox_size),
+        ("max_message_size", max_message_size),
+        ("max_connections", max_connections),
+    ]:
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be at least 1, not {value}")
+    if idle_timeout is not None and idle_timeout <= 0:
+        raise ValueError(f"idle_timeout must be positive, not {idle_timeout}")
 
 
 def _describe(exc: BaseException) -> str:

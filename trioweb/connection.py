@@ -30,6 +30,7 @@ from ._types import Message, Receive, Scope, Send
 from .close_codes import CloseCode, as_close_code, check_close_code
 from .exceptions import HTTPException, WebSocketClose, WebSocketDisconnect, truncate_reason
 from .nursery import ConnectionNursery
+from .origins import OriginPolicy
 
 if TYPE_CHECKING:
     from .app import App
@@ -68,14 +69,29 @@ class Connection:
         "close_reason",
         "close_sent",
         "disconnected",
+        "idle_timeout",
+        "max_message_size",
         "server_close",
         "state",
         "subprotocol",
         "supports_denial",
     )
 
-    def __init__(self, scope: Scope, receive: Receive, send: Send, *, inbox_size: int) -> None:
+    def __init__(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        inbox_size: int,
+        max_message_size: int | None = None,
+        idle_timeout: float | None = None,
+    ) -> None:
         self._receive = receive
+        #: Messages larger than this many bytes close the socket with 1009.
+        self.max_message_size = max_message_size
+        #: Seconds without a message from the client before the socket is closed with 1001.
+        self.idle_timeout = idle_timeout
         self._send = send
         self._inbox: Buffer[str | bytes] = Buffer(inbox_size)
         self._send_lock = trio.Lock()
@@ -244,21 +260,37 @@ class Connection:
 
     async def read_loop(self) -> None:
         """Drain ASGI receive() into the inbox until the client disconnects."""
-        receive, inbox = self._receive, self._inbox
-        while True:
-            message = await receive()
-            kind = message["type"]
-            if kind == "websocket.receive":
-                text = message.get("text")
-                data: str | bytes = text if text is not None else (message.get("bytes") or b"")
-                if not inbox.put(data) and self.state is ConnectionState.CONNECTED:
-                    self.shut_down(
-                        CloseCode.POLICY_VIOLATION,
-                        f"inbox overflow: more than {inbox.limit} messages unread",
-                    )
-            elif kind == "websocket.disconnect":
-                self._on_disconnect(message)
-                return
+        receive, inbox, limit, idle = (
+            self._receive,
+            self._inbox,
+            self.max_message_size,
+            self.idle_timeout,
+        )
+        # One scope for the whole loop, its deadline pushed back by every message.
+        with trio.CancelScope() as silence:
+            while True:
+                if idle is not None:
+                    silence.deadline = trio.current_time() + idle
+                message = await receive()
+                kind = message["type"]
+                if kind == "websocket.receive":
+                    text = message.get("text")
+                    data: str | bytes = text if text is not None else (message.get("bytes") or b"")
+                    if limit is not None and (size := _oversize(data, limit)):
+                        self.shut_down(
+                            CloseCode.MESSAGE_TOO_BIG,
+                            f"message of {size} bytes over the limit of {limit}",
+                        )
+                    elif not inbox.put(data) and self.state is ConnectionState.CONNECTED:
+                        self.shut_down(
+                            CloseCode.POLICY_VIOLATION,
+                            f"inbox overflow: more than {inbox.limit} messages unread",
+                        )
+                elif kind == "websocket.disconnect":
+                    self._on_disconnect(message)
+                    return
+        if silence.cancelled_caught and self.state is not ConnectionState.CLOSED:
+            self.shut_down(CloseCode.GOING_AWAY, f"idle for more than {idle:g} s")
 
     async def drain_until_disconnect(self) -> None:
         """After our close, read until the client's answer so hypercorn's queue never fills."""
@@ -278,7 +310,7 @@ class Connection:
             try:
                 async with trio.open_nursery() as nursery:
                     self._scope = nursery.cancel_scope
-                    registry.add(self)
+                    registry.add(self, route)
                     nursery.start_soon(self.read_loop)
                     returned = await self._run_handler(app, ws, route)
                     nursery.cancel_scope.cancel()  # only the reader is left
@@ -292,7 +324,7 @@ class Connection:
                 with trio.CancelScope(shield=True):
                     await _run_after_hooks(app, ws)
         finally:
-            registry.discard(self)
+            registry.discard(self, route)
         if self.close_sent and not self.disconnected and self.close_code is not None:
             await self.drain_until_disconnect()
 
@@ -427,6 +459,7 @@ class ConnectionRegistry:
 
     def __init__(self) -> None:
         self._live: set[Connection] = set()
+        self._per_route: dict[Route, int] = {}
         #: True from the start of a shutdown: new handshakes are refused with 503.
         self.draining = False
         self._empty = trio.Event()
@@ -434,17 +467,30 @@ class ConnectionRegistry:
     def __len__(self) -> int:
         return len(self._live)
 
-    def add(self, connection: Connection) -> None:
+    def full(self, route: Route, app_limit: int | None, route_limit: int | None) -> bool:
+        """Whether one more connection would go over the app's or the route's limit."""
+        if app_limit is not None and len(self._live) >= app_limit:
+            return True
+        return route_limit is not None and self._per_route.get(route, 0) >= route_limit
+
+    def add(self, connection: Connection, route: Route) -> None:
         """Track ``connection``; shut it down at once if the app is already draining."""
         self._live.add(connection)
+        self._per_route[route] = self._per_route.get(route, 0) + 1
         if self._empty.is_set():
             self._empty = trio.Event()
         if self.draining:
             connection.shut_down(*SHUTDOWN_CLOSE)
 
-    def discard(self, connection: Connection) -> None:
+    def discard(self, connection: Connection, route: Route) -> None:
         """Forget ``connection``: its close is sent and its after hooks have run."""
-        self._live.discard(connection)
+        if connection in self._live:
+            self._live.discard(connection)
+            remaining = self._per_route[route] - 1
+            if remaining:
+                self._per_route[route] = remaining
+            else:
+                del self._per_route[route]
         if not self._live:
             self._empty.set()
 
@@ -470,8 +516,24 @@ class ConnectionRegistry:
             )
 
 
+def _oversize(data: str | bytes, limit: int) -> int:
+    """The size in bytes of ``data`` if it is over ``limit``, else 0 (cheap for most text)."""
+    if isinstance(data, bytes):
+        return len(data) if len(data) > limit else 0
+    if len(data) * 4 <= limit:  # UTF-8 takes at most 4 bytes a character
+        return 0
+    size = len(data.encode("utf-8", "surrogatepass"))
+    return size if size > limit else 0
+
+
+def _setting(app: App, route: Route | None, name: str) -> Any:
+    """A per-route setting, or the app's when the route has none."""
+    value = route.options.get(name) if route is not None else None
+    return getattr(app, name) if value is None else value
+
+
 async def run_websocket(app: App, scope: Scope, receive: Receive, send: Send) -> None:
-    """Serve one WebSocket scope: route it, then run its connection."""
+    """Serve one WebSocket scope: route it, check it against the limits, then run it."""
     from .websocket import WebSocket
 
     message = await receive()
@@ -479,13 +541,28 @@ async def run_websocket(app: App, scope: Scope, receive: Receive, send: Send) ->
         return  # the client left before the handshake reached us
     found = app.router.match_websocket(scope.get("path", "/"))
     route = found.route
-    inbox_size = (route.options.get("inbox_size") if route else None) or app.inbox_size
-    connection = Connection(scope, receive, send, inbox_size=inbox_size)
+    connection = Connection(
+        scope,
+        receive,
+        send,
+        inbox_size=_setting(app, route, "inbox_size"),
+        max_message_size=_setting(app, route, "max_message_size"),
+        idle_timeout=_setting(app, route, "idle_timeout"),
+    )
     ws = WebSocket(connection, scope, app, found.params)
     if route is None:
         await connection.deny(404, f"no WebSocket route for {ws.path}".encode(), ())
         return
-    if app._connections.draining:
+    registry = app._connections
+    if registry.draining:
         await connection.deny(503, b"server shutting down", ())
+        return
+    origin_policy: OriginPolicy = _setting(app, route, "origin_policy")
+    origin = ws.headers.get("origin")
+    if not origin_policy.allows(origin, ws.headers.get("host")):
+        await connection.deny(403, f"origin not allowed: {origin}".encode(), ())
+        return
+    if registry.full(route, app.max_connections, route.options.get("max_connections")):
+        await connection.deny(503, b"too many connections, try again later", ())
         return
     await connection.run(app, ws, route)

@@ -124,7 +124,7 @@ def inspect_handler(
     return _HandlerShape(nursery_param=nursery_param)
 
 
-@dataclass
+@dataclass(eq=False)  # routes are compared and hashed by identity
 class Route:
     """One entry of the route table: a pattern, a handler, and what it answers."""
 

@@ -103,6 +103,9 @@ async def serve(
     ``ping_interval`` sends WebSocket pings and drops peers silent for two intervals. Any
     other keyword sets the hypercorn ``Config`` attribute of that name.
     """
+    # hypercorn closes with 1009 (and no reason) over its own limit: set it to what the app's
+    # largest route allows, so that trioweb's per-route limits, with a reason, apply below it.
+    options.setdefault("websocket_max_message_size", app._largest_message_size())
     config = make_config(
         host, port, graceful_timeout=graceful_timeout, ping_interval=ping_interval, options=options
     )
