@@ -5,7 +5,7 @@ import trio
 
 from examples.echo import app as echo_app
 from examples.ticker import app as ticker_app
-from trioweb.testing import TestClient, WebSocketClosed
+from trioweb.testing import TestClient, WebSocketClosed, WebSocketDenied
 
 
 async def test_echo_page_and_socket():
@@ -81,3 +81,41 @@ async def test_chat_closes_on_bad_messages(sent, code):
             while True:
                 await ws.receive()
     assert closed.value.code == code
+
+
+@pytest.mark.parametrize(
+    ("path", "options"),
+    [
+        ("/whoami", {"headers": {"authorization": "Bearer s3cret-alice"}}),
+        ("/whoami?token=s3cret-alice", {}),
+        ("/whoami", {"headers": {"cookie": "session=s3cret-alice"}}),
+        ("/whoami", {"subprotocols": ["access_token", "s3cret-alice"]}),
+    ],
+)
+async def test_auth_example_takes_a_token_from_anywhere(path, options):
+    from examples.auth import app as auth_app
+
+    async with TestClient(auth_app) as client, client.websocket(path, **options) as ws:
+        assert await ws.receive_json() == {"user": "alice"}
+        if "subprotocols" in options:
+            assert ws.subprotocol == "access_token"
+
+
+async def test_auth_example_denies_with_401_and_403():
+    from examples.auth import app as auth_app
+
+    async with TestClient(auth_app) as client:
+        with pytest.raises(WebSocketDenied) as missing:
+            async with client.websocket("/whoami?token=wrong"):
+                pass
+        with pytest.raises(WebSocketDenied) as forbidden:
+            async with client.websocket("/admin/stats?token=s3cret-bob"):
+                pass
+        async with client.websocket("/admin/stats?token=s3cret-alice") as ws:
+            assert (await ws.receive_json())["user"] == "alice"
+    assert (missing.value.status_code, missing.value.body) == (401, b"missing or invalid token")
+    assert missing.value.headers["www-authenticate"] == "Bearer"
+    assert (forbidden.value.status_code, forbidden.value.body) == (
+        403,
+        b"bob is not an administrator",
+    )
