@@ -7,11 +7,30 @@ unwrap a group of several errors into one of them.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 from collections.abc import Iterator
 
 import trio
 
 from .exceptions import WebSocketDisconnect
+
+
+def _protocol_errors() -> tuple[type[Exception], ...]:
+    found: list[type[Exception]] = []
+    for module, name in [
+        ("h11", "LocalProtocolError"),
+        ("wsproto.utilities", "LocalProtocolError"),
+        ("h2.exceptions", "ProtocolError"),
+    ]:
+        with contextlib.suppress(ImportError, AttributeError):
+            found.append(getattr(importlib.import_module(module), name))
+    return tuple(found)
+
+
+#: What the server's protocol libraries raise when a peer has broken the protocol: the peer's
+#: doing, not a bug of the app's.
+PROTOCOL_ERRORS = _protocol_errors()
 
 
 def leaves(exc: BaseException) -> Iterator[BaseException]:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._buffer import Buffer
-from ._failures import sort_failure
+from ._failures import PROTOCOL_ERRORS, sort_failure
 from ._types import Message, Receive, Scope, Send
 from .close_codes import CloseCode, as_close_code, check_close_code
 from .exceptions import HTTPException, WebSocketClose, WebSocketDisconnect, truncate_reason
@@ -137,7 +137,7 @@ class Connection:
             message: Message = {"type": "websocket.accept", "headers": list(headers)}
             if subprotocol is not None:
                 message["subprotocol"] = subprotocol
-            await self._send(message)
+            await self._server_send(message)
             self._accept_sent = True
             self.subprotocol = subprotocol
             # A close (the app's, or the client's disconnect) may have come while the accept
@@ -167,16 +167,40 @@ class Connection:
             self._mark_closed_by_app(None, None)
             with trio.CancelScope(shield=True):
                 if not self.supports_denial:
-                    await self._send(
+                    await self._server_send(
                         {"type": "websocket.close", "code": CloseCode.POLICY_VIOLATION}
                     )
                     return
-                await self._send(
+                await self._server_send(
                     {"type": "websocket.http.response.start", "status": status, "headers": raw}
                 )
-                await self._send({"type": "websocket.http.response.body", "body": body})
+                await self._server_send({"type": "websocket.http.response.body", "body": body})
 
     # -- messages -----------------------------------------------------------------------
+
+    async def _server_send(self, message: Message) -> None:
+        """ASGI send; a protocol error in the server means the peer is lost, not an app bug."""
+        try:
+            await self._send(message)
+        except PROTOCOL_ERRORS as exc:
+            # The client broke the protocol (data before the handshake's answer, say) and the
+            # server can no longer talk to it: the connection is gone, and it is the client's
+            # doing, so no traceback and no 1011.
+            logger.info(
+                "lost a connection: the server could not send %s (%s)", message["type"], exc
+            )
+            self._on_transport_lost()
+            raise self.disconnect_error() from None
+
+    def _on_transport_lost(self) -> None:
+        self.disconnected = True  # nothing more is expected from this peer
+        if self.state is not ConnectionState.CLOSED:
+            self.state = ConnectionState.CLOSED
+            self.close_code = CloseCode.ABNORMAL_CLOSURE
+            self.close_reason = ""
+        self._inbox.close()
+        if self._scope is not None:
+            self._scope.cancel()
 
     def disconnect_error(self) -> WebSocketDisconnect:
         """The exception that send and receive raise on a closed socket."""
@@ -192,7 +216,7 @@ class Connection:
         async with self._send_lock:
             if self.state is not ConnectionState.CONNECTED:
                 raise self.disconnect_error()
-            await self._send(message)
+            await self._server_send(message)
 
     async def receive(self) -> str | bytes:
         """The next message from the client; raises ``WebSocketDisconnect`` once closed."""
@@ -230,7 +254,7 @@ class Connection:
                     # No accept went out (none is on its way: we hold the lock): this close
                     # answers the handshake with HTTP 403, and is no close code.
                     self.close_code = self.close_reason = None
-                await self._send({"type": "websocket.close", "code": code, "reason": reason})
+                await self._server_send({"type": "websocket.close", "code": code, "reason": reason})
 
     def handler_returned(self) -> None:
         """The handler is done: if the socket is closed, cancel the tasks it left behind."""

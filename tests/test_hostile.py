@@ -1,0 +1,150 @@
+"""Bad input over real sockets: each gets its answer, and nothing else breaks."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+import pytest
+import trio
+from trio_websocket import open_websocket_url
+
+import trioweb
+from trioweb import App, WebSocket
+
+HANDSHAKE = (
+    b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+
+
+def echo_app(after_websocket=None) -> App:
+    app = App()
+    if after_websocket is not None:
+        app.after_websocket(after_websocket)
+
+    @app.websocket("/echo")
+    async def echo(ws: WebSocket):
+        async for message in ws:
+            await ws.send(message)
+
+    return app
+
+
+@asynccontextmanager
+async def serving(after_websocket=None) -> AsyncIterator[int]:
+    stop = trio.Event()
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            serve = partial(
+                trioweb.serve,
+                echo_app(after_websocket),
+                port=0,
+                handle_signals=False,
+                shutdown_trigger=stop.wait,
+            )
+            url = (await nursery.start(serve))[0]
+            try:
+                yield int(url.rsplit(":", 1)[1])
+                await still_serving(url)
+            finally:
+                stop.set()
+
+
+async def still_serving(url: str) -> None:
+    """The worker and its other sockets are untouched: a fresh client still gets its echo."""
+    async with open_websocket_url(url.replace("http://", "ws://") + "/echo") as ws:
+        await ws.send_message("still here")
+        assert await ws.get_message() == "still here"
+
+
+async def exchange(port: int, data: bytes) -> bytes:
+    """Send ``data`` on a fresh TCP connection; return the server's answer, up to the end of
+    its headers (hypercorn may keep the connection open until its keep-alive timeout)."""
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    async with stream:
+        await stream.send_all(data)
+        received = b""
+        while b"\r\n\r\n" not in received and (chunk := await stream.receive_some()):
+            received += chunk
+        return received
+
+
+def masked_frame(opcode: int, payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + body
+
+
+@pytest.fixture
+def no_errors_logged(caplog):
+    caplog.set_level(logging.WARNING)
+    yield
+    errors = [
+        r for r in caplog.records if r.name.startswith("trioweb") and r.levelno >= logging.ERROR
+    ]
+    assert errors == []
+
+
+async def test_garbage_bytes_on_the_port(no_errors_logged):
+    async with serving() as port:
+        answer = await exchange(port, b"\x00\xff\x13garbage\r\n\r\n" * 3)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 400")
+
+
+async def test_a_malformed_handshake_gets_400(no_errors_logged):
+    async with serving() as port:
+        no_key = HANDSHAKE.replace(b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", b"")
+        answer = await exchange(port, no_key)
+    assert answer.startswith(b"HTTP/1.1 400")
+
+
+async def test_invalid_utf8_in_a_text_frame_ends_that_connection_only(no_errors_logged):
+    # hypercorn (0.18) sends no close frame here, where RFC 6455 wants 1007: it tells the app
+    # the connection is gone (1006) and stops talking to the client. The app is told, and
+    # nothing else is affected.
+    ended = trio.Event()
+    codes = []
+
+    async def record(ws: WebSocket) -> None:
+        codes.append(ws.close_code)
+        ended.set()
+
+    async with serving(after_websocket=record) as port:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(HANDSHAKE)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += await stream.receive_some()
+            assert head.startswith(b"HTTP/1.1 101")
+            await stream.send_all(masked_frame(0x1, b"\xff\xfe"))
+            await ended.wait()
+    assert codes[0] == 1006  # (the check that the server still serves adds its own)
+
+
+async def test_data_sent_before_the_handshake_is_answered_drops_only_that_client(
+    no_errors_logged,
+):
+    # A client that pipelines frames right behind its upgrade request puts hypercorn's HTTP/1.1
+    # state machine in error; whatever that client sees, the worker must go on serving.
+    async with serving() as port:
+        for _ in range(5):
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                await stream.send_all(HANDSHAKE + masked_frame(0x1, b"too early"))
+                answer = await stream.receive_some()  # hypercorn may keep it open: don't wait
+            assert answer == b"" or answer.startswith((b"HTTP/1.1 400", b"HTTP/1.1 101"))
+
+
+async def test_a_client_that_vanishes_mid_frame_is_only_its_own_problem(no_errors_logged):
+    async with serving() as port:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        await stream.send_all(HANDSHAKE)
+        assert (await stream.receive_some()).startswith(b"HTTP/1.1 101")
+        frame = masked_frame(0x1, b"half of this message never arrives")
+        await stream.send_all(frame[:10])
+        await stream.aclose()
