@@ -148,3 +148,35 @@ async def test_a_client_that_vanishes_mid_frame_is_only_its_own_problem(no_error
         frame = masked_frame(0x1, b"half of this message never arrives")
         await stream.send_all(frame[:10])
         await stream.aclose()
+
+
+async def test_a_dead_peer_is_dropped_when_pings_are_on(no_errors_logged):
+    # A peer that vanished without a FIN (or just never answers) sends nothing: with
+    # ping_interval, hypercorn's read timeout (about two intervals) drops it, and the app is told.
+    app = echo_app()
+    ended = trio.Event()
+
+    @app.after_websocket
+    async def record(ws: WebSocket) -> None:
+        ended.set()
+
+    stop = trio.Event()
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            serve = partial(
+                trioweb.serve,
+                app,
+                port=0,
+                handle_signals=False,
+                shutdown_trigger=stop.wait,
+                ping_interval=0.5,
+            )
+            port = int((await nursery.start(serve))[0].rsplit(":", 1)[1])
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            async with stream:
+                await stream.send_all(HANDSHAKE)
+                assert (await stream.receive_some()).startswith(b"HTTP/1.1 101")
+                # From here on this client reads nothing and answers no ping. Without pings
+                # it would stay connected for ever (and fail_after would fire).
+                await ended.wait()
+            stop.set()
