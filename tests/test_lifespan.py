@@ -2,6 +2,7 @@
 
 import logging
 from contextlib import asynccontextmanager
+from functools import partial
 
 import pytest
 import trio
@@ -173,3 +174,30 @@ async def test_lifespan_state_is_reset_by_a_new_startup():
         async with TestClient(app) as client, client.websocket("/ws") as ws:
             assert await ws.receive() == "hi"
         await app._connections.shut_down_all(0)  # what serve() does at shutdown
+
+
+async def test_serve_cancelled_from_outside_still_unwinds_the_lifespan_and_extensions():
+    from trioweb import serve
+    from trioweb.broadcast import Broadcast
+
+    exited = []
+
+    @asynccontextmanager
+    async def lifespan(app: App):
+        try:
+            yield
+        finally:
+            exited.append("lifespan")
+
+    app = App(lifespan=lifespan)
+    hub = app.use(Broadcast())  # holds a nursery of the lifespan task
+    with trio.move_on_after(5):  # a safety net; the cancel below comes first
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(serve, app, port=0, handle_signals=False))
+            async with hub.subscribe("t") as sub:
+                await hub.publish("t", "up")
+                assert await sub.receive() == "up"
+            nursery.cancel_scope.cancel()  # not a graceful stop: serve() is cancelled
+    assert exited == ["lifespan"]
+    with pytest.raises(RuntimeError, match="not running"):
+        await hub.publish("t", "down")

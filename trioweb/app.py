@@ -330,6 +330,15 @@ class App:
                     failures.append(exc)
             finally:
                 self._nursery = None
+                self._serving = False
+                # Cancelled from outside (serve() itself cancelled, not stopped): the context
+                # managers still hold nurseries opened in this task, which must be exited here,
+                # in order, and not inside a new (shielding) cancel scope. After a normal
+                # shutdown both stacks are empty and this does nothing.
+                try:
+                    await stack.aclose()
+                finally:
+                    await extensions.aclose()
         # Sent outside every handler: hypercorn answers startup.failed by raising from send().
         if startup_error is not None:
             await send({"type": "lifespan.startup.failed", "message": _describe(startup_error)})
