@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import trio
 
+from ._json import JSON_ERRORS, json_text
 from ._types import Receive, Scope, Send
 from .datastructures import Headers
 from .exceptions import HTTPException
@@ -71,9 +72,16 @@ class Request(ScopeView):
         """The whole request body (413 if it exceeds ``max_body_size``)."""
         if self._body is not None:
             return self._body
-        declared = self.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_size:
-            raise HTTPException(413, f"request body over the limit of {self.max_body_size} bytes")
+        declared = (self.headers.get("content-length") or "").strip()
+        # ASCII digits only ("²".isdigit() is true), compared by length before int() so that a
+        # thousand-digit value is neither slow nor an error.
+        if declared.isascii() and declared.isdigit():
+            limit = str(self.max_body_size)
+            declared = declared.lstrip("0") or "0"
+            if len(declared) > len(limit) or (len(declared) == len(limit) and declared > limit):
+                raise HTTPException(
+                    413, f"request body over the limit of {self.max_body_size} bytes"
+                )
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -99,9 +107,10 @@ class Request(ScopeView):
             key, _, value = part.strip().partition("=")
             if key.lower() == "charset" and value:
                 charset = value.strip('"')
+        body = await self.body()
         try:
-            return (await self.body()).decode(charset)
-        except (UnicodeDecodeError, LookupError) as exc:
+            return body.decode(charset)
+        except (UnicodeError, LookupError, ValueError) as exc:  # bad bytes, or a bad charset
             raise HTTPException(400, f"request body is not valid {charset} text: {exc}") from exc
 
     async def json(self) -> Any:
@@ -109,7 +118,7 @@ class Request(ScopeView):
         body = await self.body()
         try:
             return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except JSON_ERRORS as exc:
             raise HTTPException(400, f"malformed JSON in request body: {exc}") from exc
 
 
@@ -211,7 +220,7 @@ class JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         """Encode ``content`` as compact UTF-8 JSON."""
-        return json.dumps(content, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        return json_text(content).encode("utf-8")
 
 
 class RedirectResponse(Response):

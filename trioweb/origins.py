@@ -23,10 +23,10 @@ def _normalise(origin: str) -> str:
 
 
 def _host_and_port(authority: str, scheme: str) -> tuple[str, int | None]:
-    parts = urlsplit(f"//{authority}")
     try:
+        parts = urlsplit(f"//{authority}")
         port = parts.port
-    except ValueError:
+    except ValueError:  # "[" and other things no URL has
         return "", None
     return (parts.hostname or ""), port if port is not None else _DEFAULT_PORTS.get(scheme)
 
@@ -57,7 +57,10 @@ class OriginPolicy:
             return any(fnmatchcase(origin, pattern) for pattern in self._patterns)
         if origin == "null" or host is None:
             return False
-        parts = urlsplit(origin)
+        try:
+            parts = urlsplit(origin)
+        except ValueError:
+            return False
         if parts.scheme not in _DEFAULT_PORTS or not parts.netloc:
             return False
         origin_host = _host_and_port(parts.netloc, parts.scheme)

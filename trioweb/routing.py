@@ -38,7 +38,7 @@ CONVERTERS: dict[str, _Converter] = {
     "uuid": _Converter(
         r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}", uuid.UUID
     ),
-    "path": _Converter(r".*", str),
+    "path": _Converter(r"(?s:.*)", str),  # the rest of the path, newlines included
 }
 
 
@@ -64,7 +64,7 @@ def compile_path(path: str) -> tuple[re.Pattern[str], dict[str, _Converter]]:
     rest = path[end:]
     if "{" in rest or "}" in rest:
         raise ValueError(f"route {path!r}: unbalanced '{{' or '}}'")
-    regex += re.escape(rest) + "$"
+    regex += re.escape(rest) + r"\Z"  # not "$", which also matches before a final newline
     return re.compile(regex), params
 
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._failures import classify
+from ._json import JSON_ERRORS, json_text
 from ._types import Scope
 from .connection import Connection, ConnectionState, close_for
 from .exceptions import (
@@ -28,10 +29,6 @@ __all__ = ["WebSocket"]
 
 JSONLoads = Callable[[str | bytes], Any]
 JSONDumps = Callable[[Any], str]
-
-
-def _dumps(data: Any) -> str:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
 
 
 def _header_pairs(headers: Mapping[str, str] | None) -> list[tuple[bytes, bytes]]:
@@ -237,7 +234,7 @@ class WebSocket(ScopeView):
 
     async def send_json(self, data: Any, dumps: JSONDumps | None = None) -> None:
         """Send ``data`` encoded as JSON in a text message."""
-        await self.send_text((dumps or _dumps)(data))
+        await self.send_text((dumps or json_text)(data))
 
     # -- raw ASGI messages --------------------------------------------------------------
 
@@ -280,5 +277,5 @@ class WebSocket(ScopeView):
 def _parse_json(message: str | bytes, loads: JSONLoads) -> Any:
     try:
         return loads(message)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except JSON_ERRORS as exc:
         raise InvalidJSONMessage(f"invalid JSON: {exc}") from exc

@@ -8,7 +8,6 @@ to it when its buffer is full is its overflow policy.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import trio
 
 from .._buffer import Buffer
+from .._json import json_text
 from ..close_codes import CloseCode
 from ..exceptions import WebSocketClose
 from .errors import BrokerUnavailable
@@ -202,7 +202,7 @@ def encode(message: Any) -> Message:
         return message
     if isinstance(message, (bytearray, memoryview)):
         return bytes(message)
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    return json_text(message)
 
 
 class Broadcast:
