@@ -5,6 +5,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -169,3 +170,64 @@ async def test_chat_with_two_workers_shares_rooms_through_redis(redis_server):
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+def test_routes_lists_every_route():
+    result = run_cli("routes", "examples.chat:app")
+    assert result.returncode == 0
+    assert result.stdout.splitlines() == [
+        "GET,HEAD  /           examples.chat.app.page",
+        "WS        /ws/{room}  examples.chat.app.chat",
+    ]
+    assert run_cli("routes", "nowhere:app").stderr.startswith("trioweb: error: cannot import")
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_port_in_use_gets_a_one_line_error(workers):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("run", "examples.echo:app", "--port", str(port), "--workers", workers)
+    assert result.returncode == 1
+    assert result.stderr.endswith(
+        f"trioweb: error: cannot serve on 127.0.0.1:{port}: the port is already in use\n"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_redis_gets_a_one_line_error():
+    result = subprocess.run(
+        [sys.executable, "-m", "trioweb", "run", "examples.chat:app", "--port", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TRIOWEB_BROADCAST_URL": "redis://127.0.0.1:1/0"},
+    )
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1].startswith(
+        "trioweb: error: app startup failed: BrokerUnavailable: "
+        "cannot reach the broker at redis://127.0.0.1:1/0"
+    )
+
+
+async def test_the_access_log_shows_each_request_and_handshake():
+    process, url = await start("examples.echo:app", "--port", "0")
+    try:
+        async with open_websocket_url(url.replace("http://", "ws://") + "/ws") as ws:
+            await ws.send_message("logged")
+            assert await ws.get_message() == "logged"
+        process.send_signal(signal.SIGINT)
+        output = b""
+        with trio.fail_after(20):
+            while chunk := await process.stdout.receive_some():  # the access log is on stdout
+                output += chunk
+            await process.wait()
+        log = output.decode()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    handshake = next(line for line in log.splitlines() if '"GET /ws 1.1"' in line)
+    assert re.search(r'"GET /ws 1\.1" 101 - [0-9.]+s$', handshake), handshake

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import multiprocessing
@@ -75,7 +76,41 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="seconds between WebSocket pings; peers silent for two intervals are dropped",
     )
+    run.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log every request and handshake with its status and duration (default: on)",
+    )
+    routes = commands.add_parser("routes", help="list an app's routes")
+    routes.add_argument("target", metavar="MODULE:APP", help="for example examples.chat:app")
     return parser
+
+
+#: One line per request or handshake: client, request line, status, size, duration.
+ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'
+
+
+def _list_routes(app: App) -> str:
+    """The route table as aligned text: kind, methods, path, handler."""
+    rows = []
+    for route in app.router.routes:
+        methods = "WS" if route.methods is None else ",".join(sorted(route.methods))
+        handler = getattr(route.handler, "__qualname__", repr(route.handler))
+        module = getattr(route.handler, "__module__", "")
+        rows.append((methods, route.path, f"{module}.{handler}" if module else handler))
+    if not rows:
+        return "(no routes)"
+    widths = [max(len(row[i]) for row in rows) for i in range(2)]
+    return "\n".join(f"{m:<{widths[0]}}  {p:<{widths[1]}}  {h}" for m, p, h in rows)
+
+
+def _address_error(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"cannot serve on {host}:{port}: the port is already in use"
+    if exc.errno == errno.EACCES:
+        return f"cannot serve on {host}:{port}: permission denied (ports below 1024 need root)"
+    return f"cannot serve on {host}:{port}: {exc.strerror or exc}"
 
 
 def _serve_one(
@@ -95,7 +130,8 @@ def _serve_one(
     try:
         trio.run(run)
     except BaseExceptionGroup as group:
-        failed, rest = group.split(StartupError)
+        # What a user can cause (a failing startup, a port in use) is one error: show it alone.
+        failed, rest = group.split((StartupError, OSError))
         if failed is None or rest is not None:
             raise
         raise next(leaves(failed)) from None
@@ -118,7 +154,7 @@ def _run_workers(target: str, options: dict[str, Any], workers: int) -> int:
         ping_interval=None,
         options={},
     )
-    sockets = config.create_sockets()
+    sockets = config.create_sockets()  # OSError (port in use) is reported by main()
     (listener,) = sockets.insecure_sockets
     listener.listen(config.backlog)
     host, port = listener.getsockname()[:2]
@@ -163,6 +199,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``trioweb`` command."""
     args = _parser().parse_args(argv)
     _configure_logging()
+    if args.command == "routes":
+        try:
+            print(_list_routes(load_app(args.target)))
+        except AppLoadError as exc:
+            print(f"trioweb: error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     if args.workers < 1:
         print("trioweb: error: --workers must be at least 1", file=sys.stderr)
         return 2
@@ -177,14 +220,20 @@ def main(argv: list[str] | None = None) -> int:
         "graceful_timeout": args.graceful_timeout,
         "ping_interval": args.ping_interval,
     }
+    if args.access_log:
+        options.update(accesslog="-", access_log_format=ACCESS_LOG_FORMAT)
     if args.workers > 1:
-        return _run_workers(args.target, options, args.workers)
+        try:
+            return _run_workers(args.target, options, args.workers)
+        except OSError as exc:
+            print(f"trioweb: error: {_address_error(args.host, args.port, exc)}", file=sys.stderr)
+            return 1
     try:
         _serve_one(args.target, options, f"trioweb: serving {args.target}")
     except StartupError as exc:
         print(f"trioweb: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"trioweb: error: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        print(f"trioweb: error: {_address_error(args.host, args.port, exc)}", file=sys.stderr)
         return 1
     return 0
