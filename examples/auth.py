@@ -8,7 +8,10 @@ trick; other clients use the Authorization header. Whatever the source, one befo
 hook checks it and denies with a real 401 or 403, before any handler runs.
 """
 
+import functools
 import hmac
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from trioweb import App, WebSocket, abort
 
@@ -53,15 +56,42 @@ async def authenticate(ws: WebSocket) -> None:
     ws.state.user = user
     if ws.path.startswith("/admin") and user not in ADMINS:
         abort(403, f"{user} is not an administrator")
-    # A browser that offered the subprotocol trick must get it back, or it drops the socket.
+
+
+async def accept(ws: WebSocket) -> None:
+    """Accept, giving back the subprotocol a browser offered for the token trick (a browser that
+    offered subprotocols drops the socket unless the server picks one)."""
     await ws.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in ws.subprotocols else None)
+
+
+def require_api_key(
+    handler: Callable[..., Awaitable[Any]],
+) -> Callable[..., Awaitable[Any]]:
+    """A per-route check as Quart users write them: returning a response denies the handshake."""
+
+    @functools.wraps(handler)  # keeps the signature: trioweb still sees the path parameters
+    async def checked(ws: WebSocket, **params: Any) -> Any:
+        if ws.headers.get("x-api-key") != "k3y":
+            return "a valid X-API-Key header is required", 403
+        return await handler(ws, **params)
+
+    return checked
+
+
+@app.websocket("/reports/{year:int}")
+@require_api_key
+async def reports(ws: WebSocket, year: int) -> None:
+    await accept(ws)
+    await ws.send_json({"user": ws.state.user, "year": year})
 
 
 @app.websocket("/whoami")
 async def whoami(ws: WebSocket) -> None:
+    await accept(ws)
     await ws.send_json({"user": ws.state.user})
 
 
 @app.websocket("/admin/stats")
 async def admin_stats(ws: WebSocket) -> None:
+    await accept(ws)
     await ws.send_json({"user": ws.state.user, "connections": len(app._connections)})

@@ -35,6 +35,16 @@ async def test_ticker_streams_and_takes_commands(autojump_clock):
             start = now
 
 
+async def test_ticker_producer_stops_when_the_client_leaves():
+    import examples.ticker
+
+    async with TestClient(ticker_app) as client:
+        async with client.websocket("/ticker/ACME") as ws:
+            await ws.receive_json()
+            assert examples.ticker.running_producers == 1
+        assert examples.ticker.running_producers == 0
+
+
 async def test_ticker_rejects_a_bad_command():
     async with TestClient(ticker_app) as client, client.websocket("/ticker/ACME") as ws:
         await ws.send_json(["not", "a", "command"])
@@ -42,6 +52,22 @@ async def test_ticker_rejects_a_bad_command():
             while True:
                 await ws.receive()
     assert closed.value.code == 1008
+
+
+async def test_dashboard_one_sampler_feeds_every_watcher(autojump_clock):
+    from examples.dashboard import TOPIC, hub
+    from examples.dashboard import app as dashboard_app
+
+    async with TestClient(dashboard_app, receive_timeout=60) as client:
+        async with client.websocket("/metrics") as first, client.websocket("/metrics") as second:
+            a = [await first.receive_json() for _ in range(5)]
+            b = [await second.receive_json() for _ in range(5)]
+            assert a == b  # one sampler, one publish per sample, every watcher
+            assert [s["tick"] for s in a] == list(range(a[0]["tick"], a[0]["tick"] + 5))
+            assert a[-1]["connections"] == 2
+            # A watcher that falls behind skips to the newest sample (see the broadcast tests
+            # for the policy itself: the test client's sockets never fall behind).
+            assert {s.policy for s in hub._topics[TOPIC]} == {"latest"}
 
 
 async def test_chat_page_and_rooms():
@@ -105,6 +131,17 @@ async def test_auth_example_denies_with_401_and_403():
     from examples.auth import app as auth_app
 
     async with TestClient(auth_app) as client:
+        async with client.websocket(
+            "/reports/2026?token=s3cret-bob", headers={"x-api-key": "k3y"}
+        ) as ws:
+            assert await ws.receive_json() == {"user": "bob", "year": 2026}
+        with pytest.raises(WebSocketDenied) as no_key:
+            async with client.websocket("/reports/2026?token=s3cret-bob"):
+                pass
+        assert (no_key.value.status_code, no_key.value.body) == (
+            403,
+            b"a valid X-API-Key header is required",
+        )
         with pytest.raises(WebSocketDenied) as missing:
             async with client.websocket("/whoami?token=wrong"):
                 pass
