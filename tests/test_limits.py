@@ -5,18 +5,12 @@ from functools import partial
 import pytest
 import trio
 import trio.testing
+from helpers import closed_with
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 import trioweb
 from trioweb import App, CloseCode, WebSocket
-from trioweb.testing import TestClient, WebSocketClosed, WebSocketDenied
-
-
-async def closed_with(ws) -> WebSocketClosed:
-    with pytest.raises(WebSocketClosed) as closed:
-        while True:
-            await ws.receive()
-    return closed.value
+from trioweb.testing import TestClient, WebSocketDenied
 
 
 def echo_app(**options) -> App:

@@ -4,18 +4,11 @@ import base64
 import logging
 
 import pytest
+from helpers import closed_with
 
 from trioweb import App, CloseCode, PlainTextResponse, Request, WebSocket, WebSocketClose
 from trioweb.datastructures import parse_authorization
-from trioweb.testing import TestClient, WebSocketClosed, WebSocketDenied
-
-
-async def closed_with(ws) -> WebSocketClosed:
-    with pytest.raises(WebSocketClosed) as closed:
-        while True:
-            await ws.receive()
-    return closed.value
-
+from trioweb.testing import TestClient, WebSocketDenied
 
 # -- close codes -------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from urllib.parse import quote, unquote
 
 import pytest
 import trio
+from helpers import closed_with
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -45,7 +46,7 @@ from trioweb import (
     WebSocketClose,
     WebSocketDisconnect,
 )
-from trioweb.testing import TestClient, WebSocketClosed, WebSocketDenied
+from trioweb.testing import TestClient, WebSocketDenied
 
 MAX_CLOSE_REASON_BYTES = 123
 
@@ -140,14 +141,6 @@ def run_with_client(app: App, scenario: Callable[[TestClient], Awaitable[None]])
     assert not errors.records, "the app logged errors:\n" + "\n".join(errors.records)
     if failure is not None:
         raise failure
-
-
-async def closed_with(ws: Any) -> WebSocketClosed:
-    """Read until the app closes; return how it closed."""
-    with pytest.raises(WebSocketClosed) as closed:
-        while True:
-            await ws.receive()
-    return closed.value
 
 
 # -- paths ---------------------------------------------------------------------------------

@@ -6,19 +6,12 @@ import logging
 import math
 from typing import Any
 
-import pytest
 import trio
 import trio.testing
+from helpers import closed_with
 
 from trioweb import App, Request, WebSocket, WebSocketDisconnect
 from trioweb.testing import TestClient, WebSocketClosed
-
-
-async def closed_with(ws: Any) -> WebSocketClosed:
-    with pytest.raises(WebSocketClosed) as closed:
-        while True:
-            await ws.receive()
-    return closed.value
 
 
 def recording(app: App, sent: list[dict[str, Any]], gate: dict[str, trio.Event] | None = None):

@@ -5,16 +5,10 @@ import logging
 import pytest
 import trio
 import trio.testing
+from helpers import closed_with
 
 from trioweb import App, WebSocket, WebSocketDisconnect, abort
-from trioweb.testing import TestClient, WebSocketClosed, WebSocketDenied
-
-
-async def closed_with(ws) -> WebSocketClosed:
-    with pytest.raises(WebSocketClosed) as closed:
-        while True:
-            await ws.receive()
-    return closed.value
+from trioweb.testing import TestClient, WebSocketDenied
 
 
 async def test_client_disconnect_cancels_the_handler_and_every_task():

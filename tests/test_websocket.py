@@ -5,6 +5,7 @@ import logging
 
 import pytest
 import trio
+from helpers import closed_with
 
 from trioweb import (
     App,
@@ -16,16 +17,7 @@ from trioweb import (
     WebSocketDisconnect,
     abort,
 )
-from trioweb.testing import TestClient, WebSocketClosed, WebSocketDenied
-
-
-async def closed_with(ws) -> WebSocketClosed:
-    """Read until the app closes; return how it closed."""
-    with pytest.raises(WebSocketClosed) as closed:
-        while True:
-            await ws.receive()
-    return closed.value
-
+from trioweb.testing import TestClient, WebSocketDenied
 
 # -- request data ------------------------------------------------------------------------
 
