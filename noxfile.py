@@ -1,10 +1,10 @@
-"""Development sessions: ``nox -s tests``, ``nox -s lint``."""
+"""Development sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s docs``, ``nox -s bench``."""
 
 import nox
 
 nox.options.sessions = ["tests", "lint"]
 
-SOURCES = ["trioweb", "tests", "examples", "noxfile.py"]
+SOURCES = ["trioweb", "tests", "examples", "docs/snippets", "docs/_ext", "noxfile.py"]
 
 
 @nox.session
@@ -21,3 +21,17 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", *SOURCES)
     session.run("ruff", "format", "--check", *SOURCES)
     session.run("mypy", "--strict", "trioweb")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the user guide with mkdocs, warnings as errors."""
+    session.install("-e", ".", "-r", "docs/requirements.txt")
+    session.run("mkdocs", "build", "--strict", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Run the side-by-side benchmarks (``nox -s bench -- --quick`` for a short run)."""
+    session.install("-e", ".[redis]", "-r", "benchmarks/requirements.txt")
+    session.run("python", "-m", "benchmarks", *session.posargs)
