@@ -4,7 +4,7 @@ import nox
 
 nox.options.sessions = ["tests", "lint"]
 
-SOURCES = ["trioweb", "tests", "examples", "docs/snippets", "docs/_ext", "noxfile.py"]
+SOURCES = ["trioweb", "tests", "examples", "benchmarks", "docs/snippets", "docs/_ext", "noxfile.py"]
 
 
 @nox.session

@@ -1,32 +1,88 @@
 """A bounded FIFO that producers fill without ever waiting, and consumers drain with a wait.
 
-A deque and a parking lot rather than a trio memory channel: it costs a fraction of the memory
-per socket, and producers that must never block (the connection's reader, the broadcast hub)
-need ``put`` to refuse instead of wait. What to do when it refuses is the caller's policy.
+A list of items and a list of waiting tasks rather than a trio memory channel: it costs a
+fraction of the memory per socket, and producers that must never block (the connection's
+reader, the broadcast hub) need ``put`` to refuse instead of wait. What to do when it refuses
+is the caller's policy.
+
+It sits on every message's path, so it is built from trio's lowest-level parts: a waiting
+consumer is parked with ``wait_task_rescheduled`` and woken with ``reschedule``, with no
+``ParkingLot`` (an object and an ordered dict per buffer) in between.
 """
 
 from __future__ import annotations
 
-from collections import deque
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
-import trio
+from trio.lowlevel import (
+    Abort,
+    Task,
+    cancel_shielded_checkpoint,
+    checkpoint_if_cancelled,
+    current_task,
+    reschedule,
+    wait_task_rescheduled,
+)
+
+__all__ = ["Buffer", "park", "wake_all", "wake_one"]
 
 T = TypeVar("T")
+
+
+async def park(waiters: list[Task]) -> None:
+    """Wait in ``waiters`` (FIFO) until :func:`wake_one` or :func:`wake_all` picks this task.
+
+    A cancelled waiter leaves the list. Like ``ParkingLot.park``, this is a full checkpoint.
+    """
+    task = current_task()
+    waiters.append(task)
+    await wait_task_rescheduled(_Remover(waiters, task))
+
+
+class _Remover:
+    """The abort callback that takes ``task`` out of ``waiters`` when it is cancelled (a small
+    object: a closure and its two cells would take four times the memory)."""
+
+    __slots__ = ("task", "waiters")
+
+    def __init__(self, waiters: list[Task], task: Task) -> None:
+        self.waiters = waiters
+        self.task = task
+
+    def __call__(self, _: Any) -> Abort:
+        self.waiters.remove(self.task)
+        return Abort.SUCCEEDED
+
+
+def wake_one(waiters: list[Task]) -> None:
+    """Wake the longest-waiting task of ``waiters``, if any."""
+    if waiters:
+        reschedule(waiters.pop(0))
+
+
+def wake_all(waiters: list[Task]) -> None:
+    """Wake every task of ``waiters``."""
+    while waiters:
+        reschedule(waiters.pop(0))
 
 
 class Buffer(Generic[T]):
     """A bounded FIFO with a waiting ``get``; ``close()`` wakes every waiter."""
 
-    __slots__ = ("_closed", "_items", "_lot", "limit")
+    __slots__ = ("_abort", "_closed", "_items", "_waiters", "limit")
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ValueError(f"a buffer holds at least 1 item, not {limit}")
         self.limit = limit
-        self._items: deque[T] = deque()
-        self._lot = trio.lowlevel.ParkingLot()
+        # A list, not a deque: an empty deque costs some 600 bytes a socket, and the list's
+        # pop(0) moves at most ``limit`` pointers.
+        self._items: list[T] = []
+        self._waiters: list[Task] = []
         self._closed = False
+        # The cancellation callback of the last task that waited in get(), kept for its next
+        # wait: a buffer usually has one consumer, which then builds it once, not per message.
+        self._abort: _Remover | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -38,22 +94,44 @@ class Buffer(Generic[T]):
 
     def put(self, item: T) -> bool:
         """Queue ``item``; return ``False`` (and keep nothing) if the buffer is full or closed."""
-        if len(self._items) >= self.limit or self._closed:
+        items = self._items
+        if len(items) >= self.limit or self._closed:
             return False
-        self._items.append(item)
-        self._lot.unpark()
+        items.append(item)
+        if self._waiters:
+            reschedule(self._waiters.pop(0))
         return True
+
+    def put_unwoken(self, item: T) -> bool:
+        """Queue ``item`` like :meth:`put`, but leave a waiting consumer asleep: the caller
+        wakes it later with :meth:`wake` (see :meth:`waiting`)."""
+        items = self._items
+        if len(items) >= self.limit or self._closed:
+            return False
+        items.append(item)
+        return True
+
+    @property
+    def waiting(self) -> bool:
+        """True if a consumer is asleep in :meth:`get`."""
+        return bool(self._waiters)
+
+    def wake(self) -> None:
+        """Wake the longest-waiting consumer, if any (a consumer woken with nothing to take
+        goes back to sleep)."""
+        if self._waiters:
+            reschedule(self._waiters.pop(0))
 
     def force_put(self, item: T) -> None:
         """Queue ``item`` even past the limit (for rare control items that must not be lost);
         a closed buffer still keeps nothing."""
         if not self._closed:
             self._items.append(item)
-            self._lot.unpark()
+            wake_one(self._waiters)
 
     def drop_oldest(self) -> None:
         """Forget the oldest queued item."""
-        self._items.popleft()
+        del self._items[0]
 
     def clear(self) -> int:
         """Forget every queued item; return how many there were."""
@@ -69,20 +147,30 @@ class Buffer(Generic[T]):
         """Forget what is queued and wake every waiting ``get``, which now returns ``None``."""
         self._closed = True
         self._items.clear()
-        self._lot.unpark_all()
+        wake_all(self._waiters)
 
     async def get(self) -> T | None:
         """The next item, waiting for one; ``None`` once the buffer is closed."""
-        await trio.lowlevel.checkpoint_if_cancelled()
-        parked = False
+        await checkpoint_if_cancelled()
+        items = self._items
+        if items or self._closed:
+            await cancel_shielded_checkpoint()
+            # Read after the checkpoint: another consumer may have taken the item.
+            if items:
+                return items.pop(0)
+            if self._closed:
+                return None
+        # Parked right here rather than through park(): one coroutine less on every waiting
+        # consumer's stack.
+        waiters = self._waiters
+        task = current_task()
+        abort = self._abort
+        if abort is None or abort.task is not task:
+            abort = self._abort = _Remover(waiters, task)
         while True:
-            if self._items or self._closed:
-                if not parked:
-                    await trio.lowlevel.cancel_shielded_checkpoint()
-                # Read after the checkpoint: another consumer may have taken the item.
-                if self._items:
-                    return self._items.popleft()
-                if self._closed:
-                    return None
-            await self._lot.park()
-            parked = True
+            waiters.append(task)
+            await wait_task_rescheduled(abort)
+            if items:
+                return items.pop(0)
+            if self._closed:
+                return None

@@ -17,14 +17,22 @@ disconnect that should end the connection. When the inbox is full, the socket is
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import trio
+from trio.lowlevel import (
+    Task,
+    cancel_shielded_checkpoint,
+    checkpoint_if_cancelled,
+    current_task,
+    reschedule,
+)
 
-from ._buffer import Buffer
+from ._buffer import Buffer, park
 from ._failures import PROTOCOL_ERRORS, sort_failure
 from ._types import Message, Receive, Scope, Send
 from .close_codes import CloseCode, as_close_code, check_close_code
@@ -43,6 +51,17 @@ __all__ = ["Connection", "ConnectionRegistry", "ConnectionState", "run_websocket
 logger = logging.getLogger("trioweb")
 
 SHUTDOWN_CLOSE = (CloseCode.GOING_AWAY, "server shutting down")
+
+#: The reader's stand-in for its idle-timeout scope when there is no idle timeout.
+_NO_SCOPE = contextlib.nullcontext()
+
+#: The reader task's name: the one trio would make up, but made once, not once per socket.
+_READER_NAME = f"{__name__}.Connection.read_loop"
+
+#: Whether trio counts each task's trips through its scheduler, as ``Task._schedule_points``
+#: (``trio.testing.assert_checkpoints`` reads it). It is private: without it, every send yields
+#: once more, as it must then.
+_COUNTS_YIELDS = hasattr(Task, "_schedule_points")
 
 
 class ConnectionState(enum.Enum):
@@ -63,7 +82,8 @@ class Connection:
         "_receive",
         "_scope",
         "_send",
-        "_send_lock",
+        "_send_busy",
+        "_send_waiters",
         "_user_scope",
         "close_code",
         "close_reason",
@@ -94,7 +114,10 @@ class Connection:
         self.idle_timeout = idle_timeout
         self._send = send
         self._inbox: Buffer[str | bytes] = Buffer(inbox_size)
-        self._send_lock = trio.Lock()
+        # The send lock, built into the connection: a flag, and the tasks waiting for it (a
+        # list made on the first contention). A trio.Lock would cost three objects per socket.
+        self._send_busy = False
+        self._send_waiters: list[Task] | None = None
         self._scope: trio.CancelScope | None = None
         self._user_scope: trio.CancelScope | None = None
         self._handler_done = False
@@ -127,7 +150,9 @@ class Connection:
             raise ValueError(
                 f"subprotocol {subprotocol!r} was not offered by the client (offered: {offered})"
             )
-        async with self._send_lock:
+        # Like send(): the server's send of the accept is the schedule point, if it yields.
+        points = await self._lock_for_send()
+        try:
             if self.state is not ConnectionState.CONNECTING:
                 if implicit and self.state is ConnectionState.CONNECTED:
                     return
@@ -144,6 +169,8 @@ class Connection:
             # was being sent: it stands.
             if self.state is ConnectionState.CONNECTING:
                 self.state = ConnectionState.CONNECTED
+        finally:
+            await self._unlock_after_send(points)
 
     async def deny(self, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]]) -> None:
         """Refuse the handshake with an HTTP response, or with a plain 403 if the server lacks
@@ -157,7 +184,8 @@ class Connection:
         if b"content-length" not in names:
             raw.append((b"content-length", str(len(body)).encode()))
         # Decided under the lock: an accept on its way out (from another task) comes first.
-        async with self._send_lock:
+        await self._lock()
+        try:
             if self._accept_sent or self.state is not ConnectionState.CONNECTING:
                 raise RuntimeError(
                     "reject() called on a WebSocket that is already closed"
@@ -175,6 +203,8 @@ class Connection:
                     {"type": "websocket.http.response.start", "status": status, "headers": raw}
                 )
                 await self._server_send({"type": "websocket.http.response.body", "body": body})
+        finally:
+            self._unlock()
 
     # -- messages -----------------------------------------------------------------------
 
@@ -183,14 +213,15 @@ class Connection:
         try:
             await self._send(message)
         except PROTOCOL_ERRORS as exc:
-            # The client broke the protocol (data before the handshake's answer, say) and the
-            # server can no longer talk to it: the connection is gone, and it is the client's
-            # doing, so no traceback and no 1011.
-            logger.info(
-                "lost a connection: the server could not send %s (%s)", message["type"], exc
-            )
-            self._on_transport_lost()
-            raise self.disconnect_error() from None
+            raise self._send_failed(message, exc) from None
+
+    def _send_failed(self, message: Message, exc: BaseException) -> WebSocketDisconnect:
+        # The client broke the protocol (data before the handshake's answer, say) and the
+        # server can no longer talk to it: the connection is gone, and it is the client's
+        # doing, so no traceback and no 1011.
+        logger.info("lost a connection: the server could not send %s (%s)", message["type"], exc)
+        self._on_transport_lost()
+        return self.disconnect_error()
 
     def _on_transport_lost(self) -> None:
         self.disconnected = True  # nothing more is expected from this peer
@@ -209,14 +240,77 @@ class Connection:
             self.close_reason or "",
         )
 
+    # -- the send lock: serialises senders; FIFO; a waiter that is cancelled leaves the queue
+
+    async def _lock(self) -> None:
+        """Take the send lock as ``trio.Lock.acquire`` does: always a full checkpoint."""
+        await checkpoint_if_cancelled()
+        if self._send_busy:
+            await self._wait_for_lock()
+        else:
+            self._send_busy = True
+            await cancel_shielded_checkpoint()
+
+    async def _lock_for_send(self) -> int:
+        """Take the send lock for a send: a cancel point, and no yield when it is free.
+
+        Returns trio's count of this task's yields, for :meth:`_unlock_after_send`.
+        """
+        await checkpoint_if_cancelled()
+        points = current_task()._schedule_points if _COUNTS_YIELDS else -1
+        if self._send_busy:
+            await self._wait_for_lock()
+        else:
+            self._send_busy = True
+        return points
+
+    async def _unlock_after_send(self, points: int) -> None:
+        """Release the send lock; yield once if nothing yielded since :meth:`_lock_for_send`."""
+        self._unlock()
+        if not _COUNTS_YIELDS or current_task()._schedule_points == points:
+            await cancel_shielded_checkpoint()
+
+    async def _wait_for_lock(self) -> None:
+        if self._send_waiters is None:
+            self._send_waiters = []
+        await park(self._send_waiters)  # _unlock() hands the lock over: it stays busy
+
+    def _unlock(self) -> None:
+        waiters = self._send_waiters
+        if waiters:
+            reschedule(waiters.pop(0))
+        else:
+            self._send_busy = False
+
     async def send(self, message: Message) -> None:
-        """Send one ASGI message; a checkpoint even where the server does not yield."""
-        # The lock serialises senders and, acquired or not, is a full checkpoint: hypercorn
-        # returns without yielding once the peer is gone, and a send loop must not spin.
-        async with self._send_lock:
+        """Send one ASGI message; a checkpoint even where the server does not yield.
+
+        The hot path of every message out, so it takes the lock without yielding and lets the
+        server's own send be the schedule point: hypercorn yields on every send to a live peer
+        (its lock, then the socket). It returns without yielding once the peer is gone, and a
+        send loop must not spin then: if the server did not yield, this does.
+        """
+        await checkpoint_if_cancelled()
+        task = current_task()
+        points = task._schedule_points if _COUNTS_YIELDS else -1
+        if self._send_busy:
+            await self._wait_for_lock()
+        else:
+            self._send_busy = True
+        try:
             if self.state is not ConnectionState.CONNECTED:
                 raise self.disconnect_error()
-            await self._server_send(message)
+            await self._send(message)
+        except PROTOCOL_ERRORS as exc:
+            raise self._send_failed(message, exc) from None
+        finally:
+            waiters = self._send_waiters
+            if waiters:
+                reschedule(waiters.pop(0))  # the lock goes to the next sender, still busy
+            else:
+                self._send_busy = False
+            if not _COUNTS_YIELDS or task._schedule_points == points:
+                await cancel_shielded_checkpoint()
 
     async def receive(self) -> str | bytes:
         """The next message from the client; raises ``WebSocketDisconnect`` once closed."""
@@ -249,12 +343,15 @@ class Connection:
         # because a socket marked closed whose close never went out gets 1011 from hypercorn.
         self._mark_closed_by_app(code, reason)
         with trio.CancelScope(shield=True):
-            async with self._send_lock:
+            await self._lock()
+            try:
                 if not self._accept_sent:
                     # No accept went out (none is on its way: we hold the lock): this close
                     # answers the handshake with HTTP 403, and is no close code.
                     self.close_code = self.close_reason = None
                 await self._server_send({"type": "websocket.close", "code": code, "reason": reason})
+            finally:
+                self._unlock()
 
     def handler_returned(self) -> None:
         """The handler is done: if the socket is closed, cancel the tasks it left behind."""
@@ -284,23 +381,31 @@ class Connection:
 
     async def read_loop(self) -> None:
         """Drain ASGI receive() into the inbox until the client disconnects."""
+        # The hot loop of every message in: locals only, and one plain call per message.
         receive, inbox, limit, idle = (
             self._receive,
             self._inbox,
             self.max_message_size,
             self.idle_timeout,
         )
-        # One scope for the whole loop, its deadline pushed back by every message.
-        with trio.CancelScope() as silence:
+        # A message of n characters is at most 4n bytes in UTF-8: up to this length no message
+        # can be over the limit, and no size needs computing.
+        safe = 0 if limit is None else limit // 4
+        # With an idle timeout, one scope for the whole loop, its deadline pushed back by every
+        # message; without one, no scope at all.
+        silence = None if idle is None else trio.CancelScope()
+        window = 0.0 if idle is None else idle
+        with _NO_SCOPE if silence is None else silence:
             while True:
-                if idle is not None:
-                    silence.deadline = trio.current_time() + idle
+                if silence is not None:
+                    silence.deadline = trio.current_time() + window
                 message = await receive()
                 kind = message["type"]
                 if kind == "websocket.receive":
-                    text = message.get("text")
-                    data: str | bytes = text if text is not None else (message.get("bytes") or b"")
-                    if limit is not None and (size := _oversize(data, limit)):
+                    data: str | bytes | None = message.get("text")
+                    if data is None:
+                        data = message.get("bytes") or b""
+                    if limit is not None and len(data) > safe and (size := _oversize(data, limit)):
                         self.shut_down(
                             CloseCode.MESSAGE_TOO_BIG,
                             f"message of {size} bytes over the limit of {limit}",
@@ -313,8 +418,12 @@ class Connection:
                 elif kind == "websocket.disconnect":
                     self._on_disconnect(message)
                     return
-        if silence.cancelled_caught and self.state is not ConnectionState.CLOSED:
-            self.shut_down(CloseCode.GOING_AWAY, f"idle for more than {idle:g} s")
+        if (
+            silence is not None
+            and silence.cancelled_caught
+            and self.state is not ConnectionState.CLOSED
+        ):
+            self.shut_down(CloseCode.GOING_AWAY, f"idle for more than {window:g} s")
 
     async def drain_until_disconnect(self) -> None:
         """After our close, read until the client's answer so hypercorn's queue never fills."""
@@ -324,33 +433,6 @@ class Connection:
                 self.disconnected = True
 
     # -- the runtime --------------------------------------------------------------------
-
-    async def run(self, app: App, ws: WebSocket, route: Route) -> None:
-        """Run hooks and handler in the connection's nursery, then close as the outcome says."""
-        registry = app._connections
-        failure: BaseException | None = None
-        returned: Any = None
-        try:
-            try:
-                async with trio.open_nursery() as nursery:
-                    self._scope = nursery.cancel_scope
-                    registry.add(self, route)
-                    nursery.start_soon(self.read_loop)
-                    returned = await self._run_handler(app, ws, route)
-                    nursery.cancel_scope.cancel()  # only the reader is left
-            except BaseException as exc:  # sorted out right below
-                failure = exc
-            try:
-                await self._finish(app, ws, failure, returned)
-            finally:
-                # Shielded: even when the server cancels us (its graceful timeout), cleanup
-                # such as presence removal runs, under the hooks' own time limit.
-                with trio.CancelScope(shield=True):
-                    await _run_after_hooks(app, ws)
-        finally:
-            registry.discard(self, route)
-        if self.close_sent and not self.disconnected and self.close_code is not None:
-            await self.drain_until_disconnect()
 
     async def _run_handler(self, app: App, ws: WebSocket, route: Route) -> Any:
         """Run the hooks and the handler; return what answered the handshake, if anything.
@@ -557,12 +639,59 @@ def _setting(app: App, route: Route | None, name: str) -> Any:
 
 
 async def run_websocket(app: App, scope: Scope, receive: Receive, send: Send) -> None:
-    """Serve one WebSocket scope: route it, check it against the limits, then run it."""
+    """Serve one WebSocket scope: route it, check it against the limits, then run hooks and
+    handler in the connection's nursery, and close as the outcome says.
+
+    One coroutine from the handshake to the close, and admission decided in a plain function:
+    this frame lives as long as the socket, so it keeps no more than it needs (not the connect
+    message, the route match or the origin), and sits once, not three deep, under every
+    handler's stack.
+    """
+    if (await receive())["type"] != "websocket.connect":
+        return  # the client left before the handshake reached us
+    connection, ws, route = _admit(app, scope, receive, send)
+    if isinstance(route, tuple):
+        status, body = route
+        await connection.deny(status, body, ())
+        return
+    registry = app._connections
+    failure: BaseException | None = None
+    returned: Any = None
+    try:
+        try:
+            async with trio.open_nursery() as nursery:
+                connection._scope = nursery.cancel_scope
+                registry.add(connection, route)
+                nursery.start_soon(connection.read_loop, name=_READER_NAME)
+                if app._before_websocket or route.nursery_param is not None:
+                    returned = await connection._run_handler(app, ws, route)
+                else:  # the common case, without a frame in between
+                    returned = await route.handler(ws, **ws.path_params)
+                if not nursery.cancel_scope.cancel_called:  # (a disconnect already did)
+                    nursery.cancel_scope.cancel()  # only the reader is left
+        except BaseException as exc:  # sorted out right below
+            failure = exc
+        try:
+            await connection._finish(app, ws, failure, returned)
+        finally:
+            # Shielded: even when the server cancels us (its graceful timeout), cleanup such
+            # as presence removal runs, under the hooks' own time limit.
+            if app._after_websocket:
+                with trio.CancelScope(shield=True):
+                    await _run_after_hooks(app, ws)
+    finally:
+        registry.discard(connection, route)
+    if connection.close_sent and not connection.disconnected and connection.close_code is not None:
+        await connection.drain_until_disconnect()
+
+
+def _admit(
+    app: App, scope: Scope, receive: Receive, send: Send
+) -> tuple[Connection, WebSocket, Route | tuple[int, bytes]]:
+    """Route a handshake and check it against the limits: its route, or the denial it gets
+    (status and body)."""
     from .websocket import WebSocket
 
-    message = await receive()
-    if message["type"] != "websocket.connect":
-        return  # the client left before the handshake reached us
     found = app.router.match_websocket(scope.get("path", "/"))
     route = found.route
     connection = Connection(
@@ -575,18 +704,24 @@ async def run_websocket(app: App, scope: Scope, receive: Receive, send: Send) ->
     )
     ws = WebSocket(connection, scope, app, found.params)
     if route is None:
-        await connection.deny(404, f"no WebSocket route for {ws.path}".encode(), ())
-        return
+        return connection, ws, (404, f"no WebSocket route for {ws.path}".encode())
     registry = app._connections
     if registry.draining:
-        await connection.deny(503, b"server shutting down", ())
-        return
+        return connection, ws, (503, b"server shutting down")
     origin_policy: OriginPolicy = _setting(app, route, "origin_policy")
-    origin = ws.headers.get("origin")
-    if not origin_policy.allows(origin, ws.headers.get("host")):
-        await connection.deny(403, f"origin not allowed: {origin}".encode(), ())
-        return
+    # The two headers straight from the scope: ws.headers would keep a decoded copy of them all
+    # for the socket's whole life (about a kilobyte), whether the app reads them or not.
+    origin = _first_header(scope, b"origin")
+    if not origin_policy.allows(origin, _first_header(scope, b"host")):
+        return connection, ws, (403, f"origin not allowed: {origin}".encode())
     if registry.full(route, app.max_connections, route.options.get("max_connections")):
-        await connection.deny(503, b"too many connections, try again later", ())
-        return
-    await connection.run(app, ws, route)
+        return connection, ws, (503, b"too many connections, try again later")
+    return connection, ws, route
+
+
+def _first_header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header ``name`` (lower case), as ``Headers.get`` would give it."""
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return str(value.decode("latin-1"))
+    return None

@@ -154,16 +154,30 @@ class TestWebSocket:
         self._from_app_send.send_nowait(message)
 
     async def _next_from_app(self, what: str) -> Message:
+        # What MemoryReceiveChannel.receive() does, with the timeout armed only for a wait: a
+        # message already there costs no cancel scope (this is every round trip's path). A
+        # timeout that is no valid one (negative, NaN) goes the long way, where trio rejects it.
+        if self._timeout >= 0:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                message = self._from_app.receive_nowait()
+            except trio.WouldBlock:
+                pass
+            except trio.EndOfChannel:
+                raise RuntimeError(f"the app's handler ended without sending a {what}") from None
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return message
         try:
-            with trio.fail_after(self._timeout):
+            with trio.move_on_after(self._timeout):
                 return await self._from_app.receive()
-        except trio.TooSlowError:
-            raise TimeoutError(
-                f"no {what} from the app within {self._timeout} s "
-                "(TestClient(receive_timeout=...) changes the limit)"
-            ) from None
         except trio.EndOfChannel:
             raise RuntimeError(f"the app's handler ended without sending a {what}") from None
+        # Only the deadline's cancellation, caught by the scope, comes out here.
+        raise TimeoutError(
+            f"no {what} from the app within {self._timeout} s "
+            "(TestClient(receive_timeout=...) changes the limit)"
+        )
 
     async def _handshake(self) -> None:
         message = await self._next_from_app("handshake reply")
@@ -189,15 +203,29 @@ class TestWebSocket:
     async def _put(self, message: Message) -> None:
         if self._client_closed:
             raise RuntimeError("this test WebSocket is already closed")
+        # What MemorySendChannel.send() does, with the timeout armed only for a wait: room in
+        # the queue costs no cancel scope (this is every round trip's path). A timeout that is
+        # no valid one (negative, NaN) goes the long way, where trio rejects it.
+        if self._timeout >= 0:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                self._to_app.send_nowait(message)
+            except trio.WouldBlock:
+                pass
+            except trio.BrokenResourceError:
+                raise RuntimeError("the app's handler has already ended") from None
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
         try:
-            with trio.fail_after(self._timeout):
+            with trio.move_on_after(self._timeout) as scope:
                 await self._to_app.send(message)
         except trio.BrokenResourceError:
             raise RuntimeError("the app's handler has already ended") from None
-        except trio.TooSlowError:
+        if scope.cancelled_caught:
             raise TimeoutError(
                 f"the app read nothing for {self._timeout} s while the queue toward it was full"
-            ) from None
+            )
 
     async def send(self, message: str | bytes) -> None:
         """Send a text (``str``) or binary (``bytes``) message to the app."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -162,8 +163,15 @@ class WebSocket(ScopeView):
 
     async def receive(self) -> str | bytes:
         """The next message: ``str`` for a text frame, ``bytes`` for a binary one."""
-        await self._accept_implicitly()
-        return await self._conn.receive()
+        conn = self._conn
+        if conn.state is ConnectionState.CONNECTING:
+            await conn.accept(None, (), self.subprotocols, implicit=True)
+        # The inbox directly (what Connection.receive does): one coroutine less on the stack of
+        # every handler that waits for a message.
+        message = await conn._inbox.get()
+        if message is None:
+            raise conn.disconnect_error()
+        return message
 
     async def receive_text(self) -> str:
         """The next message, which must be text (else close 1003 if uncaught)."""
@@ -184,53 +192,51 @@ class WebSocket(ScopeView):
         return _parse_json(await self.receive(), loads or json.loads)
 
     def __aiter__(self) -> AsyncIterator[str | bytes]:
-        return self._iterate(self.receive)
+        return _Received(self)
 
     def iter_text(self) -> AsyncIterator[str]:
         """Iterate over text messages until the socket closes."""
-        return self._iterate(self.receive_text)
+        return _Messages(self.receive_text)
 
     def iter_bytes(self) -> AsyncIterator[bytes]:
         """Iterate over binary messages until the socket closes."""
-        return self._iterate(self.receive_bytes)
+        return _Messages(self.receive_bytes)
 
     def iter_json(self, loads: JSONLoads | None = None) -> AsyncIterator[Any]:
         """Iterate over messages parsed as JSON until the socket closes."""
-
-        async def receive_one() -> Any:
-            return await self.receive_json(loads)
-
-        return self._iterate(receive_one)
-
-    @staticmethod
-    async def _iterate(receive_one: Callable[[], Any]) -> AsyncIterator[Any]:
-        while True:
-            try:
-                message = await receive_one()
-            except WebSocketDisconnect:
-                return
-            yield message
+        return _Messages(partial(self.receive_json, loads))
 
     # -- sending ------------------------------------------------------------------------
+
+    # Each send builds its ASGI message and hands it to the connection itself, with no call
+    # to another send method in between: they are on the path of every message out.
 
     async def send(self, message: str | bytes) -> None:
         """Send a text (``str``) or binary (``bytes``) message."""
         if isinstance(message, str):
-            await self.send_text(message)
+            event: dict[str, Any] = {"type": "websocket.send", "text": message}
         elif isinstance(message, (bytes, bytearray, memoryview)):
-            await self.send_bytes(bytes(message))
+            event = {"type": "websocket.send", "bytes": bytes(message)}
         else:
             raise TypeError(f"send() takes str or bytes, not {type(message).__name__}")
+        conn = self._conn
+        if conn.state is ConnectionState.CONNECTING:
+            await conn.accept(None, (), self.subprotocols, implicit=True)
+        await conn.send(event)
 
     async def send_text(self, data: str) -> None:
         """Send a text message."""
-        await self._accept_implicitly()
-        await self._conn.send({"type": "websocket.send", "text": data})
+        conn = self._conn
+        if conn.state is ConnectionState.CONNECTING:
+            await conn.accept(None, (), self.subprotocols, implicit=True)
+        await conn.send({"type": "websocket.send", "text": data})
 
     async def send_bytes(self, data: bytes) -> None:
         """Send a binary message."""
-        await self._accept_implicitly()
-        await self._conn.send({"type": "websocket.send", "bytes": data})
+        conn = self._conn
+        if conn.state is ConnectionState.CONNECTING:
+            await conn.accept(None, (), self.subprotocols, implicit=True)
+        await conn.send({"type": "websocket.send", "bytes": data})
 
     async def send_json(self, data: Any, dumps: JSONDumps | None = None) -> None:
         """Send ``data`` encoded as JSON in a text message."""
@@ -279,3 +285,66 @@ def _parse_json(message: str | bytes, loads: JSONLoads) -> Any:
         return loads(message)
     except JSON_ERRORS as exc:
         raise InvalidJSONMessage(f"invalid JSON: {exc}") from exc
+
+
+class _Messages:
+    """The ``async for`` over a socket: messages until it closes.
+
+    A plain async iterator rather than an async generator: no generator, no finalizer hook,
+    and one frame less between the handler and the inbox on every message. Like the generator
+    it replaces, it is finished once anything has been raised out of it.
+    """
+
+    __slots__ = ("_receive_one",)
+
+    def __init__(self, receive_one: Callable[[], Awaitable[Any]]) -> None:
+        self._receive_one: Callable[[], Awaitable[Any]] | None = receive_one
+
+    def __aiter__(self) -> _Messages:
+        return self
+
+    async def __anext__(self) -> Any:
+        receive_one = self._receive_one
+        if receive_one is None:
+            raise StopAsyncIteration
+        try:
+            return await receive_one()
+        except WebSocketDisconnect:
+            self._receive_one = None
+            raise StopAsyncIteration from None
+        except BaseException:
+            self._receive_one = None
+            raise
+
+
+class _Received:
+    """``async for message in ws``: :class:`_Messages` over :meth:`WebSocket.receive`, with
+    the receive inlined, since it is the loop of most handlers."""
+
+    __slots__ = ("_ws",)
+
+    def __init__(self, ws: WebSocket) -> None:
+        self._ws: WebSocket | None = ws
+
+    def __aiter__(self) -> _Received:
+        return self
+
+    async def __anext__(self) -> str | bytes:
+        ws = self._ws
+        if ws is None:
+            raise StopAsyncIteration
+        conn = ws._conn
+        try:
+            if conn.state is ConnectionState.CONNECTING:
+                await conn.accept(None, (), ws.subprotocols, implicit=True)
+            message = await conn._inbox.get()
+        except WebSocketDisconnect:
+            self._ws = None
+            raise StopAsyncIteration from None
+        except BaseException:
+            self._ws = None
+            raise
+        if message is None:  # closed: what receive() reports as WebSocketDisconnect
+            self._ws = None
+            raise StopAsyncIteration
+        return message

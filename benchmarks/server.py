@@ -1,0 +1,68 @@
+"""One server under test, in a process of its own: ``python -m benchmarks.server NAME``.
+
+Every app runs on ``hypercorn.trio.serve`` with the same settings, one worker, bound to
+loopback on a free port. The process prints ``ready <port>`` once it listens, then serves until
+its standard input closes (or it is sent SIGTERM).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import sys
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve
+
+from .apps import load
+
+
+def raise_fd_limit() -> int:
+    """Lift the soft limit on open files to the hard one; return the new soft limit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        target = 1 << 20 if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def config() -> Config:
+    """The same hypercorn settings for every app."""
+    cfg = Config()
+    cfg.bind = ["127.0.0.1:0"]
+    cfg.backlog = 4096
+    cfg.graceful_timeout = 1.0
+    cfg.keep_alive_timeout = 60
+    cfg.accesslog = None
+    cfg.errorlog = None
+    cfg.loglevel = "WARNING"
+    return cfg
+
+
+async def main(name: str) -> None:
+    app = load(name)
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(serve, app, config())
+        port = int(binds[0].rsplit(":", 1)[1])
+        print(f"ready {port}", flush=True)
+        # Serve until the harness closes our standard input.
+        await trio.to_thread.run_sync(sys.stdin.read, abandon_on_cancel=True)
+        nursery.cancel_scope.cancel()
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING)
+    raise_fd_limit()
+    profile = os.environ.get("BENCH_CPROFILE")
+    if profile:  # a profiling aid: the server's whole life under cProfile, saved at exit
+        import cProfile
+
+        cProfile.run("trio.run(main, sys.argv[1])", profile)
+    else:
+        trio.run(main, sys.argv[1])

@@ -1,0 +1,151 @@
+"""The benchmark harness works: a seconds-long run of it, and its report from made-up numbers.
+
+No number is checked against a target here: on a shared CI machine timings mean nothing. The
+run proves that every scenario runs against trioweb and the bare ASGI app (the peers only when
+installed) and that the table, the JSON and the docs section come out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from benchmarks import apps, report, runner  # noqa: E402
+
+
+def test_smoke_run_covers_trioweb_and_the_bare_app(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--smoke",
+            "--servers",
+            "trioweb",
+            "--no-docs",
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["servers"] == ["bare", "trioweb"]  # the bare app comes along by itself
+    assert results["failures"] == []
+    medians = results["medians"]
+    for name in ("bare", "trioweb"):
+        for key in (
+            "echo16.msgs_s",
+            "echo16k.p99_ms",
+            "handshakes.per_s",
+            "memory.kib_per_socket",
+            "fanout.deliveries_s",
+            "fanout.lag_p50_ms",
+        ):
+            assert medians[name][key] > 0, (name, key)
+        # CPU times over windows this short may read 0: present is all that is asked.
+        for key in (
+            "echo16.server_cpu",
+            "echo16.client_cpu",
+            "scale.echo.4.us_per_msg",
+            "scale.fanout.10.us_per_delivery",
+        ):
+            assert medians[name][key] >= 0, (name, key)
+    assert medians["trioweb"]["testclient.round_trips_s"] > 0
+    assert "| echo 16 B, msg/s" in proc.stdout  # the table went to stdout
+    assert "round 1/1" in proc.stderr  # and the progress to stderr
+    assert (out / "results.md").read_text().startswith("Medians over 1 round(s)")
+
+
+def test_missing_peers_are_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(apps, "OPTIONAL", {**apps.OPTIONAL, "starlette": "no_such_module_here"})
+    assert not apps.available("starlette")
+    assert apps.available("trioweb")
+    assert apps.available("bare")
+
+
+def test_the_rounds_alternate_the_servers() -> None:
+    names = ["bare", "trioweb", "starlette"]
+    orders = [runner.rotate(names, r) for r in range(3)]
+    assert [order[0] for order in orders] == names  # each server goes first once
+
+
+def fake_results() -> dict[str, object]:
+    def server(scale: float) -> dict[str, float]:
+        return {
+            "echo16.msgs_s": 10000 * scale,
+            "echo16.p50_ms": 4.0,
+            "echo16.p99_ms": 9.0,
+            "echo16.server_cpu": 1.0,
+            "echo16.client_cpu": 0.12,
+            "echo16k.msgs_s": 8000 * scale,
+            "echo16k.p50_ms": 5.0,
+            "echo16k.p99_ms": 11.0,
+            "handshakes.per_s": 1400 * scale,
+            "memory.kib_per_socket": 20 / scale,
+            "fanout.deliveries_s": 25000 * scale,
+            "fanout.lag_p50_ms": 40.0,
+            "fanout.lag_max_ms": 45.0,
+            "scale.echo.10.us_per_msg": 75 / scale,
+            "scale.fanout.100.us_per_delivery": 35 / scale,
+        }
+
+    medians = {
+        "bare": server(1.0),
+        "trioweb": {**server(0.97), "testclient.round_trips_s": 30000.0},
+        "quart-trio": {**server(0.6), "testclient.round_trips_s": 35000.0},
+    }
+    plan = runner.asdict(
+        runner.replace(runner.PLANS["quick"], scale_echo=(10,), scale_fanout=(100,))
+    )
+    return {
+        "plan": plan,
+        "servers": ["bare", "trioweb", "quart-trio"],
+        "medians": medians,
+        "targets": report.targets(medians),
+        "machine": runner.machine(),
+        "pinning": {"server": [1], "clients": [0]},
+        "client_backend": ["picows"],
+        "clients": 1,
+        "seconds": 42.0,
+        "skipped": ["starlette"],
+    }
+
+
+def test_targets_are_judged_from_the_medians() -> None:
+    results = fake_results()
+    met = {t["target"]: t["met"] for t in results["targets"]}  # type: ignore[attr-defined]
+    assert met["echo 16 B throughput vs bare ASGI"] is True  # 0.97x
+    assert met["echo 16 B throughput vs quart-trio"] is True
+    assert met["handshakes/s vs bare ASGI"] is True
+    assert met["test client round trips/s vs quart-trio's"] is False  # 0.86x
+    memory = next(t for t in results["targets"] if "memory" in t["target"])  # type: ignore[attr-defined]
+    assert memory["value"] == pytest.approx(20 / 0.97 - 20)
+
+
+def test_table_and_docs_section(tmp_path: Path) -> None:
+    results = fake_results()
+    text = report.table(results)
+    assert "| echo 16 B, msg/s (50 sockets) | 10,000 | 9,700 (0.97x) | 6,000 (0.60x) |" in text
+    assert "not measured" not in text.split("Targets")[0]
+    page = tmp_path / "performance.md"
+    page.write_text(f"# Performance\n\nMethod.\n\n{report.START}\nold\n{report.END}\n\nAfter.\n")
+    written = report.update_docs(results, tmp_path)
+    body = page.read_text()
+    assert page in written
+    assert "Method." in body and "After." in body and "old" not in body
+    assert "Not installed, so not measured: starlette." in body
+    assert body.count(report.START) == 1
