@@ -854,15 +854,8 @@ async def test_serving_tls_directly(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     tls = snippet("tls")
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(tls.main)
-            while True:  # until the server listens
-                try:
-                    stream = await trio.open_tcp_stream("127.0.0.1", port)
-                except OSError:
-                    await trio.sleep(0.02)
-                    continue
-                await stream.aclose()
-                break
+            urls = await nursery.start(tls.main)  # returns once the server listens
+            assert urls == [f"https://127.0.0.1:{port}"]
             url = f"wss://127.0.0.1:{port}/ws"
             async with trio_websocket.open_websocket_url(url, ssl_context=context) as ws:
                 await ws.send_message("over TLS")

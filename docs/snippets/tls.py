@@ -15,7 +15,9 @@ async def echo(ws: WebSocket) -> None:
             await ws.send(message)
 
 
-async def main() -> None:
+async def main(
+    *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED
+) -> None:
     await trioweb.serve(
         app,
         host=os.environ.get("HOST", "0.0.0.0"),
@@ -24,6 +26,7 @@ async def main() -> None:
         certfile=os.environ["TLS_CERTFILE"],  # the certificate chain, PEM
         keyfile=os.environ["TLS_KEYFILE"],  # its private key, PEM
         ping_interval=20,
+        task_status=task_status,  # nursery.start(main) returns once it listens
     )
 
 
