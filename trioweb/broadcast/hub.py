@@ -92,10 +92,6 @@ class Subscription:
 
     # -- filled by the hub, never waiting ----------------------------------------------
 
-    def _put(self, message: Message) -> None:
-        if not self._buffer.put(message):
-            self._overflow(message)
-
     def _overflow(self, message: Message) -> None:
         """``message`` did not fit (or the subscription has ended): apply the policy."""
         buffer = self._buffer
