@@ -2,6 +2,8 @@
 
 import pytest
 import trio
+import trio.testing
+from helpers import closed_with
 
 from trioweb import App, WebSocket
 from trioweb.testing import TestClient, WebSocketClosed, WebSocketDenied
@@ -112,3 +114,169 @@ async def test_the_test_client_rejects_asgi_protocol_errors_as_hypercorn_does():
             with pytest.raises(WebSocketClosed):
                 await ws.receive()
     assert errors == ["ASGI protocol error: the app sent 'websocket.send' in state 'closed'"]
+
+
+# -- the two ways a message reaches a trioweb app ------------------------------------------
+#
+# The test client hands each message straight to a trioweb connection (the direct-delivery
+# extension); a server hands it to ASGI receive(), where the connection's reader takes it. The
+# same rules must hold both ways: the second is forced here by an ASGI middleware that hides
+# the extension, as every real server does.
+
+
+def through_receive(app):
+    """``app`` as a server without the direct-delivery extension sees it."""
+
+    async def asgi(scope, receive, send):
+        extensions = {k: v for k, v in (scope.get("extensions") or {}).items() if "direct" not in k}
+        await app({**scope, "extensions": extensions}, receive, send)
+
+    return asgi
+
+
+ways_in = pytest.mark.parametrize(
+    "way_in", [lambda app: app, through_receive], ids=["direct", "receive"]
+)
+
+
+def limited_app() -> App:
+    app = App(idle_timeout=30)
+
+    @app.websocket("/echo", max_message_size=100)
+    async def echo(ws: WebSocket):
+        async for message in ws:
+            await ws.send(message)
+
+    @app.websocket("/deaf", inbox_size=2)
+    async def deaf(ws: WebSocket):
+        await ws.accept()
+        await trio.sleep_forever()
+
+    return app
+
+
+@ways_in
+async def test_both_ways_in_keep_order_limits_and_the_idle_timeout(way_in, autojump_clock):
+    async with TestClient(way_in(limited_app()), receive_timeout=100) as client:
+        async with client.websocket("/echo") as ws:
+            for n in range(20):
+                await ws.send(str(n) if n % 2 else str(n).encode())
+            assert [await ws.receive() for _ in range(20)] == [
+                str(n) if n % 2 else str(n).encode() for n in range(20)
+            ]
+            start = trio.current_time()
+            for _ in range(3):  # a message every 20 s keeps it open past the 30 s limit
+                await trio.sleep(20)
+                await ws.send("ping")
+                assert await ws.receive() == "ping"
+            closed = await closed_with(ws)
+            assert (closed.code, closed.reason) == (1001, "idle for more than 30 s")
+            assert trio.current_time() - start == pytest.approx(90)
+        async with client.websocket("/echo") as ws:
+            await ws.send("é" * 51)
+            closed = await closed_with(ws)
+            assert (closed.code, closed.reason) == (
+                1009,
+                "message of 102 bytes over the limit of 100",
+            )
+        async with client.websocket("/deaf") as ws:
+            for n in range(3):
+                await ws.send(str(n))
+            closed = await closed_with(ws)
+            assert closed.code == 1008 and "more than 2 messages unread" in closed.reason
+
+
+@ways_in
+async def test_both_ways_in_after_the_handler_is_done(way_in):
+    app = App()
+    done = trio.Event()
+
+    @app.websocket("/once")
+    async def once(ws: WebSocket):
+        await ws.send(await ws.receive())
+        done.set()  # and returns: the socket closes with 1000
+
+    async with TestClient(way_in(app)) as client, client.websocket("/once") as ws:
+        await ws.send("a")
+        assert await ws.receive() == "a"
+        await done.wait()
+        await ws.send("late")  # crosses the close: dropped, as a server drops it
+        assert (await closed_with(ws)).code == 1000
+
+
+# -- time limits -----------------------------------------------------------------------------
+
+
+async def test_a_wait_fails_exactly_at_its_limit_whenever_it_starts(app, autojump_clock):
+    async with TestClient(app, receive_timeout=5) as client, client.websocket("/silent") as ws:
+        for pause in (0, 3, 7.5):
+            await trio.sleep(pause)
+            start = trio.current_time()
+            with pytest.raises(TimeoutError, match="within 5 s"):
+                await ws.receive()
+            assert trio.current_time() - start == pytest.approx(5)
+
+
+async def test_a_shorter_limit_is_kept_while_a_longer_wait_is_pending(app, autojump_clock):
+    async with TestClient(app, receive_timeout=60) as client:
+        async with client.websocket("/silent") as patient:
+            client.receive_timeout = 2
+            async with client.websocket("/silent") as hasty, trio.open_nursery() as nursery:
+                start = trio.current_time()
+
+                async def wait_long():
+                    with pytest.raises(TimeoutError, match="within 60 s"):
+                        await patient.receive()
+                    assert trio.current_time() - start == pytest.approx(60)
+
+                nursery.start_soon(wait_long)
+                await trio.testing.wait_all_tasks_blocked()
+                with pytest.raises(TimeoutError, match="within 2 s"):
+                    await hasty.receive()
+                assert trio.current_time() - start == pytest.approx(2)
+
+
+async def test_a_cancelled_wait_leaves_no_timeout_behind(app, autojump_clock):
+    async with TestClient(app, receive_timeout=5) as client, client.websocket("/echo") as ws:
+        with trio.move_on_after(1):
+            await ws.receive()
+        await trio.sleep(10)  # past the cancelled wait's deadline: nothing fires
+        await ws.send("still fine")
+        assert await ws.receive() == "still fine"
+
+
+@pytest.mark.parametrize("seconds", [-1, float("nan")])
+def test_receive_timeout_must_be_a_duration(app, seconds):
+    with pytest.raises(ValueError, match="receive_timeout"):
+        TestClient(app, receive_timeout=seconds)
+
+
+async def test_send_text_and_send_bytes_check_their_argument(client):
+    async with client.websocket("/echo") as ws:
+        with pytest.raises(TypeError, match="str"):
+            await ws.send_text(b"bytes")
+        with pytest.raises(TypeError, match="send_text"):
+            await ws.send_bytes("text")
+        await ws.send_bytes(bytearray(b"ok"))
+        assert await ws.receive() == b"ok"
+
+
+async def test_a_message_arriving_at_the_very_deadline_is_either_read_or_timed_out(autojump_clock):
+    app = App()
+
+    @app.websocket("/late")
+    async def late(ws: WebSocket):
+        async for message in ws:
+            await trio.sleep(5)  # exactly the client's limit: same instant as its deadline
+            await ws.send(message)
+
+    outcomes = set()
+    async with TestClient(app, receive_timeout=5) as client, client.websocket("/late") as ws:
+        for n in range(40):  # trio runs tasks woken together in a random order
+            await ws.send(str(n))
+            try:
+                outcomes.add(await ws.receive() == str(n))
+            except TimeoutError:
+                outcomes.add("timeout")
+                assert await ws.receive() == str(n)  # it came all the same
+    assert outcomes <= {True, "timeout"}

@@ -52,6 +52,10 @@ logger = logging.getLogger("trioweb")
 
 SHUTDOWN_CLOSE = (CloseCode.GOING_AWAY, "server shutting down")
 
+#: The ASGI extension of an in-process client (trioweb's TestClient) that takes messages
+#: straight into the connection: ``{"attach": f}``, and the app calls ``f(connection.deliver)``.
+DIRECT_DELIVERY = "trioweb.direct_delivery"
+
 #: The reader's stand-in for its idle-timeout scope when there is no idle timeout.
 _NO_SCOPE = contextlib.nullcontext()
 
@@ -84,6 +88,7 @@ class Connection:
         "_send",
         "_send_busy",
         "_send_waiters",
+        "_silence",
         "_user_scope",
         "close_code",
         "close_reason",
@@ -119,6 +124,8 @@ class Connection:
         self._send_busy = False
         self._send_waiters: list[Task] | None = None
         self._scope: trio.CancelScope | None = None
+        #: The reader's idle-timeout scope, while it runs with one.
+        self._silence: trio.CancelScope | None = None
         self._user_scope: trio.CancelScope | None = None
         self._handler_done = False
         #: The accept has gone out: from now on a close is a close frame, not an HTTP 403.
@@ -381,20 +388,13 @@ class Connection:
 
     async def read_loop(self) -> None:
         """Drain ASGI receive() into the inbox until the client disconnects."""
-        # The hot loop of every message in: locals only, and one plain call per message.
-        receive, inbox, limit, idle = (
-            self._receive,
-            self._inbox,
-            self.max_message_size,
-            self.idle_timeout,
-        )
-        # A message of n characters is at most 4n bytes in UTF-8: up to this length no message
-        # can be over the limit, and no size needs computing.
-        safe = 0 if limit is None else limit // 4
+        receive = self._receive
         # With an idle timeout, one scope for the whole loop, its deadline pushed back by every
         # message; without one, no scope at all.
+        idle = self.idle_timeout
         silence = None if idle is None else trio.CancelScope()
         window = 0.0 if idle is None else idle
+        self._silence = silence
         with _NO_SCOPE if silence is None else silence:
             while True:
                 if silence is not None:
@@ -403,18 +403,7 @@ class Connection:
                 kind = message["type"]
                 if kind == "websocket.receive":
                     data: str | bytes | None = message.get("text")
-                    if data is None:
-                        data = message.get("bytes") or b""
-                    if limit is not None and len(data) > safe and (size := _oversize(data, limit)):
-                        self.shut_down(
-                            CloseCode.MESSAGE_TOO_BIG,
-                            f"message of {size} bytes over the limit of {limit}",
-                        )
-                    elif not inbox.put(data) and self.state is ConnectionState.CONNECTED:
-                        self.shut_down(
-                            CloseCode.POLICY_VIOLATION,
-                            f"inbox overflow: more than {inbox.limit} messages unread",
-                        )
+                    self._take(data if data is not None else message.get("bytes") or b"")
                 elif kind == "websocket.disconnect":
                     self._on_disconnect(message)
                     return
@@ -424,6 +413,39 @@ class Connection:
             and self.state is not ConnectionState.CLOSED
         ):
             self.shut_down(CloseCode.GOING_AWAY, f"idle for more than {window:g} s")
+
+    def _take(self, data: str | bytes) -> None:
+        """One message from the client: into the inbox, or the close its size or an overflow
+        calls for."""
+        limit = self.max_message_size
+        # A message of n characters is at most 4n bytes in UTF-8: up to a quarter of the
+        # limit, no size needs computing.
+        if limit is not None and len(data) * 4 > limit and (size := _oversize(data, limit)):
+            self.shut_down(
+                CloseCode.MESSAGE_TOO_BIG, f"message of {size} bytes over the limit of {limit}"
+            )
+        elif not self._inbox.put(data) and self.state is ConnectionState.CONNECTED:
+            self.shut_down(
+                CloseCode.POLICY_VIOLATION,
+                f"inbox overflow: more than {self._inbox.limit} messages unread",
+            )
+
+    def deliver(self, data: str | bytes) -> bool:
+        """Take a message straight from an in-process client, as the reader would take it from
+        ASGI receive(); ``False`` once the reader has stopped (the client then goes through
+        receive(), where what comes after the end is handled).
+
+        The direct path of :class:`~trioweb.testing.TestClient`: it spares each message the
+        wake-up of the reader task.
+        """
+        scope = self._scope
+        if scope is None or scope.cancel_called:
+            return False
+        silence, idle = self._silence, self.idle_timeout
+        if silence is not None and idle is not None:
+            silence.deadline = trio.current_time() + idle
+        self._take(data)
+        return True
 
     async def drain_until_disconnect(self) -> None:
         """After our close, read until the client's answer so hypercorn's queue never fills."""
@@ -655,6 +677,7 @@ async def run_websocket(app: App, scope: Scope, receive: Receive, send: Send) ->
         await connection.deny(status, body, ())
         return
     registry = app._connections
+    extensions = scope.get("extensions") or {}
     failure: BaseException | None = None
     returned: Any = None
     try:
@@ -663,6 +686,8 @@ async def run_websocket(app: App, scope: Scope, receive: Receive, send: Send) ->
                 connection._scope = nursery.cancel_scope
                 registry.add(connection, route)
                 nursery.start_soon(connection.read_loop, name=_READER_NAME)
+                if DIRECT_DELIVERY in extensions:
+                    extensions[DIRECT_DELIVERY]["attach"](connection.deliver)
                 if app._before_websocket or route.nursery_param is not None:
                     returned = await connection._run_handler(app, ws, route)
                 else:  # the common case, without a frame in between

@@ -5,6 +5,12 @@ works with pytest-trio's ``autojump_clock``. It behaves like hypercorn where tha
 test: the queue toward the app holds 10 events, a denied handshake arrives as an HTTP response,
 and the client answers the app's close as a real client would. One difference on purpose: the
 client's close code reaches the app as sent (hypercorn reports 1006 for it).
+
+A trioweb app takes the client's messages straight into the connection's inbox (the
+``trioweb.direct_delivery`` ASGI extension), by the same code its reader task runs for each
+message from ASGI receive(): same limits, same overflow policy, one task wake-up less per
+message. The handshake and the disconnect still go through receive(), as does every message of
+an app that is not trioweb's.
 """
 
 from __future__ import annotations
@@ -12,17 +18,22 @@ from __future__ import annotations
 import contextlib
 import json as jsonlib
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
 from urllib.parse import unquote, urlencode
 
 import trio
+from trio.lowlevel import Task
 
+from ._buffer import wake_all, wake_one
 from ._failures import leaves
+from ._timeouts import WaitTimer
 from ._types import ASGIApp, Message
 from .close_codes import as_close_code
+from .connection import DIRECT_DELIVERY
 from .datastructures import Headers
 
 __all__ = [
@@ -125,12 +136,22 @@ class TestWebSocket:
 
     __test__ = False  # not a pytest test class
 
-    def __init__(self, to_app: trio.MemorySendChannel[Message], timeout: float) -> None:
+    def __init__(
+        self, to_app: trio.MemorySendChannel[Message], timeout: float, timer: WaitTimer
+    ) -> None:
         self._to_app = to_app
-        self._from_app_send, self._from_app = trio.open_memory_channel[Message](math.inf)
+        # What the app sent and the client has not read yet, the tasks waiting for it, and
+        # whether the app has ended: a memory channel would do, but a bounded wait on one
+        # takes a cancel scope, and this is on every round trip.
+        self._from_app: deque[Message] = deque()
+        self._readers: list[Task] = []
+        self._app_ended = False
         self._timeout = timeout
+        self._timer = timer
         self._closed: WebSocketClosed | None = None
         self._client_closed = False
+        # The app's direct way in for messages, once it attached one (trioweb apps do).
+        self._deliver: Callable[[str | bytes], bool] | None = None
         #: Where the app is in the ASGI WebSocket state machine, as the server sees it.
         self._app_state = "handshake"
         #: The subprotocol the app chose.
@@ -151,33 +172,28 @@ class TestWebSocket:
         if kind == "websocket.http.response.body" and not message.get("more_body"):
             next_state = "closed"
         self._app_state = next_state
-        self._from_app_send.send_nowait(message)
+        self._from_app.append(message)
+        wake_one(self._readers)
+
+    def _app_has_ended(self) -> None:
+        self._app_ended = True
+        wake_all(self._readers)
 
     async def _next_from_app(self, what: str) -> Message:
-        # What MemoryReceiveChannel.receive() does, with the timeout armed only for a wait: a
-        # message already there costs no cancel scope (this is every round trip's path). A
-        # timeout that is no valid one (negative, NaN) goes the long way, where trio rejects it.
-        if self._timeout >= 0:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            try:
-                message = self._from_app.receive_nowait()
-            except trio.WouldBlock:
-                pass
-            except trio.EndOfChannel:
-                raise RuntimeError(f"the app's handler ended without sending a {what}") from None
-            else:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return message
-        try:
-            with trio.move_on_after(self._timeout):
-                return await self._from_app.receive()
-        except trio.EndOfChannel:
-            raise RuntimeError(f"the app's handler ended without sending a {what}") from None
-        # Only the deadline's cancellation, caught by the scope, comes out here.
-        raise TimeoutError(
-            f"no {what} from the app within {self._timeout} s "
-            "(TestClient(receive_timeout=...) changes the limit)"
-        )
+        # A full checkpoint, as MemoryReceiveChannel.receive() is.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        messages = self._from_app
+        if messages or self._app_ended:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        while not messages:
+            if self._app_ended:
+                raise RuntimeError(f"the app's handler ended without sending a {what}")
+            if not await self._timer.park(self._readers, self._timeout):
+                raise TimeoutError(
+                    f"no {what} from the app within {self._timeout} s "
+                    "(TestClient(receive_timeout=...) changes the limit)"
+                )
+        return messages.popleft()
 
     async def _handshake(self) -> None:
         message = await self._next_from_app("handshake reply")
@@ -227,20 +243,37 @@ class TestWebSocket:
                 f"the app read nothing for {self._timeout} s while the queue toward it was full"
             )
 
+    def _attach(self, deliver: Callable[[str | bytes], bool]) -> None:
+        self._deliver = deliver
+
+    async def _put_data(self, data: str | bytes) -> None:
+        deliver = self._deliver
+        if deliver is not None and not self._client_closed:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            if deliver(data):
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return
+            self._deliver = None  # the app's reader has stopped: from now on, through receive()
+        if isinstance(data, str):
+            await self._put({"type": "websocket.receive", "text": data})
+        else:
+            await self._put({"type": "websocket.receive", "bytes": data})
+
     async def send(self, message: str | bytes) -> None:
         """Send a text (``str``) or binary (``bytes``) message to the app."""
-        if isinstance(message, str):
-            await self._put({"type": "websocket.receive", "text": message})
-        else:
-            await self._put({"type": "websocket.receive", "bytes": bytes(message)})
+        await self._put_data(message if isinstance(message, str) else bytes(message))
 
     async def send_text(self, data: str) -> None:
         """Send a text message."""
-        await self._put({"type": "websocket.receive", "text": data})
+        if not isinstance(data, str):
+            raise TypeError(f"send_text() takes a str, not {type(data).__name__}")
+        await self._put_data(data)
 
     async def send_bytes(self, data: bytes) -> None:
         """Send a binary message."""
-        await self._put({"type": "websocket.receive", "bytes": data})
+        if isinstance(data, str):
+            raise TypeError("send_bytes() takes bytes, not str (send_text() sends text)")
+        await self._put_data(bytes(data))
 
     async def send_json(self, data: Any) -> None:
         """Send ``data`` as JSON in a text message."""
@@ -311,6 +344,7 @@ class TestClient:
     ) -> None:
         self.app = app
         self.receive_timeout = receive_timeout
+        self._timer: WaitTimer | None = None
         self._client = client
         self._host = host
         self._nursery: trio.Nursery | None = None
@@ -321,9 +355,23 @@ class TestClient:
 
     # -- lifespan -----------------------------------------------------------------------
 
+    @property
+    def receive_timeout(self) -> float:
+        """Seconds any wait for the app may last before it fails with ``TimeoutError``
+        (``math.inf``: no limit); a socket keeps the value it had when it was opened."""
+        return self._receive_timeout
+
+    @receive_timeout.setter
+    def receive_timeout(self, seconds: float) -> None:
+        if not seconds >= 0:  # (NaN too)
+            raise ValueError(f"receive_timeout is a number of seconds >= 0, not {seconds!r}")
+        self._receive_timeout = seconds
+
     async def __aenter__(self) -> TestClient:
         self._nursery_manager = trio.open_nursery()
         self._nursery = await self._nursery_manager.__aenter__()
+        self._timer = WaitTimer()
+        self._nursery.start_soon(self._timer.run, self.receive_timeout)
         to_app, app_inbox = trio.open_memory_channel[Message](SERVER_QUEUE_SIZE)
         app_outbox, from_app = trio.open_memory_channel[Message](math.inf)
         self._lifespan_to_app, self._lifespan_from_app = to_app, from_app
@@ -347,6 +395,7 @@ class TestClient:
         except BaseException:
             self._nursery.cancel_scope.cancel()
             await self._nursery_manager.__aexit__(None, None, None)
+            self._nursery = self._timer = None
             raise
         return self
 
@@ -379,6 +428,8 @@ class TestClient:
                 if reply["type"] != "lifespan.shutdown.complete" and exc_type is None:
                     raise RuntimeError(f"app shutdown failed: {reply.get('message', '')}")
         finally:
+            assert self._timer is not None
+            self._timer.stop()
             try:
                 await self._nursery_manager.__aexit__(exc_type, exc, tb)
             except BaseExceptionGroup as group:
@@ -389,7 +440,7 @@ class TestClient:
                 if exc is None or others:
                     raise
             finally:
-                self._nursery = None
+                self._nursery = self._timer = None
         return None
 
     # -- WebSocket ----------------------------------------------------------------------
@@ -416,6 +467,9 @@ class TestClient:
         }
         if subprotocols:
             defaults["sec-websocket-protocol"] = ", ".join(subprotocols)
+        to_app, app_inbox = trio.open_memory_channel[Message](SERVER_QUEUE_SIZE)
+        assert self._timer is not None, "use the TestClient inside 'async with'"
+        socket = TestWebSocket(to_app, self.receive_timeout, self._timer)
         scope = {
             "type": "websocket",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -430,17 +484,19 @@ class TestClient:
             "server": ("testserver", 80),
             "subprotocols": list(subprotocols or []),
             "state": dict(self._state),
-            "extensions": {"websocket.http.response": {}},
+            "extensions": {
+                "websocket.http.response": {},
+                DIRECT_DELIVERY: {"attach": socket._attach},
+            },
         }
-        to_app, app_inbox = trio.open_memory_channel[Message](SERVER_QUEUE_SIZE)
-        socket = TestWebSocket(to_app, self.receive_timeout)
         app_done = trio.Event()
 
         async def run_app() -> None:
             try:
-                async with socket._from_app_send, app_inbox:
+                async with app_inbox:
                     await self.app(scope, app_inbox.receive, socket._app_send)
             finally:
+                socket._app_has_ended()
                 app_done.set()
 
         # The app runs in the client's nursery, not in one opened here: a nursery around the

@@ -1,0 +1,79 @@
+"""Time limits for many short waits, kept by one task instead of a cancel scope per wait.
+
+The test client bounds every wait for the app, and most waits last a few microseconds: a
+cancel scope with a deadline for each (a scope, a cancel status, a deadline in trio's heap)
+cost as much as the rest of an in-process round trip. Here a wait is a task parked in a list
+of waiters (:func:`trioweb._buffer.park`), noted with its deadline in a dict, and one task
+sleeps until the earliest deadline and wakes whichever waits are still parked by then with an
+error. Noting a wait whose deadline is no earlier than that task's next wake-up (the common
+case: the same limit for every wait) costs no more than a clock read and a dict entry.
+"""
+
+from __future__ import annotations
+
+import math
+
+import trio
+from outcome import Error
+from trio.lowlevel import Task, current_task, reschedule
+
+from ._buffer import park
+
+__all__ = ["WaitTimer"]
+
+
+class _Expired(Exception):
+    """Thrown into a wait that ran out of time."""
+
+
+class WaitTimer:
+    """Deadlines for waits parked in lists of tasks; :meth:`run` must be running."""
+
+    def __init__(self) -> None:
+        # Every wait in progress: its task, its deadline and the list it is parked in.
+        self._waits: dict[Task, tuple[float, list[Task]]] = {}
+        # When run() wakes next, and the scope it sleeps in (to wake it earlier).
+        self._wake_at = -math.inf
+        self._sleep: trio.CancelScope | None = None
+        self._stopper = trio.CancelScope()
+
+    async def park(self, waiters: list[Task], seconds: float) -> bool:
+        """Wait in ``waiters`` until woken (``True``), for ``seconds`` at most (``False``).
+
+        Cancellable, and a full checkpoint, like :func:`trioweb._buffer.park`.
+        """
+        task = current_task()
+        deadline = trio.current_time() + seconds
+        self._waits[task] = (deadline, waiters)
+        if deadline < self._wake_at:
+            self._wake_at = deadline
+            if self._sleep is not None:
+                self._sleep.deadline = deadline
+        try:
+            await park(waiters)
+        except _Expired:
+            return False
+        finally:
+            del self._waits[task]
+        return True
+
+    async def run(self, period: float) -> None:
+        """Expire waits at their deadlines until :meth:`stop`; with none, wake every
+        ``period`` seconds (so that a wait of ``period`` never has to move the wake-up)."""
+        with self._stopper:
+            while True:
+                now = trio.current_time()
+                wake_at = now + period
+                for task, (deadline, waiters) in self._waits.items():
+                    if deadline > now:
+                        wake_at = min(wake_at, deadline)
+                    elif task in waiters:  # (not woken already, its wait still in the dict)
+                        waiters.remove(task)
+                        reschedule(task, Error(_Expired()))
+                self._wake_at = wake_at
+                with trio.CancelScope(deadline=wake_at) as self._sleep:
+                    await trio.sleep_forever()
+
+    def stop(self) -> None:
+        """End :meth:`run`."""
+        self._stopper.cancel()
