@@ -95,7 +95,10 @@ async def test_the_inbox_serves_several_consumers_and_cancellation() -> None:
     got: list[tuple[str, int | None]] = []
 
     async def consume(name: str) -> None:
-        got.append((name, await buffer.get()))
+        try:
+            got.append((name, await buffer.get()))
+        except StopAsyncIteration:
+            got.append((name, None))
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(consume, "a")
@@ -117,26 +120,33 @@ async def test_the_inbox_serves_several_consumers_and_cancellation() -> None:
     assert await waiting.get() == 5
 
 
-async def test_async_for_over_a_socket_ends_for_good_after_an_error() -> None:
+@pytest.mark.parametrize("iterate", [lambda ws: ws.__aiter__(), lambda ws: ws.iter_text()])
+async def test_async_for_over_a_socket_survives_a_cancellation_and_ends_at_the_close(
+    iterate: Any, autojump_clock: trio.abc.Clock
+) -> None:
     app = App()
     seen: list[str] = []
 
     @app.websocket("/")
     async def handler(ws: WebSocket) -> None:
         await ws.accept()
-        messages = ws.__aiter__()
-        with trio.move_on_after(0.05):
+        messages = iterate(ws)
+        with trio.move_on_after(1):  # cancelled while it waits for a second message
             async for message in messages:
-                seen.append(str(message))
-        # Cancelled inside the iterator: like the async generator it replaces, it is finished.
+                seen.append(message)
+        await ws.send("left")
+        # As with a trio channel, the same iterator goes on where the first loop stopped,
+        # and ends when the socket closes.
         async for message in messages:
-            seen.append("after: " + str(message))
-        await ws.send("done")
+            await ws.send("after: " + message)
+        seen.append("end")
 
     async with TestClient(app) as client, client.websocket("/") as ws:
         await ws.send("one")
-        assert await ws.receive() == "done"
-    assert seen == ["one"]
+        assert await ws.receive() == "left"
+        await ws.send("two")
+        assert await ws.receive() == "after: two"
+    assert seen == ["one", "end"]
 
 
 @pytest.mark.parametrize("subscribers", [WAKE_BATCH - 1, 5 * WAKE_BATCH + 3])

@@ -144,13 +144,19 @@ class Buffer(Generic[T]):
         return self._items[-1] if self._items else None
 
     def close(self) -> None:
-        """Forget what is queued and wake every waiting ``get``, which now returns ``None``."""
+        """Forget what is queued and wake every waiting ``get``, which now raises
+        ``StopAsyncIteration``."""
         self._closed = True
         self._items.clear()
         wake_all(self._waiters)
 
-    async def get(self) -> T | None:
-        """The next item, waiting for one; ``None`` once the buffer is closed."""
+    async def get(self) -> T:
+        """The next item, waiting for one; ``StopAsyncIteration`` once the buffer is closed.
+
+        That exception, rather than a sentinel, makes ``get()`` an ``__anext__`` as it is: an
+        async iterator over a buffer can hand out its coroutine, with no frame of its own in
+        between (on every message, and on the stack of every waiting consumer).
+        """
         await checkpoint_if_cancelled()
         items = self._items
         if items or self._closed:
@@ -159,7 +165,7 @@ class Buffer(Generic[T]):
             if items:
                 return items.pop(0)
             if self._closed:
-                return None
+                raise StopAsyncIteration
         # Parked right here rather than through park(): one coroutine less on every waiting
         # consumer's stack.
         waiters = self._waiters
@@ -173,4 +179,4 @@ class Buffer(Generic[T]):
             if items:
                 return items.pop(0)
             if self._closed:
-                return None
+                raise StopAsyncIteration

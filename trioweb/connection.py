@@ -17,7 +17,6 @@ disconnect that should end the connection. When the inbox is full, the socket is
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import logging
 from collections.abc import Iterable, Mapping
@@ -55,9 +54,6 @@ SHUTDOWN_CLOSE = (CloseCode.GOING_AWAY, "server shutting down")
 #: The ASGI extension of an in-process client (trioweb's TestClient) that takes messages
 #: straight into the connection: ``{"attach": f}``, and the app calls ``f(connection.deliver)``.
 DIRECT_DELIVERY = "trioweb.direct_delivery"
-
-#: The reader's stand-in for its idle-timeout scope when there is no idle timeout.
-_NO_SCOPE = contextlib.nullcontext()
 
 #: The reader task's name: the one trio would make up, but made once, not once per socket.
 _READER_NAME = f"{__name__}.Connection.read_loop"
@@ -321,10 +317,10 @@ class Connection:
 
     async def receive(self) -> str | bytes:
         """The next message from the client; raises ``WebSocketDisconnect`` once closed."""
-        message = await self._inbox.get()
-        if message is None:
-            raise self.disconnect_error()
-        return message
+        try:
+            return await self._inbox.get()
+        except StopAsyncIteration:
+            raise self.disconnect_error() from None
 
     # -- closing ------------------------------------------------------------------------
 
@@ -389,30 +385,33 @@ class Connection:
     async def read_loop(self) -> None:
         """Drain ASGI receive() into the inbox until the client disconnects."""
         receive = self._receive
-        # With an idle timeout, one scope for the whole loop, its deadline pushed back by every
-        # message; without one, no scope at all.
         idle = self.idle_timeout
-        silence = None if idle is None else trio.CancelScope()
-        window = 0.0 if idle is None else idle
-        self._silence = silence
-        with _NO_SCOPE if silence is None else silence:
+        if idle is None:
+            while self._take_event(await receive()):
+                pass
+            return
+        # One scope for the whole loop, its deadline pushed back by every message. (The loop
+        # is written twice rather than inside a null context manager: that would keep a bound
+        # method alive for the socket's whole life.)
+        silence = self._silence = trio.CancelScope()
+        with silence:
             while True:
-                if silence is not None:
-                    silence.deadline = trio.current_time() + window
-                message = await receive()
-                kind = message["type"]
-                if kind == "websocket.receive":
-                    data: str | bytes | None = message.get("text")
-                    self._take(data if data is not None else message.get("bytes") or b"")
-                elif kind == "websocket.disconnect":
-                    self._on_disconnect(message)
+                silence.deadline = trio.current_time() + idle
+                if not self._take_event(await receive()):
                     return
-        if (
-            silence is not None
-            and silence.cancelled_caught
-            and self.state is not ConnectionState.CLOSED
-        ):
-            self.shut_down(CloseCode.GOING_AWAY, f"idle for more than {window:g} s")
+        if silence.cancelled_caught and self.state is not ConnectionState.CLOSED:
+            self.shut_down(CloseCode.GOING_AWAY, f"idle for more than {idle:g} s")
+
+    def _take_event(self, message: Message) -> bool:
+        """One ASGI event for the reader; ``False`` once it is the disconnect."""
+        kind = message["type"]
+        if kind == "websocket.receive":
+            data: str | bytes | None = message.get("text")
+            self._take(data if data is not None else message.get("bytes") or b"")
+        elif kind == "websocket.disconnect":
+            self._on_disconnect(message)
+            return False
+        return True
 
     def _take(self, data: str | bytes) -> None:
         """One message from the client: into the inbox, or the close its size or an overflow
@@ -673,21 +672,19 @@ async def run_websocket(app: App, scope: Scope, receive: Receive, send: Send) ->
         return  # the client left before the handshake reached us
     connection, ws, route = _admit(app, scope, receive, send)
     if isinstance(route, tuple):
-        status, body = route
-        await connection.deny(status, body, ())
+        await connection.deny(route[0], route[1], ())
         return
-    registry = app._connections
-    extensions = scope.get("extensions") or {}
+    # (Few locals: this frame lives as long as the socket, and each costs 8 bytes a socket.)
     failure: BaseException | None = None
     returned: Any = None
     try:
         try:
             async with trio.open_nursery() as nursery:
                 connection._scope = nursery.cancel_scope
-                registry.add(connection, route)
+                app._connections.add(connection, route)
                 nursery.start_soon(connection.read_loop, name=_READER_NAME)
-                if DIRECT_DELIVERY in extensions:
-                    extensions[DIRECT_DELIVERY]["attach"](connection.deliver)
+                if DIRECT_DELIVERY in (scope.get("extensions") or ()):
+                    scope["extensions"][DIRECT_DELIVERY]["attach"](connection.deliver)
                 if app._before_websocket or route.nursery_param is not None:
                     returned = await connection._run_handler(app, ws, route)
                 else:  # the common case, without a frame in between
@@ -705,7 +702,7 @@ async def run_websocket(app: App, scope: Scope, receive: Receive, send: Send) ->
                 with trio.CancelScope(shield=True):
                     await _run_after_hooks(app, ws)
     finally:
-        registry.discard(connection, route)
+        app._connections.discard(connection, route)
     if connection.close_sent and not connection.disconnected and connection.close_code is not None:
         await connection.drain_until_disconnect()
 

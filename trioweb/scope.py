@@ -32,7 +32,10 @@ class ScopeView:
         #: The :class:`~trioweb.App` handling this request, if any.
         self.app = app
         #: The converted path parameters of the matched route.
-        self.path_params: dict[str, Any] = dict(path_params or {})
+        # The router's dict is made for this match alone: kept as it is, not copied.
+        self.path_params: dict[str, Any] = (
+            path_params if type(path_params) is dict else dict(path_params or {})
+        )
         self._headers: Headers | None = None
         self._query_params: QueryParams | None = None
         self._cookies: dict[str, str] | None = None

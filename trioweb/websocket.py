@@ -168,10 +168,10 @@ class WebSocket(ScopeView):
             await conn.accept(None, (), self.subprotocols, implicit=True)
         # The inbox directly (what Connection.receive does): one coroutine less on the stack of
         # every handler that waits for a message.
-        message = await conn._inbox.get()
-        if message is None:
-            raise conn.disconnect_error()
-        return message
+        try:
+            return await conn._inbox.get()
+        except StopAsyncIteration:
+            raise conn.disconnect_error() from None
 
     async def receive_text(self) -> str:
         """The next message, which must be text (else close 1003 if uncaught)."""
@@ -290,9 +290,9 @@ def _parse_json(message: str | bytes, loads: JSONLoads) -> Any:
 class _Messages:
     """The ``async for`` over a socket: messages until it closes.
 
-    A plain async iterator rather than an async generator: no generator, no finalizer hook,
-    and one frame less between the handler and the inbox on every message. Like the generator
-    it replaces, it is finished once anything has been raised out of it.
+    A plain async iterator rather than an async generator: no generator, no finalizer hook.
+    Like a trio channel's, it ends when the socket closes, and only then: an error (or a
+    cancellation) raised out of one step leaves it usable, with no message lost.
     """
 
     __slots__ = ("_receive_one",)
@@ -312,39 +312,34 @@ class _Messages:
         except WebSocketDisconnect:
             self._receive_one = None
             raise StopAsyncIteration from None
-        except BaseException:
-            self._receive_one = None
-            raise
 
 
 class _Received:
-    """``async for message in ws``: :class:`_Messages` over :meth:`WebSocket.receive`, with
-    the receive inlined, since it is the loop of most handlers."""
+    """``async for message in ws``: the inbox's own ``get()``, which ends the iteration when
+    the socket closes (and only then, as :class:`_Messages`).
+
+    ``__anext__`` is a plain method that returns that coroutine: between the handler and the
+    inbox there is no frame on every message, nor on the stack of a handler waiting for one.
+    """
 
     __slots__ = ("_ws",)
 
     def __init__(self, ws: WebSocket) -> None:
-        self._ws: WebSocket | None = ws
+        self._ws = ws
 
     def __aiter__(self) -> _Received:
         return self
 
-    async def __anext__(self) -> str | bytes:
+    def __anext__(self) -> Awaitable[str | bytes]:
         ws = self._ws
-        if ws is None:
-            raise StopAsyncIteration
-        conn = ws._conn
+        if ws._conn.state is ConnectionState.CONNECTING:
+            return self._accept_then_get()
+        return ws._conn._inbox.get()
+
+    async def _accept_then_get(self) -> str | bytes:
+        ws = self._ws
         try:
-            if conn.state is ConnectionState.CONNECTING:
-                await conn.accept(None, (), ws.subprotocols, implicit=True)
-            message = await conn._inbox.get()
+            await ws._conn.accept(None, (), ws.subprotocols, implicit=True)
         except WebSocketDisconnect:
-            self._ws = None
             raise StopAsyncIteration from None
-        except BaseException:
-            self._ws = None
-            raise
-        if message is None:  # closed: what receive() reports as WebSocketDisconnect
-            self._ws = None
-            raise StopAsyncIteration
-        return message
+        return await ws._conn._inbox.get()

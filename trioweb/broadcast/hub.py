@@ -124,12 +124,12 @@ class Subscription:
     async def receive(self) -> Message | Gap:
         """The next message or gap. Raises :class:`SubscriberTooSlow` after an overflow under the
         ``"close"`` policy, and ``trio.EndOfChannel`` once the subscription has ended."""
-        item = await self._buffer.get()
-        if item is None:
+        try:
+            return await self._buffer.get()
+        except StopAsyncIteration:
             if self._overflowed:
-                raise SubscriberTooSlow(self.topic, self._buffer.limit)
-            raise trio.EndOfChannel(f"the subscription to {self.topic!r} has ended")
-        return item
+                raise SubscriberTooSlow(self.topic, self._buffer.limit) from None
+            raise trio.EndOfChannel(f"the subscription to {self.topic!r} has ended") from None
 
     def __aiter__(self) -> Subscription:
         return self
@@ -153,10 +153,11 @@ class Subscription:
         # the stack of every waiting subscriber, and per message one call less.
         buffer, send = self._buffer, ws.send
         while True:
-            item = await buffer.get()
-            if item is None:
+            try:
+                item = await buffer.get()
+            except StopAsyncIteration:
                 if self._overflowed:
-                    raise SubscriberTooSlow(self.topic, buffer.limit)
+                    raise SubscriberTooSlow(self.topic, buffer.limit) from None
                 return  # the subscription has ended
             if isinstance(item, Gap):
                 if on_gap is not None:
