@@ -11,7 +11,7 @@ import trio
 
 from ._failures import leaves, sort_failure
 from ._types import Receive, Scope, Send
-from .connection import ConnectionRegistry, run_websocket
+from .connection import ConnectionRegistry, asgi_entry
 from .exceptions import HTTPException
 from .http import (
     DEFAULT_MAX_BODY_SIZE,
@@ -437,17 +437,9 @@ class App:
 
     # -- ASGI ---------------------------------------------------------------------------
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """The ASGI 3 entry point."""
-        kind = scope["type"]
-        if kind == "websocket":
-            await run_websocket(self, scope, receive, send)
-        elif kind == "http":
-            await self._handle_http(scope, receive, send)
-        elif kind == "lifespan":
-            await self._handle_lifespan(scope, receive, send)
-        else:
-            raise ValueError(f"trioweb cannot serve ASGI scope type {kind!r}")
+    #: The ASGI 3 entry point. It lives with the WebSocket runtime (``connection.py``),
+    #: which it runs in its own frame: that frame is under every step of every handler.
+    __call__ = asgi_entry
 
     def run(self, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
         """Serve the app until SIGINT or SIGTERM (see :func:`trioweb.serve` for ``options``)."""
