@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import trio
 
+import trioweb
 from trioweb.testing import WebSocketClosed
+
+#: Servers in tests listen on loopback only.
+HOST = "127.0.0.1"
 
 
 async def closed_with(ws: Any) -> WebSocketClosed:
@@ -15,3 +23,56 @@ async def closed_with(ws: Any) -> WebSocketClosed:
         while True:
             await ws.receive()
     return closed.value
+
+
+@dataclass
+class Server:
+    """A running ``trioweb.serve``: where it listens, how to stop it, how it ended."""
+
+    port: int
+    stop: trio.Event
+    #: Set when ``serve()`` has returned normally; if it raises, the test fails with its error.
+    stopped: trio.Event = field(default_factory=trio.Event)
+    #: Set when ``serve()`` has ended, normally or not.
+    ended: trio.Event = field(default_factory=trio.Event)
+
+    def url(self, path: str = "", scheme: str = "ws") -> str:
+        """The URL of ``path`` on this server."""
+        return f"{scheme}://{HOST}:{self.port}{path}"
+
+
+@asynccontextmanager
+async def serving(
+    app: trioweb.App, *, graceful_timeout: float = 2.0, **options: Any
+) -> AsyncIterator[Server]:
+    """Serve ``app`` with ``trioweb.serve`` on a free loopback port for the block.
+
+    ``options`` go to ``serve()`` (hypercorn settings such as ``ping_interval``). Leaving the
+    block shuts the server down gracefully and waits until it has.
+    """
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        server = Server(0, stop)
+
+        async def run(task_status: trio.TaskStatus[list[str]]) -> None:
+            try:
+                await trioweb.serve(
+                    app,
+                    host=HOST,
+                    port=0,
+                    handle_signals=False,
+                    shutdown_trigger=stop.wait,
+                    graceful_timeout=graceful_timeout,
+                    task_status=task_status,
+                    **options,
+                )
+                server.stopped.set()
+            finally:
+                server.ended.set()
+
+        urls = await nursery.start(run)
+        server.port = int(urls[0].rsplit(":", 1)[1])
+        try:
+            yield server
+        finally:
+            stop.set()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from functools import partial
-
 import pytest
 import trio
+from helpers import serving
 from trio_websocket import open_websocket_url
 
-import trioweb
 from trioweb import App, WebSocket
 from trioweb.broadcast import Broadcast, Gap
 from trioweb.testing import TestClient
@@ -66,15 +64,11 @@ def chat_app(hub: Broadcast) -> App:
 
 async def test_two_servers_share_one_broker(redis_server):
     """A client on one server receives, in order, what a client on the other published."""
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        urls = []
-        for _ in range(2):
-            app = chat_app(Broadcast(redis_server.url))
-            serve = partial(
-                trioweb.serve, app, port=0, handle_signals=False, shutdown_trigger=stop.wait
-            )
-            urls.append((await nursery.start(serve))[0].replace("http://", "ws://"))
+    async with (
+        serving(chat_app(Broadcast(redis_server.url))) as one,
+        serving(chat_app(Broadcast(redis_server.url))) as other,
+    ):
+        urls = [one.url(), other.url()]
         with trio.fail_after(20):
             async with (
                 open_websocket_url(urls[0] + "/chat/lobby") as reader,
@@ -88,7 +82,6 @@ async def test_two_servers_share_one_broker(redis_server):
                 assert got == [f"message {n}" for n in range(100)]
                 # The writer's own server delivers through the broker too.
                 assert [await writer.get_message() for _ in range(100)] == got
-        stop.set()
 
 
 async def test_a_broker_restart_shows_a_gap_then_messages_flow_again(redis_server):

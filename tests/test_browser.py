@@ -9,18 +9,13 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 from cdp import Page, launch
+from helpers import serving
 
-import trioweb
-
-HOST = "127.0.0.1"
 STEP = 5  # seconds for any one thing to show in a page
 DOCS_SCREENSHOT = Path(__file__).parent.parent / "docs" / "img" / "chat.png"
 
@@ -35,19 +30,6 @@ def chromium() -> str:
             pytest.fail(message + "; CI must install it (.ci/run does)")
         pytest.skip(message)
     return executable
-
-
-@asynccontextmanager
-async def serving(app: trioweb.App) -> AsyncIterator[str]:
-    """Serve ``app`` on a free loopback port for the block; yields its base URL."""
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        serve = partial(trioweb.serve, app, host=HOST, port=0, graceful_timeout=2)
-        urls = await nursery.start(partial(serve, handle_signals=False, shutdown_trigger=stop.wait))
-        try:
-            yield urls[0]
-        finally:
-            stop.set()
 
 
 async def see(page: Page, selector: str, text: str) -> None:
@@ -82,10 +64,10 @@ async def test_two_tabs_chat_in_a_room(chromium: str, tmp_path: Path) -> None:
 
     screenshot = tmp_path / "chat.png"
     with trio.fail_after(45):
-        async with serving(app) as url, launch(chromium, tmp_path / "profile") as browser:
+        async with serving(app) as server, launch(chromium, tmp_path / "profile") as browser:
             alice, zoe = await browser.new_page(height=440), await browser.new_page(height=440)
             for page in (alice, zoe):
-                await page.navigate(url + "/")
+                await page.navigate(server.url("/", scheme="http"))
                 assert await page.evaluate("document.title") == "trioweb chat"
                 assert await page.texts("#status") == ["not connected"]
                 # Until joined, there is nothing to send from.

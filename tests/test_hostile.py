@@ -6,13 +6,12 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from functools import partial
 
+import helpers
 import pytest
 import trio
 from trio_websocket import open_websocket_url
 
-import trioweb
 from trioweb import App, WebSocket
 
 HANDSHAKE = (
@@ -36,22 +35,12 @@ def echo_app(after_websocket=None) -> App:
 
 @asynccontextmanager
 async def serving(after_websocket=None) -> AsyncIterator[int]:
-    stop = trio.Event()
+    """The echo app on a real server; yields its port, and checks at the end that the worker
+    still serves others."""
     with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            serve = partial(
-                trioweb.serve,
-                echo_app(after_websocket),
-                port=0,
-                handle_signals=False,
-                shutdown_trigger=stop.wait,
-            )
-            url = (await nursery.start(serve))[0]
-            try:
-                yield int(url.rsplit(":", 1)[1])
-                await still_serving(url)
-            finally:
-                stop.set()
+        async with helpers.serving(echo_app(after_websocket)) as server:
+            yield server.port
+            await still_serving(server.url(scheme="http"))
 
 
 async def still_serving(url: str) -> None:
@@ -160,23 +149,12 @@ async def test_a_dead_peer_is_dropped_when_pings_are_on(no_errors_logged):
     async def record(ws: WebSocket) -> None:
         ended.set()
 
-    stop = trio.Event()
     with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            serve = partial(
-                trioweb.serve,
-                app,
-                port=0,
-                handle_signals=False,
-                shutdown_trigger=stop.wait,
-                ping_interval=0.5,
-            )
-            port = int((await nursery.start(serve))[0].rsplit(":", 1)[1])
-            stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with helpers.serving(app, ping_interval=0.5) as server:
+            stream = await trio.open_tcp_stream(helpers.HOST, server.port)
             async with stream:
                 await stream.send_all(HANDSHAKE)
                 assert (await stream.receive_some()).startswith(b"HTTP/1.1 101")
                 # From here on this client reads nothing and answers no ping. Without pings
                 # it would stay connected for ever (and fail_after would fire).
                 await ended.wait()
-            stop.set()

@@ -13,11 +13,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import NoReturn
-from urllib.parse import urlsplit
 
 import h2.config
 import h2.connection
@@ -26,12 +22,12 @@ import h2.events
 import pytest
 import trio
 import trio_websocket
+from helpers import HOST, Server, serving
 from hypercorn.protocol.h2 import H2Protocol
 
 import trioweb
 from trioweb import _hypercorn_guard
 
-HOST = "127.0.0.1"
 TIMEOUT = 10  # safety net around each test: a bug fails the test, it hangs nothing
 
 
@@ -54,46 +50,6 @@ def make_app() -> trioweb.App:
                 await ws.send(message)
 
     return app
-
-
-@dataclass
-class Server:
-    port: int
-    #: Set when ``serve()`` has returned normally; if it raises, the test fails with its error.
-    stopped: trio.Event = field(default_factory=trio.Event)
-    #: Set when ``serve()`` has ended, normally or not.
-    ended: trio.Event = field(default_factory=trio.Event)
-
-
-@asynccontextmanager
-async def serving(app: trioweb.App) -> AsyncIterator[Server]:
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        server = Server(0)
-
-        async def run(task_status: trio.TaskStatus[list[str]]) -> None:
-            try:
-                await trioweb.serve(
-                    app,
-                    host=HOST,
-                    port=0,
-                    handle_signals=False,
-                    shutdown_trigger=stop.wait,
-                    graceful_timeout=2,
-                    task_status=task_status,
-                )
-                server.stopped.set()
-            finally:
-                server.ended.set()
-
-        urls = await nursery.start(run)
-        port = urlsplit(urls[0]).port
-        assert port, urls
-        server.port = port
-        try:
-            yield server
-        finally:
-            stop.set()
 
 
 class H2Client:

@@ -10,64 +10,28 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
+import helpers
 import pytest
 import trio
 import trio_websocket
+from helpers import HOST, Server
 from trio_websocket import ConnectionClosed, ConnectionRejected
 
 import trioweb
 
-HOST = "127.0.0.1"
 TEST_TIMEOUT = 10  # safety net around each test body: a bug fails the test, it hangs nothing
 PROMPT = 1  # how soon a handler must notice a client that went away
 
 
-@dataclass
-class Server:
-    """A running ``trioweb.serve``: where it listens and how to stop it."""
-
-    port: int
-    stop: trio.Event
-    #: Set when ``serve()`` has returned.
-    stopped: trio.Event = field(default_factory=trio.Event)
-
-    def url(self, path: str) -> str:
-        return f"ws://{HOST}:{self.port}{path}"
-
-
 @asynccontextmanager
-async def serving(app: trioweb.App, *, graceful_timeout: float = 2.0) -> AsyncIterator[Server]:
-    """Serve ``app`` on a free loopback port for the duration of the block (and of the test)."""
-    stop = trio.Event()
+async def serving(app: trioweb.App, **options: Any) -> AsyncIterator[Server]:
+    """``helpers.serving``, with the whole block bounded by ``TEST_TIMEOUT``."""
     # A frozen run (a send loop that never yields) is caught by pytest-timeout instead.
     with trio.fail_after(TEST_TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            server = Server(0, stop)
-
-            async def run(task_status: trio.TaskStatus[list[str]]) -> None:
-                await trioweb.serve(
-                    app,
-                    host=HOST,
-                    port=0,
-                    handle_signals=False,
-                    shutdown_trigger=stop.wait,
-                    graceful_timeout=graceful_timeout,
-                    task_status=task_status,
-                )
-                server.stopped.set()
-
-            urls = await nursery.start(run)
-            port = urlsplit(urls[0]).port
-            assert port, urls
-            server.port = port
-            try:
-                yield server
-            finally:
-                stop.set()
+        async with helpers.serving(app, **options) as server:
+            yield server
 
 
 def connect(server: Server, path: str, **options: Any) -> Any:

@@ -1,14 +1,11 @@
 """Security and limits: origins, message size, open sockets, idle sockets."""
 
-from functools import partial
-
 import pytest
 import trio
 import trio.testing
-from helpers import closed_with
+from helpers import closed_with, serving
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
-import trioweb
 from trioweb import App, CloseCode, WebSocket
 from trioweb.testing import TestClient, WebSocketDenied
 
@@ -146,13 +143,9 @@ async def test_the_server_limit_follows_the_largest_route_over_a_real_socket():
             await ws.send(str(len(message)))
 
     two_mib = b"x" * (2 * 1024 * 1024)
-    stop = trio.Event()
     with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            serve = partial(
-                trioweb.serve, app, port=0, handle_signals=False, shutdown_trigger=stop.wait
-            )
-            base = (await nursery.start(serve))[0].replace("http://", "ws://")
+        async with serving(app) as server:
+            base = server.url()
             async with open_websocket_url(base + "/uploads", max_message_size=2**23) as ws:
                 await ws.send_message(two_mib)
                 assert await ws.get_message() == str(len(two_mib))
@@ -162,7 +155,6 @@ async def test_the_server_limit_follows_the_largest_route_over_a_real_socket():
                     await ws.get_message()
             assert closed.value.reason.code == 1009
             assert "over the limit of 1048576" in closed.value.reason.reason
-            stop.set()
 
 
 # -- open sockets ------------------------------------------------------------------------
@@ -253,17 +245,11 @@ def test_limits_must_make_sense(options):
 
 async def test_a_rejected_origin_over_a_real_socket():
     app = echo_app()
-    stop = trio.Event()
     with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            serve = partial(
-                trioweb.serve, app, port=0, handle_signals=False, shutdown_trigger=stop.wait
-            )
-            base = (await nursery.start(serve))[0].replace("http://", "ws://")
+        async with serving(app) as server:
             with pytest.raises(ConnectionRejected) as rejected:
                 async with open_websocket_url(
-                    base + "/echo", extra_headers=[(b"Origin", b"https://evil.example")]
+                    server.url("/echo"), extra_headers=[(b"Origin", b"https://evil.example")]
                 ):
                     pass
             assert rejected.value.status_code == 403
-            stop.set()

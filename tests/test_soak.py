@@ -27,12 +27,13 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
-from urllib.parse import urlsplit
 
+import helpers
 import pytest
 import trio
 import trio.testing
 import trio_websocket
+from helpers import HOST, Server
 from hypercorn.protocol.ws_stream import WSStream
 from hypercorn.trio.tcp_server import TCPServer
 from trio_websocket import ConnectionClosed
@@ -41,7 +42,6 @@ import trioweb
 from trioweb.broadcast import Broadcast, Gap
 from trioweb.connection import Connection
 
-HOST = "127.0.0.1"
 #: Quiet time that counts as "the process is idle": loopback TCP settles well within it.
 IDLE = 0.05
 #: The loggers whose records a test inspects.
@@ -55,58 +55,25 @@ STOP_TIMEOUT = 10
 # -- a real server -----------------------------------------------------------------------------
 
 
-@dataclass
-class Server:
-    """A running ``trioweb.serve``: where it listens and how to stop it."""
-
-    port: int
-    stop: trio.Event
-    #: Set when ``serve()`` has returned.
-    stopped: trio.Event = field(default_factory=trio.Event)
-
-    def url(self, path: str) -> str:
-        return f"ws://{HOST}:{self.port}{path}"
-
-
 @asynccontextmanager
 async def serving(app: trioweb.App, **options: Any) -> AsyncIterator[Server]:
-    """Serve ``app`` on a free loopback port for the duration of the block.
+    """``helpers.serving`` for soak runs (serve()'s own drain time unless given).
 
     The block gets ``TEST_TIMEOUT`` seconds; when it ends, or fails, the server is stopped
     through its shutdown trigger, not cancelled, and has ``STOP_TIMEOUT`` more to return.
     """
-    stop = trio.Event()
-    server = Server(0, stop)
-
-    async def run(task_status: trio.TaskStatus[list[str]]) -> None:
-        await trioweb.serve(
-            app,
-            host=HOST,
-            port=0,
-            handle_signals=False,
-            shutdown_trigger=stop.wait,
-            task_status=task_status,
-            **options,
-        )
-        server.stopped.set()
-
+    options.setdefault("graceful_timeout", 10.0)
     with trio.fail_after(TEST_TIMEOUT + STOP_TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            urls = await nursery.start(run)
-            port = urlsplit(urls[0]).port
-            assert port, urls
-            server.port = port
+        async with helpers.serving(app, **options) as server:
             try:
                 with trio.fail_after(TEST_TIMEOUT):
                     yield server
             except Exception:
                 # A failed test stops the server as SIGTERM would, instead of letting the
                 # failure cancel it, so that the failure is reported on its own.
-                stop.set()
+                server.stop.set()
                 await server.stopped.wait()
                 raise
-            finally:
-                stop.set()
 
 
 def connect(server: Server, path: str, **options: Any) -> Any:
