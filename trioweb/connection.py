@@ -13,6 +13,9 @@ Why a reader that never waits: hypercorn stops reading the TCP stream while its 
 the app is full (10 events), so a paused reader would also stall pong replies and the very
 disconnect that should end the connection. When the inbox is full, the socket is closed with
 1008 instead of blocking.
+
+The entry point of the ASGI app (``App.__call__``) is here too: a WebSocket scope runs in its
+frame, from the handshake to the close.
 """
 
 from __future__ import annotations
