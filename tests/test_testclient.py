@@ -245,7 +245,7 @@ async def test_a_cancelled_wait_leaves_no_timeout_behind(app, autojump_clock):
         assert await ws.receive() == "still fine"
 
 
-@pytest.mark.parametrize("seconds", [-1, float("nan")])
+@pytest.mark.parametrize("seconds", [0, -1, float("nan")])
 def test_receive_timeout_must_be_a_duration(app, seconds):
     with pytest.raises(ValueError, match="receive_timeout"):
         TestClient(app, receive_timeout=seconds)
@@ -280,3 +280,4 @@ async def test_a_message_arriving_at_the_very_deadline_is_either_read_or_timed_o
                 outcomes.add("timeout")
                 assert await ws.receive() == str(n)  # it came all the same
     assert outcomes <= {True, "timeout"}
+

@@ -363,8 +363,8 @@ class TestClient:
 
     @receive_timeout.setter
     def receive_timeout(self, seconds: float) -> None:
-        if not seconds >= 0:  # (NaN too)
-            raise ValueError(f"receive_timeout is a number of seconds >= 0, not {seconds!r}")
+        if not seconds > 0:  # (NaN too)
+            raise ValueError(f"receive_timeout is a number of seconds > 0, not {seconds!r}")
         self._receive_timeout = seconds
 
     async def __aenter__(self) -> TestClient:
