@@ -280,4 +280,3 @@ async def test_a_message_arriving_at_the_very_deadline_is_either_read_or_timed_o
                 outcomes.add("timeout")
                 assert await ws.receive() == str(n)  # it came all the same
     assert outcomes <= {True, "timeout"}
-
