@@ -7,7 +7,8 @@ from functools import partial
 import pytest
 import trio
 
-from trioweb import App, Request
+from trioweb import App, Request, serve
+from trioweb.broadcast import Broadcast
 from trioweb.testing import TestClient
 
 
@@ -177,8 +178,6 @@ async def test_lifespan_state_is_reset_by_a_new_startup():
 
 
 async def test_serve_cancelled_from_outside_still_unwinds_the_lifespan_and_extensions():
-    from trioweb import serve
-    from trioweb.broadcast import Broadcast
 
     exited = []
 
@@ -201,3 +200,20 @@ async def test_serve_cancelled_from_outside_still_unwinds_the_lifespan_and_exten
     assert exited == ["lifespan"]
     with pytest.raises(RuntimeError, match="not running"):
         await hub.publish("t", "down")
+
+
+async def test_an_app_runs_in_one_server_or_test_client_at_a_time():
+    app = App()
+    hub = app.use(Broadcast())
+    async with TestClient(app):
+        # A second lifespan would share the first one's connections, app.nursery and hub.
+        with pytest.raises(RuntimeError, match="already running"):
+            async with TestClient(app):
+                pass
+        with pytest.raises(RuntimeError, match="already running"):
+            await serve(app, port=0, handle_signals=False)
+        async with hub.subscribe("t") as sub:  # the first one is untouched
+            await hub.publish("t", "still up")
+            assert await sub.receive() == "still up"
+    async with TestClient(app):  # and once it has stopped, the app can run again
+        pass

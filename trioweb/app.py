@@ -47,6 +47,13 @@ HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 
 
+#: Why a second lifespan of an App that is already running fails.
+ALREADY_RUNNING = (
+    "this App is already running in another server or test client: an App runs in one at a "
+    "time (one serve() listens on several addresses with bind=[...])"
+)
+
+
 class App:
     """A trioweb application: an ASGI app to serve with :func:`trioweb.serve` or hypercorn.
 
@@ -109,6 +116,8 @@ class App:
         self._connections = ConnectionRegistry()
         #: True between a successful startup and the shutdown.
         self._serving = False
+        #: True from a lifespan's startup to the end of its shutdown: one at a time.
+        self._lifespan_active = False
         #: What made the last startup fail, for serve() to report.
         self._startup_failure: str | None = None
 
@@ -275,6 +284,18 @@ class App:
         message = await receive()
         if message["type"] != "lifespan.startup":
             return
+        if self._lifespan_active:
+            # A second server (or test client) running this App at the same time would share
+            # its connections, its app.nursery and its extensions with the first one.
+            await send({"type": "lifespan.startup.failed", "message": ALREADY_RUNNING})
+            return
+        self._lifespan_active = True
+        try:
+            await self._run_lifespan(receive, send)
+        finally:
+            self._lifespan_active = False
+
+    async def _run_lifespan(self, receive: Receive, send: Send) -> None:
         self._connections.reset()
         self._startup_failure = None
         background_errors: list[BaseException] = []

@@ -23,7 +23,7 @@ from hypercorn.config import Config
 from hypercorn.utils import LifespanFailureError
 
 from . import _hypercorn_guard
-from .app import App
+from .app import ALREADY_RUNNING, App
 
 __all__ = ["StartupError", "serve"]
 
@@ -104,6 +104,8 @@ async def serve(
     ``ping_interval`` sends WebSocket pings and drops peers silent for two intervals. Any
     other keyword sets the hypercorn ``Config`` attribute of that name.
     """
+    if app._lifespan_active:
+        raise RuntimeError(ALREADY_RUNNING)
     _hypercorn_guard.install()  # one HTTP/2 frame must not stop the server (DESIGN.md, fact 13)
     # hypercorn closes with 1009 (and no reason) over its own limit: set it to what the app's
     # largest route allows, so that trioweb's per-route limits, with a reason, apply below it.
