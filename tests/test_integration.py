@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import helpers
@@ -76,6 +77,36 @@ async def test_echo_round_trips_text_and_bytes() -> None:
         assert await ws.get_message() == b"\x00\xffbytes"
         await ws.send_message("")
         assert await ws.get_message() == ""
+
+
+async def test_one_serve_listens_on_several_addresses_with_bind() -> None:
+    app = trioweb.App()
+
+    @app.websocket("/echo")
+    async def echo(ws: trioweb.WebSocket) -> None:
+        async for message in ws:
+            await ws.send(message)
+
+    stop = trio.Event()
+    with trio.fail_after(TEST_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            urls = await nursery.start(
+                partial(
+                    trioweb.serve,
+                    app,
+                    bind=[f"{HOST}:0", f"{HOST}:0"],
+                    handle_signals=False,
+                    shutdown_trigger=stop.wait,
+                )
+            )
+            assert len(urls) == 2 and urls[0] != urls[1]
+            for url in urls:
+                async with trio_websocket.open_websocket_url(
+                    url.replace("http://", "ws://") + "/echo"
+                ) as ws:
+                    await ws.send_message(url)
+                    assert await ws.get_message() == url
+            stop.set()
 
 
 async def test_subprotocol_chosen_by_the_handler_reaches_the_client() -> None:
