@@ -1,5 +1,7 @@
 """The test client itself: timeouts, denials, cleanup, and the pytest plugin's fixture."""
 
+import time
+
 import pytest
 import trio
 import trio.testing
@@ -280,3 +282,38 @@ async def test_a_message_arriving_at_the_very_deadline_is_either_read_or_timed_o
                 outcomes.add("timeout")
                 assert await ws.receive() == str(n)  # it came all the same
     assert outcomes <= {True, "timeout"}
+
+
+def upper_case_text(inner):
+    """An ASGI middleware that rewrites every text message it receives."""
+
+    async def asgi(scope, receive, send):
+        async def wrapped():
+            message = await receive()
+            if message["type"] == "websocket.receive" and message.get("text") is not None:
+                message = {**message, "text": message["text"].upper()}
+            return message
+
+        await inner(scope, wrapped, send)
+
+    return asgi
+
+
+async def test_a_middleware_that_wraps_receive_sees_every_message(app):
+    # The direct way in would go around it: it is taken only when the app has the client's own
+    # receive(), as every message goes through a server's receive().
+    async with TestClient(upper_case_text(app)) as client, client.websocket("/echo") as ws:
+        await ws.send("hello")
+        assert await ws.receive() == "HELLO"
+
+
+async def test_the_fake_clock_stands_still_while_a_test_waits_outside_trio(app, autojump_clock):
+    async with TestClient(app) as client, client.websocket("/echo") as ws:
+        await ws.send("x")
+        assert await ws.receive() == "x"
+        start = trio.current_time()
+        for _ in range(3):  # every task blocked, none on a deadline: the clock must not jump
+            await trio.to_thread.run_sync(time.sleep, 0.02)
+        assert trio.current_time() - start <= 5  # (at most to a deadline left from the echo)
+        await ws.send("y")
+        assert await ws.receive() == "y"

@@ -5,8 +5,10 @@ cancel scope with a deadline for each (a scope, a cancel status, a deadline in t
 cost as much as the rest of an in-process round trip. Here a wait is a task parked in a list
 of waiters (:func:`trioweb._buffer.park`), noted with its deadline in a dict, and one task
 sleeps until the earliest deadline and wakes whichever waits are still parked by then with an
-error. Noting a wait whose deadline is no earlier than that task's next wake-up (the common
-case: the same limit for every wait) costs no more than a clock read and a dict entry.
+error. Only a wait that is due before the task's next wake-up moves it (the first one after a
+quiet spell); the ones that follow with the same limit cost a clock read and a dict entry.
+With nothing waiting, the task sleeps without a deadline, so that a fake clock that jumps to
+the next deadline does not run away while a test waits for something outside trio.
 """
 
 from __future__ import annotations
@@ -37,13 +39,13 @@ class WaitTimer:
         self._sleep: trio.CancelScope | None = None
         self._stopper = trio.CancelScope()
 
-    async def park(self, waiters: list[Task], seconds: float) -> bool:
-        """Wait in ``waiters`` until woken (``True``), for ``seconds`` at most (``False``).
+    async def park(self, waiters: list[Task], deadline: float) -> bool:
+        """Wait in ``waiters`` until woken (``True``), or until trio's clock reaches
+        ``deadline`` (``False``).
 
         Cancellable, and a full checkpoint, like :func:`trioweb._buffer.park`.
         """
         task = current_task()
-        deadline = trio.current_time() + seconds
         self._waits[task] = (deadline, waiters)
         if deadline < self._wake_at:
             self._wake_at = deadline
@@ -57,13 +59,12 @@ class WaitTimer:
             del self._waits[task]
         return True
 
-    async def run(self, period: float) -> None:
-        """Expire waits at their deadlines until :meth:`stop`; with none, wake every
-        ``period`` seconds (so that a wait of ``period`` never has to move the wake-up)."""
+    async def run(self) -> None:
+        """Expire waits at their deadlines until :meth:`stop`."""
         with self._stopper:
             while True:
                 now = trio.current_time()
-                wake_at = now + period
+                wake_at = math.inf
                 for task, (deadline, waiters) in self._waits.items():
                     if deadline > now:
                         wake_at = min(wake_at, deadline)

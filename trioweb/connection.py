@@ -14,6 +14,9 @@ the app is full (10 events), so a paused reader would also stall pong replies an
 disconnect that should end the connection. When the inbox is full, the socket is closed with
 1008 instead of blocking.
 
+An in-process client (the test client) may hand messages to :meth:`Connection.deliver`
+instead, which runs the reader's own per-message code in the client's task.
+
 The entry point of the ASGI app (``App.__call__``) is here too: a WebSocket scope runs in its
 frame, from the handshake to the close.
 """
@@ -54,8 +57,10 @@ logger = logging.getLogger("trioweb")
 
 SHUTDOWN_CLOSE = (CloseCode.GOING_AWAY, "server shutting down")
 
-#: The ASGI extension of an in-process client (trioweb's TestClient) that takes messages
-#: straight into the connection: ``{"attach": f}``, and the app calls ``f(connection.deliver)``.
+#: The ASGI extension of an in-process client (trioweb's TestClient) that hands messages
+#: straight to the connection: ``{"attach": f, "receive": r}``; if the app was given ``r`` itself
+#: as its receive callable (no middleware in between wraps it), it calls
+#: ``f(connection.deliver)``.
 DIRECT_DELIVERY = "trioweb.direct_delivery"
 
 #: The reader task's name: the one trio would make up, but made once, not once per socket.
@@ -434,8 +439,9 @@ class Connection:
 
     def deliver(self, data: str | bytes) -> bool:
         """Take a message straight from an in-process client, as the reader would take it from
-        ASGI receive(); ``False`` once the reader has stopped (the client then goes through
-        receive(), where what comes after the end is handled).
+        ASGI receive(); ``False`` once the connection's scope is cancelled, which stops the
+        reader (the client then goes through receive(), where what comes after the end is
+        handled).
 
         The direct path of :class:`~trioweb.testing.TestClient`: it spares each message the
         wake-up of the reader task.
@@ -697,8 +703,11 @@ async def asgi_entry(app: App, scope: Scope, receive: Receive, send: Send) -> No
                 connection._scope = nursery.cancel_scope
                 app._connections.add(connection, route)
                 nursery.start_soon(connection.read_loop, name=_READER_NAME)
-                if DIRECT_DELIVERY in (scope.get("extensions") or ()):
-                    scope["extensions"][DIRECT_DELIVERY]["attach"](connection.deliver)
+                direct = (scope.get("extensions") or {}).get(DIRECT_DELIVERY)
+                # Only when receive() is the client's own: a middleware that wraps it must see
+                # every message, as it does behind a server.
+                if direct is not None and direct.get("receive") is receive:
+                    direct["attach"](connection.deliver)
                 if app._before_websocket or route.nursery_param is not None:
                     returned = await connection._run_handler(app, ws, route)
                 else:  # the common case, without a frame in between

@@ -2,7 +2,8 @@
 
 No sockets, no threads: everything runs in the test's own trio run, so it is deterministic and
 works with pytest-trio's ``autojump_clock``. It behaves like hypercorn where that matters to a
-test: the queue toward the app holds 10 events, a denied handshake arrives as an HTTP response,
+test: the queue toward the app holds 10 events (for a trioweb app, the handshake and the
+disconnect; its messages go to the inbox, below), a denied handshake arrives as an HTTP response,
 and the client answers the app's close as a real client would. One difference on purpose: the
 client's close code reaches the app as sent (hypercorn reports 1006 for it).
 
@@ -10,7 +11,7 @@ A trioweb app takes the client's messages straight into the connection's inbox (
 ``trioweb.direct_delivery`` ASGI extension), by the same code its reader task runs for each
 message from ASGI receive(): same limits, same overflow policy, one task wake-up less per
 message. The handshake and the disconnect still go through receive(), as does every message of
-an app that is not trioweb's.
+an app that is not trioweb's, or that a middleware reaches through a receive() of its own.
 """
 
 from __future__ import annotations
@@ -185,10 +186,13 @@ class TestWebSocket:
         messages = self._from_app
         if messages or self._app_ended:
             await trio.lowlevel.cancel_shielded_checkpoint()
+        deadline = None
         while not messages:
             if self._app_ended:
                 raise RuntimeError(f"the app's handler ended without sending a {what}")
-            if not await self._timer.park(self._readers, self._timeout):
+            if deadline is None:  # (once: another reader taking the message keeps the limit)
+                deadline = trio.current_time() + self._timeout
+            if not await self._timer.park(self._readers, deadline):
                 raise TimeoutError(
                     f"no {what} from the app within {self._timeout} s "
                     "(TestClient(receive_timeout=...) changes the limit)"
@@ -220,19 +224,17 @@ class TestWebSocket:
         if self._client_closed:
             raise RuntimeError("this test WebSocket is already closed")
         # What MemorySendChannel.send() does, with the timeout armed only for a wait: room in
-        # the queue costs no cancel scope (this is every round trip's path). A timeout that is
-        # no valid one (negative, NaN) goes the long way, where trio rejects it.
-        if self._timeout >= 0:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            try:
-                self._to_app.send_nowait(message)
-            except trio.WouldBlock:
-                pass
-            except trio.BrokenResourceError:
-                raise RuntimeError("the app's handler has already ended") from None
-            else:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return
+        # the queue costs no cancel scope.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            self._to_app.send_nowait(message)
+        except trio.WouldBlock:
+            pass
+        except trio.BrokenResourceError:
+            raise RuntimeError("the app's handler has already ended") from None
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
         try:
             with trio.move_on_after(self._timeout) as scope:
                 await self._to_app.send(message)
@@ -371,7 +373,7 @@ class TestClient:
         self._nursery_manager = trio.open_nursery()
         self._nursery = await self._nursery_manager.__aenter__()
         self._timer = WaitTimer()
-        self._nursery.start_soon(self._timer.run, self.receive_timeout)
+        self._nursery.start_soon(self._timer.run)
         to_app, app_inbox = trio.open_memory_channel[Message](SERVER_QUEUE_SIZE)
         app_outbox, from_app = trio.open_memory_channel[Message](math.inf)
         self._lifespan_to_app, self._lifespan_from_app = to_app, from_app
@@ -470,6 +472,7 @@ class TestClient:
         to_app, app_inbox = trio.open_memory_channel[Message](SERVER_QUEUE_SIZE)
         assert self._timer is not None, "use the TestClient inside 'async with'"
         socket = TestWebSocket(to_app, self.receive_timeout, self._timer)
+        app_receive = app_inbox.receive  # (one bound method: the app checks it is this one)
         scope = {
             "type": "websocket",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -486,7 +489,7 @@ class TestClient:
             "state": dict(self._state),
             "extensions": {
                 "websocket.http.response": {},
-                DIRECT_DELIVERY: {"attach": socket._attach},
+                DIRECT_DELIVERY: {"attach": socket._attach, "receive": app_receive},
             },
         }
         app_done = trio.Event()
@@ -494,7 +497,7 @@ class TestClient:
         async def run_app() -> None:
             try:
                 async with app_inbox:
-                    await self.app(scope, app_inbox.receive, socket._app_send)
+                    await self.app(scope, app_receive, socket._app_send)
             finally:
                 socket._app_has_ended()
                 app_done.set()
@@ -505,12 +508,12 @@ class TestClient:
         self._nursery.start_soon(run_app)
 
         async def wait_for_app() -> None:
-            with trio.CancelScope(shield=True), trio.move_on_after(self.receive_timeout):
+            with trio.CancelScope(shield=True), trio.move_on_after(socket._timeout):
                 await app_done.wait()
             if not app_done.is_set():
                 raise TimeoutError(
                     f"the app's handler for {path} did not finish within "
-                    f"{self.receive_timeout} s after the client closed"
+                    f"{socket._timeout} s after the client closed"
                 )
 
         try:

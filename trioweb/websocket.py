@@ -292,7 +292,8 @@ class _Messages:
 
     A plain async iterator rather than an async generator: no generator, no finalizer hook.
     Like a trio channel's, it ends when the socket closes, and only then: an error (or a
-    cancellation) raised out of one step leaves it usable, with no message lost.
+    cancellation) raised out of one step leaves it usable. A cancellation loses no message; an
+    error about a message (wrong type, bad JSON) has consumed that one.
     """
 
     __slots__ = ("_receive_one",)
