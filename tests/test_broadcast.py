@@ -5,8 +5,9 @@ from functools import partial
 import pytest
 import trio
 import trio.testing
+from helpers import closed_with
 
-from trioweb import App, WebSocket
+from trioweb import App, WebSocket, WebSocketDisconnect
 from trioweb.broadcast import Broadcast, Gap, SubscriberTooSlow
 from trioweb.testing import TestClient, WebSocketClosed
 
@@ -309,3 +310,47 @@ def test_broker_passwords_never_appear_in_messages():
     assert redact("redis://user:secret@host:6379/0") == "redis://user:***@host:6379/0"
     assert redact("redis://:secret@host/0") == "redis://:***@host/0"
     assert redact("redis://host/0") == "redis://host/0"
+
+
+async def test_forward_to_sends_each_type_as_its_frame_and_accepts_or_ends_with_the_socket():
+    hub = Broadcast()
+    app = App()
+    app.use(hub)
+    subscribed, forwarder_ended = trio.Event(), trio.Event()
+    outcome: list[str] = []
+
+    @app.websocket("/feed")
+    async def feed(ws: WebSocket, nursery: trio.Nursery):
+        async with hub.subscribe("feed") as sub:
+
+            async def forward():
+                try:
+                    await sub.forward_to(ws)
+                except WebSocketDisconnect:
+                    outcome.append("disconnect")
+                    raise
+                finally:
+                    forwarder_ended.set()
+
+            nursery.start_soon(forward)
+            subscribed.set()  # not accepted yet: the first delivery accepts, as ws.send does
+            await ws.receive()  # "stop"
+            await ws.close(4000, "stop")
+            await hub.publish("feed", "after the close")  # forward_to's send raises: it ends
+            await forwarder_ended.wait()
+
+    async def publish_once_subscribed():
+        await subscribed.wait()
+        for message in ("text", b"bytes", {"json": [1, 2]}):
+            await hub.publish("feed", message)
+
+    async with TestClient(app) as client, trio.open_nursery() as nursery:
+        nursery.start_soon(publish_once_subscribed)
+        async with client.websocket("/feed") as ws:
+            assert await ws.receive() == "text"
+            assert await ws.receive() == b"bytes"
+            assert await ws.receive() == '{"json":[1,2]}'
+            await ws.send("stop")
+            closed = await closed_with(ws)
+            assert (closed.code, closed.reason) == (4000, "stop")
+    assert outcome == ["disconnect"]
