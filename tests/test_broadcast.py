@@ -312,16 +312,42 @@ def test_broker_passwords_never_appear_in_messages():
     assert redact("redis://host/0") == "redis://host/0"
 
 
-async def test_forward_to_sends_each_type_as_its_frame_and_accepts_or_ends_with_the_socket():
+async def test_forward_to_accepts_and_sends_each_type_as_its_frame():
     hub = Broadcast()
     app = App()
     app.use(hub)
-    subscribed, forwarder_ended = trio.Event(), trio.Event()
-    outcome: list[str] = []
+    subscribed = trio.Event()
 
     @app.websocket("/feed")
     async def feed(ws: WebSocket, nursery: trio.Nursery):
         async with hub.subscribe("feed") as sub:
+            nursery.start_soon(sub.forward_to, ws)
+            subscribed.set()  # and nothing else: the first delivery accepts, as ws.send does
+            await trio.sleep_forever()
+
+    async def publish_once_subscribed():
+        await subscribed.wait()
+        for message in ("text", b"bytes", {"json": [1, 2]}):
+            await hub.publish("feed", message)
+
+    async with TestClient(app, receive_timeout=2) as client, trio.open_nursery() as nursery:
+        nursery.start_soon(publish_once_subscribed)
+        async with client.websocket("/feed") as ws:
+            assert await ws.receive() == "text"
+            assert await ws.receive() == b"bytes"
+            assert await ws.receive() == '{"json":[1,2]}'
+
+
+async def test_forward_to_ends_when_the_app_closes_the_socket():
+    hub = Broadcast()
+    app = App()
+    app.use(hub)
+    forwarder_ended = trio.Event()
+    outcome: list[str] = []
+
+    @app.websocket("/feed")
+    async def feed(ws: WebSocket, nursery: trio.Nursery):
+        async with ws, hub.subscribe("feed") as sub:
 
             async def forward():
                 try:
@@ -333,24 +359,13 @@ async def test_forward_to_sends_each_type_as_its_frame_and_accepts_or_ends_with_
                     forwarder_ended.set()
 
             nursery.start_soon(forward)
-            subscribed.set()  # not accepted yet: the first delivery accepts, as ws.send does
             await ws.receive()  # "stop"
             await ws.close(4000, "stop")
             await hub.publish("feed", "after the close")  # forward_to's send raises: it ends
             await forwarder_ended.wait()
 
-    async def publish_once_subscribed():
-        await subscribed.wait()
-        for message in ("text", b"bytes", {"json": [1, 2]}):
-            await hub.publish("feed", message)
-
-    async with TestClient(app) as client, trio.open_nursery() as nursery:
-        nursery.start_soon(publish_once_subscribed)
-        async with client.websocket("/feed") as ws:
-            assert await ws.receive() == "text"
-            assert await ws.receive() == b"bytes"
-            assert await ws.receive() == '{"json":[1,2]}'
-            await ws.send("stop")
-            closed = await closed_with(ws)
-            assert (closed.code, closed.reason) == (4000, "stop")
+    async with TestClient(app) as client, client.websocket("/feed") as ws:
+        await ws.send("stop")
+        closed = await closed_with(ws)
+        assert (closed.code, closed.reason) == (4000, "stop")
     assert outcome == ["disconnect"]
