@@ -1,4 +1,4 @@
-"""Shared fixtures: a real redis-server for the broadcast tests."""
+"""Shared fixtures: a real redis-server for the broadcast tests, and the test client's way in."""
 
 from __future__ import annotations
 
@@ -75,3 +75,17 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+#: Set (to anything) to turn the test client's direct way in off: every message of every test
+#: then goes through ASGI receive() and the app's reader task, as behind a server.
+THROUGH_RECEIVE = "TRIOWEB_TEST_THROUGH_RECEIVE"
+
+
+@pytest.fixture(autouse=True)
+def _way_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    if os.environ.get(THROUGH_RECEIVE):
+        import trioweb.connection
+
+        # The app looks the extension up under another name: it never finds it.
+        monkeypatch.setattr(trioweb.connection, "DIRECT_DELIVERY", "trioweb.direct_delivery.off")
