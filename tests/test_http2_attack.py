@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import NoReturn
 
 import h2.config
@@ -50,6 +52,16 @@ def make_app() -> trioweb.App:
                 await ws.send(message)
 
     return app
+
+
+@asynccontextmanager
+async def h2_client(server: Server) -> AsyncIterator[H2Client]:
+    """An h2c connection to ``server``, its preface sent."""
+    async with await trio.open_tcp_stream(HOST, server.port) as stream:
+        client = H2Client(stream, server)
+        client.connection.initiate_connection()
+        await client.flush()
+        yield client
 
 
 class H2Client:
@@ -125,11 +137,7 @@ async def http11_get(port: int, path: str) -> tuple[str, bytes]:
 async def test_data_on_an_answered_stream_does_not_stop_the_server(end_request: bool) -> None:
     with trio.fail_after(TIMEOUT):
         async with serving(make_app()) as server:
-            stream = await trio.open_tcp_stream(HOST, server.port)
-            async with stream:
-                client = H2Client(stream, server)
-                client.connection.initiate_connection()
-                await client.flush()
+            async with h2_client(server) as client:
                 # A POST whose body is still to come; the app answers it at once.
                 await client.request(1, "POST", "/upload", end=False)
                 await client.until(h2.events.StreamEnded, 1)
@@ -171,11 +179,7 @@ async def test_a_body_streamed_past_an_early_answer_never_cuts_the_answer_short(
     body_size = 100_000  # more than the 65,535-byte initial windows
     with trio.fail_after(TIMEOUT):
         async with serving(make_app()) as server:
-            stream = await trio.open_tcp_stream(HOST, server.port)
-            async with stream:
-                client = H2Client(stream, server)
-                client.connection.initiate_connection()
-                await client.flush()
+            async with h2_client(server) as client:
                 total = 0
                 for stream_id in range(1, 40, 2):
                     await client.request(stream_id, "POST", "/upload", end=False)
