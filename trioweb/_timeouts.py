@@ -34,8 +34,7 @@ class WaitTimer:
     def __init__(self) -> None:
         # Every wait in progress: its task, its deadline and the list it is parked in.
         self._waits: dict[Task, tuple[float, list[Task]]] = {}
-        # When run() wakes next, and the scope it sleeps in (to wake it earlier).
-        self._wake_at = -math.inf
+        # The scope run() sleeps in: its deadline is when run() wakes next.
         self._sleep: trio.CancelScope | None = None
         self._stopper = trio.CancelScope()
 
@@ -47,10 +46,9 @@ class WaitTimer:
         """
         task = current_task()
         self._waits[task] = (deadline, waiters)
-        if deadline < self._wake_at:
-            self._wake_at = deadline
-            if self._sleep is not None:
-                self._sleep.deadline = deadline
+        sleep = self._sleep
+        if sleep is not None and deadline < sleep.deadline:
+            sleep.deadline = deadline  # (before run() has started, it sees this wait anyway)
         try:
             await park(waiters)
         except _Expired:
@@ -71,7 +69,6 @@ class WaitTimer:
                     elif task in waiters:  # (not woken already, its wait still in the dict)
                         waiters.remove(task)
                         reschedule(task, Error(_Expired()))
-                self._wake_at = wake_at
                 with trio.CancelScope(deadline=wake_at) as self._sleep:
                     await trio.sleep_forever()
 

@@ -323,13 +323,6 @@ class Connection:
             if not _COUNTS_YIELDS or task._schedule_points == points:
                 await cancel_shielded_checkpoint()
 
-    async def receive(self) -> str | bytes:
-        """The next message from the client; raises ``WebSocketDisconnect`` once closed."""
-        try:
-            return await self._inbox.get()
-        except StopAsyncIteration:
-            raise self.disconnect_error() from None
-
     # -- closing ------------------------------------------------------------------------
 
     def _mark_closed_by_app(self, code: int | None, reason: str | None) -> None:

@@ -166,8 +166,8 @@ class WebSocket(ScopeView):
         conn = self._conn
         if conn.state is ConnectionState.CONNECTING:
             await conn.accept(None, (), self.subprotocols, implicit=True)
-        # The inbox directly (what Connection.receive does): one coroutine less on the stack of
-        # every handler that waits for a message.
+        # The connection's inbox directly: no coroutine of the connection's in between, on the
+        # stack of every handler that waits for a message.
         try:
             return await conn._inbox.get()
         except StopAsyncIteration:
