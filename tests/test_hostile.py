@@ -91,10 +91,10 @@ async def test_a_malformed_handshake_gets_400(no_errors_logged):
     assert answer.startswith(b"HTTP/1.1 400")
 
 
-async def test_invalid_utf8_in_a_text_frame_ends_that_connection_only(no_errors_logged):
-    # hypercorn (0.18) sends no close frame here, where RFC 6455 wants 1007: it tells the app
-    # the connection is gone (1006) and stops talking to the client. The app is told, and
-    # nothing else is affected.
+async def test_invalid_utf8_in_a_text_frame_gets_a_close_1007(no_errors_logged):
+    # RFC 6455 (8.1) wants the connection failed with 1007. hypercorn 0.18 alone dropped TCP
+    # with no Close frame and told the app 1006; trioweb's stream sends the Close, tells the app
+    # the same code, and closes TCP. Nothing else is affected.
     ended = trio.Event()
     codes = []
 
@@ -111,8 +111,13 @@ async def test_invalid_utf8_in_a_text_frame_ends_that_connection_only(no_errors_
                 head += await stream.receive_some()
             assert head.startswith(b"HTTP/1.1 101")
             await stream.send_all(masked_frame(0x1, b"\xff\xfe"))
+            rest = head.split(b"\r\n\r\n", 1)[1]
+            while chunk := await stream.receive_some():  # up to the server's end of TCP
+                rest += chunk
             await ended.wait()
-    assert codes[0] == 1006  # (the check that the server still serves adds its own)
+    assert rest[0] == 0x88  # one Close frame, then the end of the stream
+    assert int.from_bytes(rest[2:4], "big") == 1007
+    assert codes[0] == 1007  # (the check that the server still serves adds its own)
 
 
 async def test_data_sent_before_the_handshake_is_answered_drops_only_that_client(

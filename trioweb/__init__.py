@@ -1,5 +1,6 @@
 """trioweb: a trio-native web framework for WebSockets, where every connection is a nursery."""
 
+from ._deflate import Compression
 from .app import App
 from .close_codes import CloseCode
 from .datastructures import Address, Authorization, Headers, QueryParams, State
@@ -33,6 +34,7 @@ __all__ = [
     "Authorization",
     "ClientDisconnect",
     "CloseCode",
+    "Compression",
     "ConnectionNursery",
     "FileResponse",
     "HTMLResponse",

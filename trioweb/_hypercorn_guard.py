@@ -67,6 +67,7 @@ import h2.exceptions
 from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.trio.tcp_server import TCPServer
 
+from . import _ws_stream
 from ._failures import PROTOCOL_ERRORS, leaves
 
 __all__ = ["VERIFIED_VERSIONS", "install"]
@@ -95,6 +96,7 @@ def install() -> bool:
     with _lock:
         if _outcome is None:
             _install_connection_backstop()
+            _ws_stream.install()
             _outcome = _apply()
         return _outcome
 

@@ -10,3 +10,11 @@ Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: The key under which a trioweb app puts its wire settings in ``websocket.accept``: a dict
+#: with ``max_message_size``, ``compression`` and ``close_timeout``, read by trioweb's
+#: WebSocket stream for hypercorn (``trioweb/_ws_stream.py``) and ignored by other servers.
+WIRE_SETTINGS = "trioweb.websocket"
+
+#: Seconds to wait for the client's Close after the server sent its own, unless the app says.
+DEFAULT_CLOSE_TIMEOUT = 5.0

@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from types import EllipsisType
 from typing import Any, Protocol, TypeVar
 
 import trio
 
+from ._deflate import Compression
 from ._failures import leaves, sort_failure
-from ._types import Receive, Scope, Send
+from ._types import DEFAULT_CLOSE_TIMEOUT, Receive, Scope, Send
 from .connection import ConnectionRegistry, asgi_entry
 from .exceptions import HTTPException
 from .http import (
@@ -45,6 +47,9 @@ E = TypeVar("E", bound=Extension)
 
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+#: Compression unless the app says otherwise: on, without context takeover, so that a socket
+#: holds no zlib state between messages (docs/security.md, "Compression").
+DEFAULT_COMPRESSION = Compression()
 
 
 #: Why a second lifespan of an App that is already running fails.
@@ -68,6 +73,10 @@ class App:
       (``"https://*.example.com"``); ``["*"]`` allows any. Handshakes without ``Origin``
       (non-browser clients) are always allowed. Others get 403.
 
+    ``compression`` sets permessage-deflate (a :class:`~trioweb.Compression`, or ``None`` for
+    off; also per route); ``close_timeout`` bounds the wait for a client's Close after the
+    server sent its own, in seconds (then TCP is closed).
+
     ``max_body_size`` bounds HTTP request bodies (over it: 413); ``after_hook_timeout`` bounds
     the ``after_websocket`` hooks of one connection, in seconds. ``lifespan`` is a callable
     taking the app and returning an async context manager, entered at startup and exited at
@@ -85,6 +94,8 @@ class App:
         allowed_origins: Iterable[str] | None = None,
         max_body_size: int = DEFAULT_MAX_BODY_SIZE,
         after_hook_timeout: float = 5.0,
+        compression: Compression | None = DEFAULT_COMPRESSION,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
         _check_limits(inbox_size, max_message_size, max_connections, idle_timeout)
         #: The route table.
@@ -103,6 +114,12 @@ class App:
         self.max_body_size = max_body_size
         #: Time limit of one connection's ``after_websocket`` hooks, in seconds.
         self.after_hook_timeout = after_hook_timeout
+        #: Default permessage-deflate settings of a WebSocket (``None``: off).
+        self.compression = compression
+        if close_timeout <= 0:
+            raise ValueError(f"close_timeout must be positive, not {close_timeout}")
+        #: Seconds the server waits for a client's Close after sending its own, in seconds.
+        self.close_timeout = close_timeout
         self._lifespan = lifespan
         self._on_startup: list[Callable[[], Awaitable[Any]]] = []
         self._on_shutdown: list[Callable[[], Awaitable[Any]]] = []
@@ -132,13 +149,15 @@ class App:
         max_connections: int | None = None,
         idle_timeout: float | None = None,
         allowed_origins: Iterable[str] | None = None,
+        compression: Compression | EllipsisType | None = ...,
     ) -> Callable[[F], F]:
         """Register a WebSocket handler for ``path``.
 
         The handler takes the :class:`~trioweb.WebSocket` first, then any path parameters by
         name, and, if it has a parameter named ``nursery`` or annotated ``trio.Nursery``, the
         connection's nursery. The keywords override the app's limits for this route (see
-        :class:`App`); ``max_connections`` here counts this route's sockets only.
+        :class:`App`); ``max_connections`` here counts this route's sockets only, and
+        ``compression=None`` turns compression off for this route.
         """
         _check_limits(inbox_size, max_message_size, max_connections, idle_timeout)
         options: dict[str, Any] = {
@@ -148,6 +167,8 @@ class App:
             "idle_timeout": idle_timeout,
             "origin_policy": None if allowed_origins is None else OriginPolicy(allowed_origins),
         }
+        if compression is not ...:
+            options["compression"] = compression
 
         def register(handler: F) -> F:
             self.router.add(Route(path, handler, None, options))

@@ -38,8 +38,9 @@ from trio.lowlevel import (
 )
 
 from ._buffer import Buffer, park
+from ._deflate import Compression
 from ._failures import PROTOCOL_ERRORS, sort_failure
-from ._types import Message, Receive, Scope, Send
+from ._types import DEFAULT_CLOSE_TIMEOUT, WIRE_SETTINGS, Message, Receive, Scope, Send
 from .close_codes import CloseCode, as_close_code, check_close_code
 from .exceptions import HTTPException, WebSocketClose, WebSocketDisconnect, truncate_reason
 from .nursery import ConnectionNursery
@@ -97,6 +98,8 @@ class Connection:
         "close_code",
         "close_reason",
         "close_sent",
+        "close_timeout",
+        "compression",
         "disconnected",
         "idle_timeout",
         "max_message_size",
@@ -115,8 +118,14 @@ class Connection:
         inbox_size: int,
         max_message_size: int | None = None,
         idle_timeout: float | None = None,
+        compression: Compression | None = None,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
     ) -> None:
         self._receive = receive
+        #: permessage-deflate for this socket, if the client offers it (None: off).
+        self.compression = compression
+        #: Seconds the server waits for the client's Close after sending its own.
+        self.close_timeout = close_timeout
         #: Messages larger than this many bytes close the socket with 1009.
         self.max_message_size = max_message_size
         #: Seconds without a message from the client before the socket is closed with 1001.
@@ -170,7 +179,15 @@ class Connection:
                 if self.state is ConnectionState.CLOSED:
                     raise self.disconnect_error()
                 raise RuntimeError("accept() called on a WebSocket that is already accepted")
-            message: Message = {"type": "websocket.accept", "headers": list(headers)}
+            message: Message = {
+                "type": "websocket.accept",
+                "headers": list(headers),
+                WIRE_SETTINGS: {
+                    "max_message_size": self.max_message_size,
+                    "compression": self.compression,
+                    "close_timeout": self.close_timeout,
+                },
+            }
             if subprotocol is not None:
                 message["subprotocol"] = subprotocol
             await self._server_send(message)
@@ -655,6 +672,12 @@ def _oversize(data: str | bytes, limit: int) -> int:
     return size if size > limit else 0
 
 
+def _compression(app: App, route: Route | None) -> Compression | None:
+    """The route's compression: its own (None is "off") or, if it says nothing, the app's."""
+    value = ... if route is None else route.options.get("compression", ...)
+    return app.compression if value is ... else value
+
+
 def _setting(app: App, route: Route | None, name: str) -> Any:
     """A per-route setting, or the app's when the route has none."""
     value = route.options.get(name) if route is not None else None
@@ -739,6 +762,8 @@ def _admit(
         inbox_size=_setting(app, route, "inbox_size"),
         max_message_size=_setting(app, route, "max_message_size"),
         idle_timeout=_setting(app, route, "idle_timeout"),
+        compression=_compression(app, route),
+        close_timeout=app.close_timeout,
     )
     ws = WebSocket(connection, scope, app, found.params)
     if route is None:

@@ -1,0 +1,384 @@
+"""trioweb's WebSocket stream for hypercorn: every socket ends cleanly and within bounds.
+
+hypercorn 0.18's ``WSStream`` (``hypercorn/protocol/ws_stream.py``) turns wire events into ASGI
+events. Probed with real and hostile clients, it breaks trioweb's promise in five ways
+(docs/hypercorn.md, facts 15 to 19):
+
+- Over ``websocket_max_message_size`` it sends Close 1009 and stops reading wsproto's lazy event
+  generator, so the client's Close reply is never processed: TCP stays open, the app is never
+  told. Its message buffer appends before it checks and is not cleared on that path.
+- It negotiates permessage-deflate with context takeover for every client that offers it, and
+  wsproto inflates every read without a limit (a deflate bomb).
+- Every close the client starts reaches the app as 1006, and the reason is dropped.
+- A protocol error (wsproto reports it as a ``CloseConnection`` event without a state change)
+  drops TCP with no Close frame.
+
+:class:`WebSocketStream` subclasses hypercorn's stream and replaces the wire half of it; the
+handshake and the ASGI half (``Request``, denials, ``app_send``) stay hypercorn's. Its phases
+are wsproto's :class:`~wsproto.connection.ConnectionState`; the table below is the whole of it
+("told" means the app has had its ``websocket.disconnect``, which happens exactly once):
+
+==============  ==========================================  ===========================  =========
+phase           event                                       what the stream does         next
+==============  ==========================================  ===========================  =========
+OPEN            a message within the limit                  buffer it; at its end, to    OPEN
+                                                            the app
+OPEN            a message over the limit (counted after     Close 1009; app told 1009;   LOCAL_
+                inflation, as it grows)                     start the close timer        CLOSING
+OPEN            the client's Close (code, reason)           echo it; app told (code,     CLOSED
+                                                            reason); close TCP
+OPEN            a protocol error, invalid UTF-8, a          Close 1002/1007; app told;   CLOSED
+                corrupt deflate stream                      close TCP
+OPEN            the app's ``websocket.close``               start the close timer; Close LOCAL_
+                                                                                         CLOSING
+LOCAL_CLOSING   a message                                   drop it                      LOCAL_
+                                                                                         CLOSING
+LOCAL_CLOSING   the client's Close                          close TCP; app told unless   CLOSED
+                                                            it was
+LOCAL_CLOSING   a protocol error, or the close timer fires  close TCP; app told 1006     CLOSED
+                                                            unless it was
+any             TCP lost                                    app told 1006 unless it was  CLOSED
+==============  ==========================================  ===========================  =========
+
+The close timer also ends a socket whose peer stopped reading: closing the TCP stream aborts a
+send stalled on it, which ASGI alone has no way to do.
+
+The app's settings arrive with its ``websocket.accept`` under the key :data:`WIRE_SETTINGS`: a dict
+with ``max_message_size`` (bytes, counted after inflation), ``compression`` (a
+:class:`~trioweb.Compression`, or None for none) and ``close_timeout`` (seconds). Apps that do
+not send it get hypercorn's ``websocket_max_message_size``, the default compression and a 5 s
+close timeout. Other servers ignore the key.
+
+:func:`install` puts the stream in place of hypercorn's, version-gated and shape-checked; the
+upstream write-up is docs/hypercorn.md and ``patches/hypercorn-ws-stream.patch``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from time import time
+from typing import Any
+
+import hypercorn.protocol.h2
+import hypercorn.protocol.h11
+from hypercorn.protocol.events import EndData, Response, StreamClosed
+from hypercorn.protocol.events import Event as StreamEvent
+from hypercorn.protocol.ws_stream import ASGIWebsocketState, Handshake, WSStream
+from hypercorn.typing import WebsocketAcceptEvent
+from wsproto.connection import Connection, ConnectionState, ConnectionType
+from wsproto.events import CloseConnection, Message, Ping
+from wsproto.extensions import Extension
+from wsproto.frame_protocol import CloseReason
+from wsproto.utilities import generate_accept_token
+
+from ._deflate import Compression, DeflateExtension, negotiate
+from ._types import DEFAULT_CLOSE_TIMEOUT, WIRE_SETTINGS
+
+__all__ = ["VERIFIED_VERSIONS", "WebSocketStream", "install"]
+
+logger = logging.getLogger(__name__)
+
+
+#: hypercorn releases whose ``WSStream`` this stream was read and tested against.
+VERIFIED_VERSIONS = frozenset({"0.18.0"})
+
+#: What the stream negotiates for an app that does not say (hypercorn's own app, say).
+DEFAULT_COMPRESSION = Compression()
+
+_ABNORMAL = int(CloseReason.ABNORMAL_CLOSURE)
+_TOO_BIG = int(CloseReason.MESSAGE_TOO_BIG)
+
+
+class _MessageBuffer:
+    """The message being received, counted in bytes as it grows (hypercorn's appends first
+    and checks after, and is never cleared when the check fails)."""
+
+    __slots__ = ("limit", "parts", "size")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[Any] = []
+        self.size = 0
+
+    def add(self, data: str | bytes) -> bool:
+        """Add a piece of the message; False (and nothing kept) once it is over the limit."""
+        if isinstance(data, str) and not data.isascii():
+            self.size += len(data.encode("utf-8", "surrogatepass"))
+        else:
+            self.size += len(data)
+        if self.size > self.limit:
+            self.clear()
+            return False
+        self.parts.append(data)
+        return True
+
+    def take(self) -> dict[str, Any]:
+        """The whole message as an ASGI ``websocket.receive`` event; the buffer is emptied."""
+        parts = self.parts
+        first = parts[0] if parts else b""
+        data = first if len(parts) == 1 else first[:0].join(parts)
+        self.clear()
+        if isinstance(data, str):
+            return {"type": "websocket.receive", "bytes": None, "text": data}
+        return {"type": "websocket.receive", "bytes": data, "text": None}
+
+    def clear(self) -> None:
+        """Forget the message."""
+        self.parts = []
+        self.size = 0
+
+
+class WebSocketStream(WSStream):
+    """hypercorn's ``WSStream`` with a wire half that always ends the socket cleanly."""
+
+    # In place of hypercorn's WebsocketBuffer, not beside it: one buffer per socket.
+    buffer: _MessageBuffer  # type: ignore[assignment]
+    app_put: Callable[[dict[str, Any]], Awaitable[None]] | None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.buffer = _MessageBuffer(self.config.websocket_max_message_size)
+        #: (code, reason) for the app's ``websocket.disconnect``, once the wire knows it.
+        self.close_reason: tuple[int, str] | None = None
+        #: The app has had its ``websocket.disconnect``.
+        self.told = False
+        self._deflate: DeflateExtension | None = None
+        self._close_timeout = DEFAULT_CLOSE_TIMEOUT
+        self._close_timer: Any = None  # a hypercorn SingleTask while a close is pending
+
+    # -- the ASGI side ---------------------------------------------------------------------
+
+    async def handle(self, event: StreamEvent) -> None:
+        """Handle an event from hypercorn's protocol; the end of the stream tells the app."""
+        if isinstance(event, StreamClosed):
+            if not self.closed:
+                self.closed = True
+                await self._stop_close_timer()
+                if self.app_put is not None:
+                    await self._tell_app(*self._final_close())
+            return
+        await super().handle(event)
+
+    async def app_send(self, message: Any) -> None:
+        """Handle an ASGI event from the app; after a close the stream made, sends are
+        dropped until the app has read its disconnect."""
+        if self.closed:
+            return
+        if (
+            message is not None
+            and message["type"] in {"websocket.send", "websocket.close"}
+            and self.state == ASGIWebsocketState.CONNECTED
+            and self.connection.state is not ConnectionState.OPEN
+        ):
+            if message["type"] == "websocket.close":
+                self.state = ASGIWebsocketState.CLOSED
+            return  # the stream closed it already (1009, a protocol error, the client's Close)
+        if (
+            message is not None
+            and message["type"] == "websocket.close"
+            and self.state == ASGIWebsocketState.CONNECTED
+        ):
+            # Timer first: our Close may wait behind a send stalled on a peer that stopped
+            # reading, and the timer is what ends that.
+            await self._start_close_timer()
+        await super().app_send(message)
+
+    async def _accept(self, message: WebsocketAcceptEvent) -> None:
+        settings: dict[str, Any] = message.get(WIRE_SETTINGS) or {}  # type: ignore[assignment]
+        limit = settings.get("max_message_size")
+        if limit is not None:
+            self.buffer.limit = limit
+        self._close_timeout = settings.get("close_timeout", DEFAULT_CLOSE_TIMEOUT)
+        compression = settings.get("compression", DEFAULT_COMPRESSION)
+        self.state = ASGIWebsocketState.CONNECTED
+        status_code, headers, self.connection, self._deflate = _accept_handshake(
+            self.handshake, message.get("subprotocol"), message.get("headers", []), compression
+        )
+        if self._deflate is not None:
+            self._deflate.max_message_size = self.buffer.limit
+        await self.send(
+            Response(stream_id=self.stream_id, status_code=status_code, headers=headers)
+        )
+        await self.config.log.access(
+            self.scope, {"status": status_code, "headers": []}, time() - self.start_time
+        )
+        if self.config.websocket_ping_interval is not None:
+            self.task_group.spawn(self._send_pings)
+
+    # -- the wire side ---------------------------------------------------------------------
+
+    async def _handle_events(self) -> None:
+        connection = self.connection
+        for event in connection.events():
+            if isinstance(event, Message):
+                if connection.state is not ConnectionState.OPEN:
+                    continue  # a message after our Close: dropped, as RFC 6455 (1.4) allows
+                deflate = self._deflate
+                if not self.buffer.add(event.data) or (deflate is not None and deflate.overflowed):
+                    await self._close_too_big()
+                elif event.message_finished and self.app_put is not None:
+                    await self.app_put(self.buffer.take())
+            elif isinstance(event, Ping):
+                if connection.state is ConnectionState.OPEN:
+                    await self._send_wsproto_event(event.response())
+            elif isinstance(event, CloseConnection):
+                await self._closed_by_wire(event)
+                return
+
+    async def _closed_by_wire(self, event: CloseConnection) -> None:
+        """The client's Close arrived, or wsproto found a protocol error (a CloseConnection
+        event with no change of state): answer as RFC 6455 says, then close TCP."""
+        state = self.connection.state
+        code, reason = int(event.code), event.reason or ""
+        if state is ConnectionState.REMOTE_CLOSING:  # the client closed first
+            self.close_reason = (code, reason)
+            await self._send_wsproto_event(event.response())
+        elif state is ConnectionState.CLOSED:  # the client's answer to our Close
+            if self.close_reason is None:
+                self.close_reason = (code, reason)
+        elif state is ConnectionState.OPEN:  # a protocol error: fail the connection
+            logger.info("closing a WebSocket with %d: %s", code, reason)
+            self.close_reason = (code, reason)
+            await self._send_wsproto_event(CloseConnection(code=code, reason=_short(reason)))
+        # else LOCAL_CLOSING and a protocol error: our Close is out, nothing more to say.
+        await self.send(StreamClosed(stream_id=self.stream_id))
+
+    async def _close_too_big(self) -> None:
+        limit = self.buffer.limit
+        reason = f"message over the limit of {limit} bytes"
+        self.close_reason = (_TOO_BIG, reason)
+        await self._start_close_timer()
+        await self._send_wsproto_event(CloseConnection(code=_TOO_BIG, reason=reason))
+        await self.send(EndData(stream_id=self.stream_id))
+        # The app learns now, so its handler is cancelled at once, not after the handshake.
+        await self._tell_app(_TOO_BIG, reason)
+
+    def _final_close(self) -> tuple[int, str]:
+        if self.close_reason is not None:
+            return self.close_reason
+        if self.state == ASGIWebsocketState.HTTPCLOSED:
+            return 1000, ""  # the handshake was answered with HTTP: no close code applies
+        return _ABNORMAL, ""  # no Close frame came: RFC 6455, 7.1.5
+
+    async def _tell_app(self, code: int, reason: str) -> None:
+        if not self.told and self.app_put is not None:
+            self.told = True
+            await self.app_put({"type": "websocket.disconnect", "code": code, "reason": reason})
+
+    # -- the close timer -------------------------------------------------------------------
+
+    async def _start_close_timer(self) -> None:
+        if self._close_timer is None:
+            self._close_timer = self.context.single_task_class()
+            await self._close_timer.restart(self.task_group, self._close_expired)
+
+    async def _stop_close_timer(self) -> None:
+        timer, self._close_timer = self._close_timer, None
+        if timer is not None:
+            await timer.stop()
+
+    async def _close_expired(self) -> None:
+        await self.context.sleep(self._close_timeout)
+        self._close_timer = None  # it is this task: closing must not cancel it
+        if not self.closed:
+            logger.info("no Close from the client within %g s; closing TCP", self._close_timeout)
+            await self.send(StreamClosed(stream_id=self.stream_id))
+
+
+def _short(reason: str) -> str:
+    """A close reason that fits a control frame (123 bytes of UTF-8)."""
+    encoded = reason.encode("utf-8")
+    return reason if len(encoded) <= 123 else encoded[:123].decode("utf-8", "ignore")
+
+
+def _accept_handshake(
+    handshake: Handshake,
+    subprotocol: str | None,
+    additional_headers: Iterable[tuple[bytes, bytes]],
+    compression: Compression | None,
+) -> tuple[int, list[tuple[bytes, bytes]], Connection, DeflateExtension | None]:
+    """hypercorn's ``Handshake.accept`` with trioweb's permessage-deflate negotiation in place
+    of its hard-coded ``PerMessageDeflate()``."""
+    headers: list[tuple[bytes, bytes]] = []
+    if subprotocol is not None:
+        if handshake.subprotocols is None or subprotocol not in handshake.subprotocols:
+            raise Exception("Invalid Subprotocol")
+        headers.append((b"sec-websocket-protocol", subprotocol.encode()))
+    deflate: DeflateExtension | None = None
+    if compression is not None and handshake.extensions:
+        negotiated = negotiate(handshake.extensions, compression)
+        if negotiated is not None:
+            deflate, response = negotiated
+            headers.append((b"sec-websocket-extensions", response.encode("ascii")))
+    if handshake.key is not None:
+        headers.append((b"sec-websocket-accept", generate_accept_token(handshake.key)))
+    status_code = 200
+    if handshake.http_version == "1.1":
+        headers.extend([(b"upgrade", b"WebSocket"), (b"connection", b"Upgrade")])
+        status_code = 101
+    for name, value in additional_headers:
+        if name == b"sec-websocket-protocol" or name.startswith(b":"):
+            raise Exception(f"Invalid additional header, {name.decode()}")
+        headers.append((name, value))
+    handshake.accepted = True
+    extensions: list[Extension] = [deflate] if deflate is not None else []
+    return status_code, headers, Connection(ConnectionType.SERVER, extensions), deflate
+
+
+# -- installing it ---------------------------------------------------------------------------
+
+_PROTOCOL_MODULES = (hypercorn.protocol.h11, hypercorn.protocol.h2)
+
+
+def _shape_problem() -> str | None:
+    """Why hypercorn's stream is not what this one was written against, or None."""
+    for module in _PROTOCOL_MODULES:
+        current = getattr(module, "WSStream", None)
+        if current is not WSStream and current is not WebSocketStream:
+            return f"{module.__name__} no longer creates hypercorn's WSStream"
+    expected = {
+        "handle": ["self", "event"],
+        "app_send": ["self", "message"],
+        "_handle_events": ["self"],
+        "_accept": ["self", "message"],
+        "_send_wsproto_event": ["self", "event"],
+        "_send_pings": ["self"],
+    }
+    for name, parameters in expected.items():
+        method = getattr(WSStream, name, None)
+        if method is None or not inspect.iscoroutinefunction(method):
+            return f"WSStream.{name} is not a coroutine method any more"
+        if list(inspect.signature(method).parameters) != parameters:
+            return f"WSStream.{name} no longer takes {parameters}"
+    init = list(inspect.signature(WSStream.__init__).parameters)
+    if init[:2] != ["self", "app"] or "stream_id" not in init:
+        return "WSStream.__init__ has a new signature"
+    return None
+
+
+def install() -> bool:
+    """Make hypercorn's HTTP/1 and HTTP/2 protocols create :class:`WebSocketStream`; return
+    whether it is in place. Idempotent."""
+    version = importlib.metadata.version("hypercorn")
+    problem = _shape_problem()
+    if problem is not None:
+        logger.warning(
+            "hypercorn %s: not installing trioweb's WebSocket stream (%s); oversize messages, "
+            "deflate bombs and protocol errors are then handled by hypercorn's own",
+            version,
+            problem,
+        )
+        return False
+    if version not in VERIFIED_VERSIONS:
+        logger.warning(
+            "hypercorn %s is not a version trioweb's WebSocket stream was verified with (%s); "
+            "installing it since WSStream has the expected shape",
+            version,
+            ", ".join(sorted(VERIFIED_VERSIONS)),
+        )
+    for module in _PROTOCOL_MODULES:
+        module.WSStream = WebSocketStream  # type: ignore[attr-defined]
+    return True
