@@ -70,6 +70,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
 import trio
 import trio.testing
@@ -740,6 +741,37 @@ async def test_limits(autojump_clock: trio.testing.MockClock) -> None:
                 await ws.receive()
         assert (idle.value.code, idle.value.reason) == (1001, "idle for more than 300 s")
         assert trio.current_time() - start == pytest.approx(300)
+
+
+async def test_compression() -> None:
+    app = snippet("compression").app
+
+    async def negotiated(port: int, path: str) -> str | None:
+        """What the server answers to a browser's permessage-deflate offer on ``path``."""
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        async with stream:
+            await stream.send_all(
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n"
+                "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n".encode()
+            )
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += await stream.receive_some()
+        assert head.startswith(b"HTTP/1.1 101")
+        for line in head.decode().split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.lower() == "sec-websocket-extensions":
+                return value.strip()
+        return None
+
+    with trio.fail_after(20):
+        async with helpers.serving(app) as server:
+            assert await negotiated(server.port, "/prices") == (
+                "permessage-deflate; client_max_window_bits=12"
+            )
+            assert await negotiated(server.port, "/photos") is None
 
 
 async def test_broadcast_feed(autojump_clock: trio.testing.MockClock) -> None:

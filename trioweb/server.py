@@ -106,9 +106,10 @@ async def serve(
     """
     if app._lifespan_active:
         raise RuntimeError(ALREADY_RUNNING)
-    _hypercorn_guard.install()  # one HTTP/2 frame must not stop the server (DESIGN.md, fact 13)
-    # hypercorn closes with 1009 (and no reason) over its own limit: set it to what the app's
-    # largest route allows, so that trioweb's per-route limits, with a reason, apply below it.
+    # trioweb's WebSocket stream, and one HTTP/2 frame must not stop the server (docs/hypercorn.md)
+    _hypercorn_guard.install()
+    # The stream takes each route's limit from its accept; hypercorn's own setting is only the
+    # ceiling for an app that does not send one: the largest any route allows.
     options.setdefault("websocket_max_message_size", app._largest_message_size())
     config = make_config(
         host, port, graceful_timeout=graceful_timeout, ping_interval=ping_interval, options=options
