@@ -754,7 +754,8 @@ async def test_compression() -> None:
                 f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                 "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                 "Sec-WebSocket-Version: 13\r\n"
-                "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n".encode()
+                "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+                "\r\n".encode()
             )
             head = b""
             while b"\r\n\r\n" not in head:
