@@ -245,8 +245,8 @@ ABRUPT_ECHO, ABRUPT_PRODUCE, PRODUCE = 0, 1, (2, 3)
 #:   together; a leaked Connection with its WebSocket alone ~55). Observed: +240 to +430, the
 #:   same after 1000 or 4000 cycles (caches filled once), so not a slow leak either;
 #: - peak RSS: the warm-up already reached the peak concurrency, so the peak may only creep.
-#:   2000 connections left behind would add ~50 MiB (~25 KiB each: DESIGN.md, "What a
-#:   connection costs"); 8 MiB is a sixth of that. Observed: +0.1 to +2 MiB.
+#:   2000 connections left behind would add ~50 MiB (~25 KiB each, see docs/performance.md
+#:   on what a connection costs); 8 MiB is a sixth of that. Observed: +0.1 to +2 MiB.
 CHURN_BLOCKS_BOUND = CHURN_CYCLES
 CHURN_MAXRSS_BOUND_KIB = 8 * 1024
 #: File descriptors the churn may leave open: none should stay; the slack covers lazily opened
@@ -494,7 +494,7 @@ ROUND_TRIPS = 200
 #: Traced memory (tracemalloc) the process may gain while the stalled producer keeps trying and
 #: two other clients do their work (their objects are gone by the measurement). What bounds it:
 #: trioweb never buffers outbound messages (``ws.send`` is hypercorn's send, under a lock), and
-#: hypercorn's send returns only once the kernel has taken the bytes (DESIGN.md, fact 5). So a
+#: hypercorn's send returns only once the kernel has taken the bytes (docs/hypercorn.md, fact 5). So a
 #: producer facing a peer that reads nothing holds one message, blocked in its send, and the
 #: rest sits in the kernel's socket buffers (server send buffer, client receive buffer), which
 #: the kernel bounds. Had trioweb queued outbound messages instead, the flood would add 16 KiB

@@ -1,4 +1,4 @@
-"""Keep one hypercorn HTTP/2 bug to the connection that hits it (DESIGN.md, fact 13).
+"""Keep one hypercorn HTTP/2 bug to the connection that hits it (docs/hypercorn.md, fact 13).
 
 The bug, in hypercorn 0.18.0 (``hypercorn/protocol/h2.py``, ``H2Protocol._handle_events``)::
 
