@@ -1,15 +1,24 @@
-"""app.nursery survives a failing task."""
+"""app.nursery survives a failing task; App(background_failure="exit") stops the server instead."""
 
 import logging
+import os
+import re
+import subprocess
+import sys
+from functools import partial
+from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
-from helpers import serving
-from trio_websocket import open_websocket_url
+from helpers import HOST, serving
+from trio_websocket import ConnectionClosed, open_websocket_url
 
-from trioweb import App, WebSocket
+from trioweb import App, WebSocket, serve
+from trioweb.server import BackgroundTaskError
 from trioweb.testing import TestClient
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def errors_logged(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -212,3 +221,161 @@ async def test_keyboard_interrupt_in_a_task_still_propagates(caplog):
 def test_an_unknown_policy_is_refused():
     with pytest.raises(ValueError, match="background_failure must be 'log' or 'exit'"):
         App(background_failure="ignore")  # type: ignore[arg-type]
+
+
+# -- App(background_failure="exit"): fail fast -----------------------------------------------
+
+
+def fragile_app() -> tuple[App, trio.Event]:
+    """An echo app whose background task fails once ``crash`` is set."""
+    app = App(background_failure="exit")
+    crash = trio.Event()
+
+    @app.on_startup
+    async def watch():
+        async def watcher():
+            await crash.wait()
+            raise ConnectionError("broker gone")
+
+        app.nursery.start_soon(watcher)
+
+    @app.websocket("/ws")
+    async def echo(ws: WebSocket):
+        async with ws:
+            async for message in ws:
+                await ws.send(message)
+
+    return app, crash
+
+
+async def test_exit_policy_closes_sockets_with_1001_and_serve_raises(caplog):
+    app, crash = fragile_app()
+    with caplog.at_level(logging.INFO, logger="trioweb"), trio.fail_after(30):
+        with pytest.RaisesGroup(
+            pytest.RaisesExc(
+                BackgroundTaskError,
+                match=r"^a background task in app\.nursery failed: ConnectionError: broker gone$",
+            )
+        ):
+            async with trio.open_nursery() as nursery:
+                urls = await nursery.start(partial(serve, app, HOST, 0, handle_signals=False))
+                url = urls[0].replace("http://", "ws://") + "/ws"
+                async with open_websocket_url(url) as ws:
+                    await ws.send_message("before")
+                    assert await ws.get_message() == "before"
+                    crash.set()
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await ws.get_message()
+                assert (closed.value.reason.code, closed.value.reason.reason) == (
+                    1001,
+                    "server shutting down",
+                )
+    assert app.background_failures == 1
+    messages = [r.getMessage() for r in caplog.records if r.name == "trioweb"]
+    assert any("background_failure='exit'" in m for m in messages), messages
+
+
+async def test_exit_policy_waits_for_a_signal_when_nothing_fails():
+    """The policy changes nothing until a task fails: the server stops as usual, no error."""
+    app, _ = fragile_app()
+    async with serving(app) as server, open_websocket_url(server.url("/ws")) as ws:
+        await ws.send_message("hi")
+        assert await ws.get_message() == "hi"
+    assert app.background_failures == 0
+
+
+#: An echo app whose background task fails once the app has received a message.
+FRAGILE_APP = """\
+import trio
+
+from trioweb import App, WebSocket
+
+app = App(background_failure="exit")
+crash = trio.Event()
+
+
+@app.on_startup
+async def watch():
+    async def watcher():
+        await crash.wait()
+        raise ConnectionError("broker gone")
+
+    app.nursery.start_soon(watcher)
+
+
+@app.websocket("/ws")
+async def echo(ws: WebSocket):
+    async with ws:
+        async for message in ws:
+            crash.set()
+            await ws.send(message)
+"""
+
+
+async def start_run(cwd: Path, stderr_path: Path, *args: str) -> tuple[trio.Process, str]:
+    """Start `trioweb run ARGS --port 0` in ``cwd``; return it and its ws:// base URL."""
+    with stderr_path.open("wb") as stderr:
+        process = await trio.lowlevel.open_process(
+            [sys.executable, "-m", "trioweb", "run", *args, "--port", "0"],
+            cwd=cwd,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},  # this checkout's trioweb
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+        )
+    output = b""
+    with trio.fail_after(30):
+        while (found := re.search(rb"http://[\d.]+:\d+", output)) is None:
+            chunk = await process.stdout.receive_some()
+            assert chunk, f"trioweb run exited without announcing a URL: {output!r}"
+            output += chunk
+    return process, found.group().decode().replace("http://", "ws://")
+
+
+async def test_trioweb_run_exits_1_with_one_line_when_a_background_task_fails(tmp_path):
+    (tmp_path / "fragile.py").write_text(FRAGILE_APP)
+    stderr_path = tmp_path / "stderr.txt"
+    process, url = await start_run(tmp_path, stderr_path, "fragile:app")
+    try:
+        async with open_websocket_url(url + "/ws") as ws:
+            await ws.send_message("crash")  # the handler lets the background task fail
+            with pytest.raises(ConnectionClosed) as closed, trio.fail_after(20):
+                while True:
+                    await ws.get_message()
+        assert closed.value.reason.code == 1001
+        with trio.fail_after(20):
+            assert await process.wait() == 1
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    errors = stderr_path.read_text()
+    assert errors.count("Traceback") == 1  # the task's, logged once when it failed
+    assert errors.endswith(
+        "trioweb: error: a background task in app.nursery failed: ConnectionError: broker gone\n"
+    )
+
+
+async def test_with_workers_one_failing_worker_stops_them_all(tmp_path):
+    """`--workers 2`: the worker whose task failed drains and exits, then so do the others."""
+    (tmp_path / "fragile.py").write_text(FRAGILE_APP)
+    stderr_path = tmp_path / "stderr.txt"
+    process, url = await start_run(tmp_path, stderr_path, "fragile:app", "--workers", "2")
+    try:
+        async with open_websocket_url(url + "/ws") as ws:
+            await ws.send_message("crash")  # one worker's task fails; the other's does not
+            with pytest.raises(ConnectionClosed) as closed, trio.fail_after(20):
+                while True:
+                    await ws.get_message()
+        assert closed.value.reason.code == 1001
+        with trio.fail_after(20):
+            assert await process.wait() == 1
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    errors = stderr_path.read_text()
+    assert errors.count("Traceback") == 1
+    assert (
+        "trioweb: error: a background task in app.nursery failed: ConnectionError: broker gone\n"
+        in errors
+    )
