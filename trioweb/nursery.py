@@ -154,11 +154,11 @@ class AppNursery:
     ``start_soon``, ``start``, ``cancel_scope``, ``child_tasks`` and ``parent_task`` work as on
     a ``trio.Nursery``. A task that raises an ``Exception`` (or an ``ExceptionGroup``) ends
     alone: the app logs it on logger ``trioweb`` with its traceback and counts it in
-    :attr:`App.background_failures <trioweb.App.background_failures>`; the other tasks go on,
-    and later ``start_soon()`` and ``start()`` work. A task started with :meth:`start` that
-    fails before it calls ``task_status.started()`` raises into the caller of ``start()``, as
-    in trio, and is not counted. ``trio.Cancelled``, ``KeyboardInterrupt`` and other
-    ``BaseException`` propagate as in any nursery.
+    :attr:`trioweb.App.background_failures`; the other tasks go on, and later ``start_soon()``
+    and ``start()`` work. A task started with :meth:`start` that fails before it calls
+    ``task_status.started()`` raises into the caller of ``start()``, as in trio, and is not
+    counted. ``trio.Cancelled``, ``KeyboardInterrupt`` and other ``BaseException`` propagate as
+    in any nursery.
     """
 
     __slots__ = ("_nursery", "_report")
