@@ -10,8 +10,9 @@ from typing import Any, Protocol, TypeVar
 
 import trio
 
+from ._background import BackgroundFailurePolicy, BackgroundTasks, describe
 from ._deflate import Compression
-from ._failures import leaves, sort_failure
+from ._failures import sort_failure
 from ._types import DEFAULT_CLOSE_TIMEOUT, Receive, Scope, Send
 from .connection import ConnectionRegistry, asgi_entry
 from .exceptions import HTTPException
@@ -24,6 +25,7 @@ from .http import (
     make_response,
     send_http_response,
 )
+from .nursery import AppNursery
 from .origins import OriginPolicy
 from .routing import Route, Router
 
@@ -81,6 +83,12 @@ class App:
     the ``after_websocket`` hooks of one connection, in seconds. ``lifespan`` is a callable
     taking the app and returning an async context manager, entered at startup and exited at
     shutdown.
+
+    ``background_failure`` says what a failing task in :attr:`nursery` does to the app. With
+    ``"log"`` (the default) it is logged and counted (:attr:`background_failures`) and the app
+    goes on serving. With ``"exit"`` it is logged and counted, then :func:`trioweb.serve`
+    shuts the server down as on SIGTERM (open sockets closed with 1001) and raises
+    :class:`~trioweb.server.BackgroundTaskError`: ``trioweb run`` exits with status 1.
     """
 
     def __init__(
@@ -96,6 +104,7 @@ class App:
         after_hook_timeout: float = 5.0,
         compression: Compression | None = DEFAULT_COMPRESSION,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+        background_failure: BackgroundFailurePolicy = "log",
     ) -> None:
         _check_limits(inbox_size, max_message_size, max_connections, idle_timeout)
         #: The route table.
@@ -129,7 +138,8 @@ class App:
         self._after_request: list[Callable[[Request, Response], Awaitable[Any]]] = []
         self._errorhandlers: dict[type[BaseException], Callable[[Any, Any], Awaitable[Any]]] = {}
         self._extensions: list[Extension] = []
-        self._nursery: trio.Nursery | None = None
+        self._background = BackgroundTasks(background_failure)
+        self._nursery: AppNursery | None = None
         self._connections = ConnectionRegistry()
         #: True between a successful startup and the shutdown.
         self._serving = False
@@ -289,17 +299,34 @@ class App:
         return hook
 
     @property
-    def nursery(self) -> trio.Nursery:
+    def nursery(self) -> AppNursery:
         """A nursery that lives as long as the app, for background tasks.
 
-        Open from the startup hooks on; cancelled at shutdown. A task that fails is logged,
-        closes this nursery, and makes the shutdown report a failure.
+        Open from the startup hooks on; cancelled at shutdown. A task that fails ends alone:
+        it is logged on logger ``trioweb`` with its traceback and counted in
+        :attr:`background_failures`, the other tasks go on, and later starts work. Then
+        ``background_failure`` applies (see :class:`App`); either way, the shutdown reports
+        the failure. See :class:`~trioweb.nursery.AppNursery`.
         """
         if self._nursery is None:
             raise RuntimeError(
                 "app.nursery is only open while the app runs (from the on_startup hooks on)"
             )
         return self._nursery
+
+    @property
+    def background_failure(self) -> BackgroundFailurePolicy:
+        """What a failing task in :attr:`nursery` does to the app: ``"log"`` or ``"exit"``."""
+        return self._background.policy
+
+    @property
+    def background_failures(self) -> int:
+        """How many tasks in :attr:`nursery` have failed since the last startup (read-only).
+
+        A task that fails before it reports itself started to ``app.nursery.start()`` is not
+        counted: its error is raised to the caller of ``start()``.
+        """
+        return self._background.failures
 
     async def _handle_lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         message = await receive()
@@ -319,30 +346,11 @@ class App:
     async def _run_lifespan(self, receive: Receive, send: Send) -> None:
         self._connections.reset()
         self._startup_failure = None
-        background_errors: list[BaseException] = []
-        background_done = trio.Event()
-
-        async def host_background_tasks(
-            task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED,
-        ) -> None:
-            try:
-                async with trio.open_nursery() as nursery:
-                    task_status.started(nursery)
-                    await trio.sleep_forever()
-            except Exception as exc:  # a crashed background task must not take the server down
-                logger.error("a background task in app.nursery failed", exc_info=exc)
-                background_errors.extend(leaves(exc))
-            finally:
-                background_done.set()
-
-        async def stop_background_tasks(nursery: trio.Nursery) -> None:
-            nursery.cancel_scope.cancel()
-            await background_done.wait()
-
+        self._background.reset()
         startup_error: Exception | None = None
         failures: list[BaseException] = []
         async with trio.open_nursery() as lifespan_nursery:
-            self._nursery = await lifespan_nursery.start(host_background_tasks)
+            self._nursery = await lifespan_nursery.start(self._background.run)
             extensions = AsyncExitStack()
             stack = AsyncExitStack()
             try:
@@ -356,13 +364,13 @@ class App:
                 except Exception as exc:
                     logger.error("startup failed", exc_info=exc)
                     startup_error = exc
-                    self._startup_failure = _describe(exc)
+                    self._startup_failure = describe(exc)
                 else:
                     self._serving = True
                     await send({"type": "lifespan.startup.complete"})
                     await receive()  # lifespan.shutdown
                     self._serving = False
-                await stop_background_tasks(self._nursery)
+                await self._background.stop()
                 if startup_error is None:
                     failures = await self._shut_down(stack)
                 try:
@@ -383,12 +391,14 @@ class App:
                     await extensions.aclose()
         # Sent outside every handler: hypercorn answers startup.failed by raising from send().
         if startup_error is not None:
-            await send({"type": "lifespan.startup.failed", "message": _describe(startup_error)})
+            await send({"type": "lifespan.startup.failed", "message": describe(startup_error)})
             return
-        failures = background_errors + failures
-        if failures:
-            summary = "; ".join(_describe(exc) for exc in failures)
-            await send({"type": "lifespan.shutdown.failed", "message": summary})
+        # The background failures come first: one line for all of them (they may be many).
+        problems = [describe(exc) for exc in failures]
+        if (background := self._background.summary()) is not None:
+            problems.insert(0, background)
+        if problems:
+            await send({"type": "lifespan.shutdown.failed", "message": "; ".join(problems)})
         else:
             await send({"type": "lifespan.shutdown.complete"})
 
@@ -508,8 +518,3 @@ def _check_limits(
             raise ValueError(f"{name} must be at least 1, not {value}")
     if idle_timeout is not None and idle_timeout <= 0:
         raise ValueError(f"idle_timeout must be positive, not {idle_timeout}")
-
-
-def _describe(exc: BaseException) -> str:
-    leaf = next(leaves(exc), exc)  # a group says nothing: name what is inside
-    return f"{type(leaf).__name__}: {leaf}"

@@ -7,6 +7,7 @@ import errno
 import importlib
 import logging
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import socket
@@ -18,7 +19,7 @@ import trio
 
 from ._failures import leaves
 from .app import App
-from .server import StartupError, make_config, serve
+from .server import BackgroundTaskError, StartupError, make_config, serve
 
 __all__ = ["load_app", "main"]
 
@@ -130,22 +131,29 @@ def _serve_one(
     try:
         trio.run(run)
     except BaseExceptionGroup as group:
-        # What a user can cause (a failing startup, a port in use) is one error: show it alone.
-        failed, rest = group.split((StartupError, OSError))
+        # What a user can cause (a failing startup, a port in use, a background task failing
+        # under background_failure="exit") is one error: show it alone.
+        failed, rest = group.split((StartupError, BackgroundTaskError, OSError))
         if failed is None or rest is not None:
             raise
         raise next(leaves(failed)) from None
 
 
 def _worker_main(target: str, options: dict[str, Any], sock: socket.socket) -> None:
-    _serve_one(target, options, None, sock.fileno())
+    try:
+        _serve_one(target, options, None, sock.fileno())
+    except BackgroundTaskError as exc:  # drained already: say why in one line, exit 1
+        print(f"trioweb: error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
 
 
 def _run_workers(target: str, options: dict[str, Any], workers: int) -> int:
     """Start ``workers`` processes on one shared socket and relay SIGINT/SIGTERM to them.
 
     hypercorn's own supervisor would bypass trioweb's shutdown trigger, so the workers are
-    plain processes each running :func:`serve`, which drains its sockets with 1001.
+    plain processes each running :func:`serve`, which drains its sockets with 1001. A worker
+    that exits with an error (a background task failed under ``background_failure="exit"``)
+    makes the others stop the same way, and the exit status 1.
     """
     config = make_config(
         options["host"],
@@ -166,7 +174,11 @@ def _run_workers(target: str, options: dict[str, Any], workers: int) -> int:
     for process in processes:
         process.start()
 
+    stopping = False
+
     def relay(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
         for process in processes:
             if process.pid is not None and process.is_alive():
                 os.kill(process.pid, signum)
@@ -174,11 +186,19 @@ def _run_workers(target: str, options: dict[str, Any], workers: int) -> int:
     signal.signal(signal.SIGINT, relay)
     signal.signal(signal.SIGTERM, relay)
     print(f"trioweb: serving {target} on http://{host}:{port} with {workers} workers", flush=True)
-    for process in processes:
-        process.join()
     # A worker still booting when the signal came dies of it: that is a normal stop too.
     stopped = {0, -signal.SIGINT, -signal.SIGTERM}
-    failed = [p.exitcode for p in processes if p.exitcode not in stopped]
+    failed = False
+    running = list(processes)
+    while running:  # each pass sees at least one more worker end
+        ended = multiprocessing.connection.wait([p.sentinel for p in running])
+        for process in [p for p in running if p.sentinel in ended]:
+            process.join()
+            running.remove(process)
+            if process.exitcode not in stopped:
+                failed = True
+                if not stopping:  # once: a second SIGTERM would cut the others' drain short
+                    relay(signal.SIGTERM, None)
     return 1 if failed else 0
 
 
@@ -230,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     try:
         _serve_one(args.target, options, f"trioweb: serving {args.target}")
-    except StartupError as exc:
+    except (StartupError, BackgroundTaskError) as exc:
         print(f"trioweb: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:

@@ -5,6 +5,9 @@ apps and clients see 1006. So trioweb owns the shutdown trigger. When SIGINT, SI
 caller's own trigger fires, new handshakes are refused with 503, every open socket is closed
 with 1001 "server shutting down", and only once they are all done (or ``drain_timeout`` has
 passed) is hypercorn told to stop listening and run its own graceful timeout.
+
+The same drain runs when a background task fails in an ``App(background_failure="exit")``;
+then ``serve()`` raises :class:`BackgroundTaskError` once the server has stopped.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from hypercorn.utils import LifespanFailureError
 from . import _hypercorn_guard
 from .app import ALREADY_RUNNING, App
 
-__all__ = ["StartupError", "serve"]
+__all__ = ["BackgroundTaskError", "StartupError", "serve"]
 
 logger = logging.getLogger("trioweb")
 
@@ -34,6 +37,15 @@ class StartupError(RuntimeError):
     """The app's startup failed (a startup hook or the lifespan context manager raised).
 
     The traceback has already been logged on logger ``trioweb``; the message says what failed.
+    """
+
+
+class BackgroundTaskError(RuntimeError):
+    """A task in ``app.nursery`` failed and the app has ``background_failure="exit"``.
+
+    :func:`serve` raises it once the server has shut down (open sockets closed with 1001,
+    the lifespan ended). The traceback was logged on logger ``trioweb`` when the task failed;
+    the message names the error (the first one, if several tasks failed).
     """
 
 
@@ -67,6 +79,11 @@ async def _next_signal(signals: AsyncIterator[int]) -> None:
     async for signum in signals:
         logger.info("received %s", signal.Signals(signum).name)
         return
+
+
+async def _background_failure(app: App) -> None:
+    await app._background.wait_for_failure()
+    logger.error("a background task failed and the app has background_failure='exit': stopping")
 
 
 async def _first_of(*waiters: Callable[[], Awaitable[Any]]) -> None:
@@ -103,6 +120,10 @@ async def serve(
     hypercorn stops listening and cancels whatever is left after ``graceful_timeout``.
     ``ping_interval`` sends WebSocket pings and drops peers silent for two intervals. Any
     other keyword sets the hypercorn ``Config`` attribute of that name.
+
+    For an ``App(background_failure="exit")``, a failing task in ``app.nursery`` starts the
+    same shutdown, and ``serve()`` then raises :class:`BackgroundTaskError` (it also does
+    if a background task failed while the server was stopping for another reason).
     """
     if app._lifespan_active:
         raise RuntimeError(ALREADY_RUNNING)
@@ -119,6 +140,8 @@ async def serve(
         waiters: list[Callable[[], Awaitable[Any]]] = []
         if shutdown_trigger is not None:
             waiters.append(shutdown_trigger)
+        if app.background_failure == "exit":
+            waiters.append(partial(_background_failure, app))
         second_signal: list[Callable[[], Awaitable[Any]]] = []
         if handle_signals and threading.current_thread() is threading.main_thread():
             # Listen from the start: a signal during startup then stops the server cleanly
@@ -147,6 +170,20 @@ async def serve(
                     task_status.started(urls)
         except BaseExceptionGroup as group:
             failed, rest = group.split(LifespanFailureError)
-            if failed is None or rest is not None or app._startup_failure is None:
+            if failed is None or rest is not None:
                 raise
-            raise StartupError(f"app startup failed: {app._startup_failure}") from None
+            if app._startup_failure is not None:
+                raise StartupError(f"app startup failed: {app._startup_failure}") from None
+            # The lifespan reported a failed shutdown: a failing background task says it
+            # below; anything else (a shutdown hook) goes on as it is.
+            if _fatal_background_failure(app) is None:
+                raise
+        if (fatal := _fatal_background_failure(app)) is not None:
+            raise BackgroundTaskError(fatal)
+
+
+def _fatal_background_failure(app: App) -> str | None:
+    """What failed in ``app.nursery``, if that must stop the server; else ``None``."""
+    if app.background_failure != "exit":
+        return None
+    return app._background.summary()
