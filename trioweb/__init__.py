@@ -22,8 +22,8 @@ from .http import (
     Request,
     Response,
 )
-from .nursery import ConnectionNursery
-from .server import StartupError, serve
+from .nursery import AppNursery, ConnectionNursery
+from .server import BackgroundTaskError, StartupError, serve
 from .websocket import WebSocket
 
 __version__ = "0.1.0"
@@ -31,7 +31,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Address",
     "App",
+    "AppNursery",
     "Authorization",
+    "BackgroundTaskError",
     "ClientDisconnect",
     "CloseCode",
     "Compression",
