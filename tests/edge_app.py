@@ -6,7 +6,7 @@ hook saw. ``GET /records?tags=a,b`` answers them as JSON once every tag's hook h
 after ``wait`` seconds, with what it has), so a test waits on the app's own event, not a sleep.
 
 ``app`` closes with the default close timeout; ``impatient`` is the same app with
-``close_timeout=0.5``, for clients that never answer the server's Close.
+a close timeout of 0.5 s, for clients that never answer the server's Close.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from trioweb import App, HTMLResponse, Request, WebSocket
 LIMIT = 64 * 1024
 #: How long ``/records`` waits for the hooks of the tags asked for, at most, in seconds.
 RECORDS_WAIT = 5.0
+#: The close timeout of ``impatient``, in seconds.
+IMPATIENT_CLOSE_TIMEOUT = 0.5
 #: What ``/closes`` closes with once it has had a message.
 SERVER_CLOSE = (4000, "the server is done")
 
@@ -77,4 +79,4 @@ def make_app(**options: float) -> App:
 
 
 app = make_app()
-impatient = make_app(close_timeout=0.5)
+impatient = make_app(close_timeout=IMPATIENT_CLOSE_TIMEOUT)
