@@ -1,4 +1,5 @@
-"""Shared fixtures: a real redis-server for the broadcast tests, and the test client's way in."""
+"""Shared fixtures: a real redis-server for the broadcast tests, Chromium for the browser tests,
+and the test client's way in."""
 
 from __future__ import annotations
 
@@ -75,6 +76,18 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The Chromium executable. Without it: a skip, but a failure in CI."""
+    executable = shutil.which("chromium")
+    if executable is None:
+        message = "chromium is not installed (Debian: apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI must install it (.ci/run does)")
+        pytest.skip(message)
+    return executable
 
 
 #: Set (to anything) to turn the test client's direct way in off: every message of every test

@@ -20,18 +20,6 @@ STEP = 5  # seconds for any one thing to show in a page
 DOCS_SCREENSHOT = Path(__file__).parent.parent / "docs" / "img" / "chat.png"
 
 
-@pytest.fixture
-def chromium() -> str:
-    """The Chromium executable. Without it: a skip, but a failure in CI."""
-    executable = shutil.which("chromium")
-    if executable is None:
-        message = "chromium is not installed (Debian: apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI must install it (.ci/run does)")
-        pytest.skip(message)
-    return executable
-
-
 async def see(page: Page, selector: str, text: str) -> None:
     """Wait (bounded) until ``page`` shows ``text`` in an element matching ``selector``."""
     with trio.move_on_after(STEP) as waited:

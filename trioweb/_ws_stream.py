@@ -33,6 +33,8 @@ OPEN            the app's ``websocket.close``               start the close time
                                                                                          CLOSING
 LOCAL_CLOSING   a message                                   drop it                      LOCAL_
                                                                                          CLOSING
+LOCAL_CLOSING   the app finishes                            nothing (TCP stays open for  LOCAL_
+                                                            the client's Close)          CLOSING
 LOCAL_CLOSING   the client's Close                          close TCP; app told unless   CLOSED
                                                             it was
 LOCAL_CLOSING   a protocol error, or the close timer fires  close TCP; app told 1006     CLOSED
@@ -167,6 +169,13 @@ class WebSocketStream(WSStream):
         dropped until the app has read its disconnect."""
         if self.closed:
             return
+        if message is None and self._closing_handshake_pending():
+            # The app is done (hypercorn's stream would close TCP now), but our Close is out
+            # and the client's answer, or the close timer, ends the socket: closing TCP under a
+            # reply in flight resets it, and the client may lose the Close frame. Nothing is
+            # told to the app from here on.
+            self.app_put = None
+            return
         if (
             message is not None
             and message["type"] in {"websocket.send", "websocket.close"}
@@ -185,6 +194,13 @@ class WebSocketStream(WSStream):
             # reading, and the timer is what ends that.
             await self._start_close_timer()
         await super().app_send(message)
+
+    def _closing_handshake_pending(self) -> bool:
+        """Our Close is out (the close timer runs) and the client's has not come yet."""
+        return (
+            self.state in {ASGIWebsocketState.CONNECTED, ASGIWebsocketState.CLOSED}
+            and self.connection.state is ConnectionState.LOCAL_CLOSING
+        )
 
     async def _accept(self, message: WebsocketAcceptEvent) -> None:
         settings: dict[str, Any] = message.get(WIRE_SETTINGS) or {}  # type: ignore[assignment]
