@@ -1,4 +1,6 @@
-"""One HTTP/2 frame must not stop the server (docs/hypercorn.md, fact 13; trioweb/_hypercorn_guard.py).
+"""One HTTP/2 frame must not stop the server (docs/hypercorn.md, fact 13).
+
+The guard is trioweb/_hypercorn_guard.py.
 
 hypercorn accepts h2c with prior knowledge on every cleartext port. A client sends a request
 body, the app answers without reading it, and the client then sends more of the body: under

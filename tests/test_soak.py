@@ -494,11 +494,11 @@ ROUND_TRIPS = 200
 #: Traced memory (tracemalloc) the process may gain while the stalled producer keeps trying and
 #: two other clients do their work (their objects are gone by the measurement). What bounds it:
 #: trioweb never buffers outbound messages (``ws.send`` is hypercorn's send, under a lock), and
-#: hypercorn's send returns only once the kernel has taken the bytes (docs/hypercorn.md, fact 5). So a
-#: producer facing a peer that reads nothing holds one message, blocked in its send, and the
-#: rest sits in the kernel's socket buffers (server send buffer, client receive buffer), which
-#: the kernel bounds. Had trioweb queued outbound messages instead, the flood would add 16 KiB
-#: per turn of its loop: a single MiB is 64 messages' worth. Observed: ~20 KiB.
+#: hypercorn's send returns only once the kernel has taken the bytes (docs/hypercorn.md,
+#: fact 5). So a producer facing a peer that reads nothing holds one message, blocked in its
+#: send, and the rest sits in the kernel's socket buffers (server send buffer, client receive
+#: buffer), which the kernel bounds. Had trioweb queued outbound messages instead, the flood
+#: would add 16 KiB per turn of its loop: a single MiB is 64 messages' worth. Observed: ~20 KiB.
 STALL_MEMORY_BOUND = 1024 * 1024
 
 

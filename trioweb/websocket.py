@@ -90,11 +90,12 @@ class WebSocket(ScopeView):
 
     @property
     def close_code(self) -> int | None:
-        """How the socket closed: the app's code, or the client's as the server reports it.
+        """How the socket closed: the app's code, or the client's from its Close frame.
 
-        Behind hypercorn a close started by the client reads 1006 (the server does not pass the
-        client's code on); the test client reports the real code. ``None`` while open, and for
-        a refused handshake.
+        1005 for a Close without a code, 1006 when no Close frame came (the network failed);
+        1009, 1002 or 1007 when the server ended the socket over a limit or a protocol error.
+        ``None`` while open, and for a refused handshake. (Under plain hypercorn, without
+        trioweb's stream, every close the client starts reads 1006.)
         """
         return self._conn.close_code
 
