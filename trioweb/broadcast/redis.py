@@ -223,8 +223,10 @@ class RedisBackend:
                     continue
                 hub._deliver(topic, decoded)
             elif kind == "subscribe":
+                self._check_connection(pubsub)
                 self._subscribe_acknowledged(topic)
             elif kind == "unsubscribe":
+                self._check_connection(pubsub)
                 self._unsubscribe_acknowledged(topic)
 
     def _subscribe_acknowledged(self, topic: str) -> None:
@@ -309,7 +311,13 @@ class RedisBackend:
         return True
 
     def _check_connection(self, pubsub: Any) -> None:
-        """Forget the answers owed on a connection coredis has replaced: they will not come."""
+        """Forget the answers owed on a connection coredis has replaced: they will not come.
+
+        Checked before each command and each acknowledgement read, so that coredis
+        re-subscribing on a new connection is never taken for the answer to a command sent on
+        the old one (answers from the old one still on their way are then taken for coredis's:
+        a spurious gap at worst).
+        """
         try:
             connection = pubsub.connection
         except BROKER_ERRORS:
