@@ -8,8 +8,8 @@ local subscribers.
 
 What coredis does not do for us, and this module does:
 
-- It reconnects and re-subscribes by itself after an outage but tells nobody: a second
-  subscribe acknowledgement for a topic is the sign of a gap, which subscribers are shown.
+- It reconnects and re-subscribes by itself after an outage but tells nobody: a subscribe
+  acknowledgement we did not ask for is the sign of a gap, which subscribers are shown.
 - A subscribe during an outage raises and coredis forgets the topic: the wanted topics are kept
   here and retried until the broker confirms them.
 - Its ``channels`` says what it has seen acknowledged, not where the broker is heading: a topic
