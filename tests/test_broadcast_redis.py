@@ -165,3 +165,32 @@ async def test_a_topic_left_by_everyone_is_unsubscribed_on_the_broker(redis_serv
             assert await sub.receive() == "x"
             assert "kept" in {c.decode() for c in backend._pubsub.channels}
             assert "gone" not in {c.decode() for c in backend._pubsub.channels}
+
+
+async def test_a_room_rejoined_right_after_its_last_member_left_still_receives(redis_server):
+    """The chat case: a room empties and someone rejoins at once.
+
+    The leave sends UNSUBSCRIBE in the background; a rejoin made while it is still on its way
+    must not be taken for live (the broker is about to drop the topic). Whatever the number of
+    scheduler turns between the leave and the rejoin, the new member gets what is published
+    once it has joined: on a healthy broker, the message itself (not even a Gap).
+    """
+    hub = Broadcast(redis_server.url)
+    missed = None
+    async with hub.lifespan():
+        for turns in range(12):  # 0 to 11 scheduler turns between the leave and the rejoin
+            async with hub.subscribe("room") as sub:
+                await hub.publish("room", f"before {turns}")
+                with trio.fail_after(5):
+                    assert await sub.receive() == f"before {turns}"
+            for _ in range(turns):
+                await trio.lowlevel.checkpoint()
+            got: object = "nothing, not even a Gap"
+            async with hub.subscribe("room") as sub:
+                assert await hub.publish("room", f"after {turns}") is True
+                with trio.move_on_after(2):
+                    got = await sub.receive()
+            if got != f"after {turns}":
+                missed = f"rejoined {turns} scheduler turns after the leave, got {got!r}"
+                break
+    assert missed is None, missed

@@ -8,11 +8,22 @@ local subscribers.
 
 What coredis does not do for us, and this module does:
 
-- It reconnects and re-subscribes by itself after an outage but tells nobody: a second
-  subscribe acknowledgement for a topic is the sign of a gap, which subscribers are shown.
+- It reconnects and re-subscribes by itself after an outage but tells nobody: a subscribe
+  acknowledgement we did not ask for is the sign of a gap, which subscribers are shown.
 - A subscribe during an outage raises and coredis forgets the topic: the wanted topics are kept
   here and retried until the broker confirms them.
+- Its ``channels`` says what it has seen acknowledged, not where the broker is heading: a topic
+  stays in it while its UNSUBSCRIBE is on the way. Which topics to (un)subscribe, and when one
+  is live, is decided here from our own account of the commands sent and the answers read.
 - It accepts an unknown URL scheme silently: the URL is checked here.
+
+How a topic goes live: only the background task sends SUBSCRIBE and UNSUBSCRIBE, and counts
+the answers it is owed per topic. Redis answers the commands of a connection in order, and a
+message published after the broker processed a SUBSCRIBE comes behind its acknowledgement. So
+when the reader sees a subscribe acknowledgement for a topic with no UNSUBSCRIBE of it still to
+be answered, everything published to it from then on reaches us: the topic is live (confirmed).
+An answer we did not ask for, or a command whose fate is unknown, is handled the cautious way:
+a Gap for the subscribers rather than a claim that nothing was lost.
 """
 
 from __future__ import annotations
@@ -86,11 +97,6 @@ def unpack(payload: bytes) -> Message | None:
     return None
 
 
-def _subscribed_topics(pubsub: Any) -> set[str]:
-    """The topics coredis holds subscribed (and re-subscribes after a reconnect)."""
-    return {c.decode("utf-8", "replace") if isinstance(c, bytes) else c for c in pubsub.channels}
-
-
 def _describe(exc: BaseException) -> str:
     leaf = next((e for e in leaves(exc) if not isinstance(e, trio.Cancelled)), exc)
     return f"{type(leaf).__name__}: {leaf}" if str(leaf) else type(leaf).__name__
@@ -118,12 +124,19 @@ class RedisBackend:
         self._pubsub: Any = None
         #: Topics with local subscribers.
         self._wanted: set[str] = set()
-        #: Subscribe acknowledgements we asked for and have not seen yet, per topic. Any other
-        #: acknowledgement is coredis re-subscribing after a reconnect: a gap.
-        self._own_acks: dict[str, int] = {}
-        #: Subscribes on their way to the broker, so that concurrent callers send one.
-        self._in_flight: dict[str, trio.Event] = {}
-        #: Set when the broker confirms a topic (first subscribe, or coredis re-subscribing).
+        #: Topics the broker sends us, or will once our commands are through, by our own
+        #: account: the last command sent for each was a SUBSCRIBE (or coredis re-subscribed it).
+        self._on_broker: set[str] = set()
+        #: Topics whose last command failed: the broker may or may not be sending them.
+        self._unsure: set[str] = set()
+        #: Answers still owed to the SUBSCRIBE and UNSUBSCRIBE commands sent, per topic. Any
+        #: other subscribe acknowledgement is coredis re-subscribing after a reconnect: a gap.
+        self._subscribes_due: dict[str, int] = {}
+        self._unsubscribes_due: dict[str, int] = {}
+        #: The connection those answers are owed on (coredis replaces it without a word).
+        self._connection: object = None
+        #: Set while a topic is live: the broker has acknowledged a SUBSCRIBE of it and no
+        #: UNSUBSCRIBE is on its way (see the module's docstring).
         self._confirmed: dict[str, trio.Event] = {}
         self._changed = trio.Event()
 
@@ -171,7 +184,7 @@ class RedisBackend:
             try:
                 async with self._client.pubsub(ignore_subscribe_messages=False) as pubsub:
                     self._pubsub = pubsub
-                    self._own_acks.clear()
+                    self._forget_broker()
                     if not first:
                         self._gap_all("the connection to the broker was replaced")
                     async with trio.open_nursery() as nursery:
@@ -210,14 +223,44 @@ class RedisBackend:
                     continue
                 hub._deliver(topic, decoded)
             elif kind == "subscribe":
-                self.confirmed_event(topic).set()
-                if self._own_acks.get(topic, 0) > 0:
-                    self._own_acks[topic] -= 1
-                else:
-                    # coredis re-subscribed after a reconnect: what was published meanwhile
-                    # is lost, and the subscribers must be told.
-                    hub._gap(topic, "the connection to the broker was lost and restored")
-                    logger.warning("broker connection to %s restored (%s)", redact(self.url), topic)
+                self._check_connection(pubsub)
+                self._subscribe_acknowledged(topic)
+            elif kind == "unsubscribe":
+                self._check_connection(pubsub)
+                self._unsubscribe_acknowledged(topic)
+
+    def _subscribe_acknowledged(self, topic: str) -> None:
+        """The broker sends ``topic`` from here on; live unless an UNSUBSCRIBE is still due."""
+        assert self._hub is not None
+        if not _settle(self._subscribes_due, topic):
+            # Not an answer to us: coredis re-subscribed after a reconnect (or the answer to a
+            # SUBSCRIBE that timed out came late). What was published meanwhile is lost, and
+            # the subscribers must be told. An UNSUBSCRIBE we still count on was most likely
+            # lost with the old connection; if it was not, its answer shows it (a gap then).
+            self._unsubscribes_due.pop(topic, None)
+            self._unsure.discard(topic)
+            self._on_broker.add(topic)
+            self._changed.set()  # unsubscribe it if nobody wants it any more
+            self._hub._gap(topic, "the connection to the broker was lost and restored")
+            logger.warning("broker connection to %s restored (%s)", redact(self.url), topic)
+        if topic not in self._unsubscribes_due:
+            self.confirmed_event(topic).set()
+
+    def _unsubscribe_acknowledged(self, topic: str) -> None:
+        """The broker stopped sending ``topic``; nothing more if a SUBSCRIBE is on its way."""
+        assert self._hub is not None
+        _settle(self._unsubscribes_due, topic)
+        if topic in self._subscribes_due:
+            return  # re-subscribed right behind: it goes live with that answer
+        self._on_broker.discard(topic)
+        if topic in self._wanted:
+            self._changed.set()
+            if self._unconfirm(topic):
+                # An UNSUBSCRIBE we had stopped counting on (its send failed, or coredis
+                # re-subscribed in between) went through after all.
+                self._hub._gap(topic, "the broker dropped the subscription")
+        else:
+            self._unconfirm(topic)
 
     async def _keep_subscribed(self, pubsub: Any) -> None:
         """Make the broker's subscriptions follow the wanted topics, retrying through outages."""
@@ -225,43 +268,82 @@ class RedisBackend:
             # A fresh event before reading what is wanted: a change made while we work below
             # sets it, and is not lost.
             self._changed = trio.Event()
-            subscribed = _subscribed_topics(pubsub)
-            missing = self._wanted - subscribed
-            extra = subscribed - self._wanted
+            extra = (self._on_broker | self._unsure) - self._wanted
+            missing = self._wanted - self._on_broker
             failed = False
-            for topic in missing:
-                failed |= not await self._subscribe_now(pubsub, topic)
             if extra:
-                failed |= not await self._try(pubsub.unsubscribe, *extra)
+                failed |= not await self._send(pubsub, extra, subscribe=False)
+            if missing:
+                failed |= not await self._send(pubsub, missing, subscribe=True)
             with trio.move_on_after(self.retry_interval if failed else math.inf):
                 await self._changed.wait()
 
-    async def _subscribe_now(self, pubsub: Any, topic: str) -> bool:
-        """SUBSCRIBE once, however many tasks ask at the same time; True once confirmed."""
-        if (in_flight := self._in_flight.get(topic)) is not None:
-            await in_flight.wait()
-            return topic in _subscribed_topics(pubsub)
-        done = self._in_flight[topic] = trio.Event()
-        self._own_acks[topic] = self._own_acks.get(topic, 0) + 1
-        try:
-            confirmed = await self._try(pubsub.subscribe, topic)
-            if not confirmed:
-                # The command may never have reached the broker: expect no answer to it, at
-                # the price of a spurious gap if one comes late.
-                self._own_acks[topic] = 0
-            return confirmed
-        finally:
-            del self._in_flight[topic]
-            done.set()
+    async def _send(self, pubsub: Any, topics: set[str], *, subscribe: bool) -> bool:
+        """SUBSCRIBE or UNSUBSCRIBE ``topics`` in one command, and count the answers owed.
 
-    async def _try(self, command: Any, *topics: str) -> bool:
+        Only the background task calls it, so the commands for a topic go out one at a time,
+        in the order decided. Returns False if the command failed: those topics are unsure.
+        """
+        self._check_connection(pubsub)
+        due = self._subscribes_due if subscribe else self._unsubscribes_due
+        for topic in topics:
+            self._unsure.discard(topic)
+            if subscribe:
+                self._on_broker.add(topic)
+            else:
+                self._on_broker.discard(topic)
+                self._unconfirm(topic)  # no longer live from this moment on
+            due[topic] = due.get(topic, 0) + 1
+        command = pubsub.subscribe if subscribe else pubsub.unsubscribe
         try:
             with trio.fail_after(self.subscribe_timeout):
                 await command(*topics)
         except BROKER_ERRORS as exc:
-            logger.debug("broker command for %s failed: %s", topics, _describe(exc))
+            logger.debug("broker command for %s failed: %s", sorted(topics), _describe(exc))
+            # The command may never have reached the broker: count on no answer to it (a late
+            # one is then taken for coredis re-subscribing: a spurious gap at worst) and send
+            # again, whichever way is wanted by then.
+            for topic in topics:
+                self._on_broker.discard(topic)
+                self._unsure.add(topic)
+                due.pop(topic, None)
             return False
         return True
+
+    def _check_connection(self, pubsub: Any) -> None:
+        """Forget the answers owed on a connection coredis has replaced: they will not come.
+
+        Checked before each command and each acknowledgement read, so that coredis
+        re-subscribing on a new connection is never taken for the answer to a command sent on
+        the old one (answers from the old one still on their way are then taken for coredis's:
+        a spurious gap at worst).
+        """
+        try:
+            connection = pubsub.connection
+        except BROKER_ERRORS:
+            return
+        if connection is not self._connection:
+            self._subscribes_due.clear()
+            self._unsubscribes_due.clear()
+            self._connection = connection
+
+    def _unconfirm(self, topic: str) -> bool:
+        """``topic`` is no longer live; True if it was."""
+        event = self._confirmed.get(topic)
+        if event is not None and event.is_set():
+            del self._confirmed[topic]  # the next confirmation sets a new event
+            return True
+        return False
+
+    def _forget_broker(self) -> None:
+        """A new pub/sub connection: it has no subscriptions and owes no answers."""
+        self._on_broker.clear()
+        self._unsure.clear()
+        self._subscribes_due.clear()
+        self._unsubscribes_due.clear()
+        self._connection = None
+        for topic in list(self._confirmed):
+            self._unconfirm(topic)
 
     def _gap_all(self, reason: str) -> None:
         assert self._hub is not None
@@ -285,21 +367,28 @@ class RedisBackend:
         return True
 
     async def subscribe(self, topic: str) -> bool:
-        """Want ``topic``; wait (up to ``subscribe_timeout``) until the broker confirms it."""
+        """Want ``topic``; wait (up to ``subscribe_timeout``) until it is live.
+
+        Live means that everything published to it from then on reaches this process (unless
+        the connection breaks, which shows as a gap). False if the broker did not confirm in
+        time; the background task keeps trying.
+        """
         self._wanted.add(topic)
-        pubsub = self._pubsub
-        if pubsub is not None and topic in _subscribed_topics(pubsub):
+        confirmed = self.confirmed_event(topic)
+        if confirmed.is_set():
             await trio.lowlevel.checkpoint()
             return True
-        if pubsub is None or not await self._subscribe_now(pubsub, topic):
-            self._changed.set()  # the background task keeps trying
-            return False
-        return True
+        self._changed.set()  # the background task sends the SUBSCRIBE
+        with trio.move_on_after(self.subscribe_timeout):
+            await confirmed.wait()
+        return confirmed.is_set()
 
     def unsubscribe(self, topic: str) -> None:
         """Stop wanting ``topic``; the background task unsubscribes on the broker."""
         self._wanted.discard(topic)
-        self._confirmed.pop(topic, None)
+        event = self._confirmed.get(topic)
+        if event is not None and not event.is_set():
+            del self._confirmed[topic]  # a live topic's event goes when its UNSUBSCRIBE is sent
         self._changed.set()
 
     def confirmed_event(self, topic: str) -> trio.Event:
@@ -308,3 +397,15 @@ class RedisBackend:
         if event is None:
             event = self._confirmed[topic] = trio.Event()
         return event
+
+
+def _settle(due: dict[str, int], topic: str) -> bool:
+    """Count one answer owed for ``topic`` as received; False if none was owed."""
+    count = due.get(topic, 0)
+    if count <= 0:
+        return False
+    if count == 1:
+        del due[topic]
+    else:
+        due[topic] = count - 1
+    return True
