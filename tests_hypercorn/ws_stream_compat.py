@@ -73,6 +73,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     hypercorn.protocol.ws_stream.WSStream = _original  # type: ignore[misc]
 
 
+@pytest.hookimpl(tryfirst=True)  # before -k or -m: the checks see every collected test
 def pytest_collection_modifyitems(
     session: pytest.Session, config: pytest.Config, items: list[pytest.Item]
 ) -> None:
