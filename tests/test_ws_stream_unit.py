@@ -19,12 +19,12 @@ import pytest
 import trio
 import trio.testing
 from hypercorn.config import Config
-from hypercorn.protocol.events import Data, Request, Response, StreamClosed
+from hypercorn.protocol.events import Data, EndData, Request, Response, StreamClosed
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.trio.task_group import TaskGroup
 from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState as Lifespan
-from wsproto.connection import Connection, ConnectionType
+from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import (
     BytesMessage,
     CloseConnection,
@@ -328,6 +328,49 @@ async def test_app_is_told_exactly_once(wire: Wire) -> None:
 
 
 # -- messages over the limit ---------------------------------------------------------------------
+
+
+async def test_a_message_over_the_limit_closes_1009_and_waits_for_the_clients_close(
+    wire: Wire,
+) -> None:
+    # hypercorn's own stream sends 1009 and stops reading: the client's Close is never read.
+    await wire.open({"max_message_size": 10})
+    await wire.from_client(
+        TextMessage("0123456789", message_finished=False), TextMessage("!")
+    )  # 11 bytes, the limit is crossed by the second fragment
+    assert wire.client is not None
+    # What the client sends before it has read the server's Close.
+    late = wire.client.send(TextMessage("late")) + wire.client.send(Ping(b"p"))
+    (close,) = wire.to_client()
+    assert isinstance(close, CloseConnection)
+    assert (close.code, close.reason) == (1009, "message over the limit of 10 bytes")
+    assert isinstance(wire.sent[-2], Data) and isinstance(wire.sent[-1], EndData)
+    # The app is told at once and returns, and the socket stays open for the client's Close
+    # (hypercorn's app_send(None) would close TCP now).
+    assert wire.disconnects() == [close_event(1009, "message over the limit of 10 bytes")]
+    assert wire.app_returned
+    assert wire.closed_tcp() == 0
+    assert wire.stream.connection.state is ConnectionState.LOCAL_CLOSING
+    # What the client sent in the meantime is read and dropped; then its Close ends it.
+    await wire.raw_from_client(late)
+    assert wire.to_client() == []  # no Pong once the Close is out
+    assert len(wire.received) == 2  # the connect and the disconnect
+    await wire.from_client(close.response())
+    assert wire.closed_tcp() == 1
+    assert wire.to_client() == []
+    assert wire.disconnects() == [close_event(1009, "message over the limit of 10 bytes")]
+
+
+async def test_a_deflate_bomb_is_stopped_at_the_limit(wire: Wire) -> None:
+    # wsproto's own extension (hypercorn's choice) inflates all of it before any check.
+    await wire.open({"max_message_size": 1000}, offer=PerMessageDeflate())
+    await wire.from_client(BytesMessage(b"\0" * 4_000_000))  # 4 MB, some 4 KB deflated
+    (close,) = wire.to_client()
+    assert isinstance(close, CloseConnection) and close.code == 1009
+    assert wire.disconnects()[0]["code"] == 1009
+    assert wire.closed_tcp() == 0
+    await wire.from_client(close.response())  # the frames are still read in step
+    assert wire.closed_tcp() == 1
 
 
 # -- protocol errors -----------------------------------------------------------------------------
