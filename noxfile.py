@@ -1,10 +1,23 @@
-"""Development sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s docs``, ``nox -s bench``."""
+"""Development sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s docs``, ``nox -s bench``,
+``nox -s hypercorn_compat`` (hypercorn's own WebSocket stream tests against trioweb's stream)."""
+
+import tarfile
+from pathlib import Path
 
 import nox
 
 nox.options.sessions = ["tests", "lint"]
 
-SOURCES = ["trioweb", "tests", "examples", "benchmarks", "docs/snippets", "docs/_ext", "noxfile.py"]
+SOURCES = [
+    "trioweb",
+    "tests",
+    "examples",
+    "benchmarks",
+    "docs/snippets",
+    "docs/_ext",
+    "tests_hypercorn",
+    "noxfile.py",
+]
 
 
 @nox.session
@@ -35,3 +48,55 @@ def bench(session: nox.Session) -> None:
     """Run the side-by-side benchmarks (``nox -s bench -- --quick`` for a short run)."""
     session.install("-e", ".[redis]", "-r", "benchmarks/requirements.txt")
     session.run("python", "-m", "benchmarks", *session.posargs)
+
+
+#: The hypercorn release whose own tests ``hypercorn_compat`` runs (trioweb pins hypercorn 0.18).
+HYPERCORN_VERSION = "0.18.0"
+#: The files taken from its sdist: the stream's tests and the conftest hypercorn runs them with.
+HYPERCORN_TEST_FILES = (
+    "tests/__init__.py",
+    "tests/conftest.py",
+    "tests/protocol/test_ws_stream.py",
+)
+
+
+@nox.session
+def hypercorn_compat(session: nox.Session) -> None:
+    """hypercorn's own WebSocket stream tests, from its sdist, run against trioweb's stream.
+
+    The test file is downloaded, never kept here; tests_hypercorn/ws_stream_compat.py swaps the
+    stream in and lists the tests left out on purpose, each with its reason.
+    """
+    session.install("-e", ".", "pytest>=8", "pytest-asyncio>=0.24")
+    tmp = Path(session.create_tmp()).resolve()
+    sdists = tmp / "sdist"
+    session.run(
+        "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
+        "--dest", str(sdists), f"hypercorn=={HYPERCORN_VERSION}",
+    )  # fmt: skip
+    (sdist,) = sdists.glob(f"[hH]ypercorn-{HYPERCORN_VERSION}.tar.gz")
+    tests = tmp / "hypercorn-tests"
+    with tarfile.open(sdist) as archive:
+        for name in HYPERCORN_TEST_FILES:
+            member = archive.getmember(f"{sdist.name.removesuffix('.tar.gz')}/{name}")
+            source = archive.extractfile(member)
+            assert source is not None, name
+            (tests / name).parent.mkdir(parents=True, exist_ok=True)
+            (tests / name).write_bytes(source.read())
+    # An empty config of its own: neither trioweb's pytest settings (trio_mode) nor hypercorn's.
+    (tests / "pytest.ini").write_text("[pytest]\n")
+    plugin_dir = Path("tests_hypercorn").resolve()
+    session.chdir(tests)
+    session.run(
+        "pytest",
+        "-p", "ws_stream_compat",  # from tests_hypercorn/, on PYTHONPATH
+        "-p", "no:trio",  # and no trio_mode: these are pytest-asyncio tests
+        "-p", "no:trioweb",  # (trioweb's own client fixture: not wanted here)
+        "-p", "no:cacheprovider",
+        "-o", "asyncio_mode=strict",
+        "-o", "asyncio_default_fixture_loop_scope=function",
+        "-ra", "--strict-markers",
+        HYPERCORN_TEST_FILES[-1],
+        *session.posargs,
+        env={"PYTHONPATH": str(plugin_dir)},
+    )  # fmt: skip
