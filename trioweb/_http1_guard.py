@@ -1,4 +1,4 @@
-"""Refuse HTTP/1.1 requests whose body framing is ambiguous (DESIGN.md, fact 20).
+"""Refuse HTTP/1.1 requests whose body framing is ambiguous (docs/hypercorn.md, fact 20).
 
 The bug, with hypercorn 0.18.0 on h11 0.16.0: a request that carries both ``Content-Length``
 and ``Transfer-Encoding: chunked`` is framed by ``Transfer-Encoding`` alone (h11's
