@@ -11,7 +11,9 @@ answered. Nothing sleeps: each read waits for the server, ``trio.fail_after`` is
 
 A server out of file descriptors cannot accept; trio retries every 0.1 s and used to log a full
 traceback each time (trioweb/_accept_log.py). The last test runs ``trioweb run`` with a low
-open-file limit, exhausts it, and reads the server's log as it comes.
+open-file limit, exhausts it, and reads the server's log as it comes. Its only sleeps keep the
+outage going for a second, so that trio retries several times while it lasts; everything else
+waits for the server's answers or log lines, under ``trio.fail_after``.
 """
 
 from __future__ import annotations
@@ -266,7 +268,7 @@ class Output:
     async def pump(self, pipe: trio.abc.ReceiveStream) -> None:
         """Read ``pipe`` to its end (it must be read, or the process blocks on a full pipe)."""
         while chunk := await pipe.receive_some():
-            self.text += chunk.decode()
+            self.text += chunk.decode(errors="replace")
             self._changed.set()
             self._changed = trio.Event()
         self.ended = True

@@ -41,7 +41,6 @@ at trio's own lines.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
@@ -68,7 +67,7 @@ CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.EN
 class _Episode:
     """Failed accepts since accepting last worked without a failure for a quiet spell."""
 
-    __slots__ = ("errors", "failures", "quiet", "recovered", "started", "timer")
+    __slots__ = ("errors", "failures", "quiet", "recovered", "run", "started", "timer")
 
     def __init__(self, now: float, error: str) -> None:
         self.started = now
@@ -80,6 +79,8 @@ class _Episode:
         self.timer = False
         #: That task's wait: each failure moves its deadline on.
         self.quiet: trio.CancelScope | None = None
+        #: The trio run that task lives in: only from there may its deadline be moved.
+        self.run: trio.lowlevel.TrioToken | None = None
 
 
 class AcceptFailureDigest(logging.Filter):
@@ -121,9 +122,8 @@ class AcceptFailureDigest(logging.Filter):
                 episode.recovered = None
                 if name not in episode.errors:
                     episode.errors.append(name)
-                if episode.quiet is not None:
-                    with contextlib.suppress(RuntimeError):  # outside trio: the deadline stays
-                        episode.quiet.deadline = trio.current_time() + self._quiet
+                if episode.quiet is not None and _current_run() is episode.run:
+                    episode.quiet.deadline = trio.current_time() + self._quiet
         if episode is None:
             self._report.warning(
                 "cannot accept new connections: accept() failed with %s (%s); they wait in "
@@ -144,7 +144,9 @@ class AcceptFailureDigest(logging.Filter):
                 return
             episode.recovered = self._clock()
             start_timer = not episode.timer
-            episode.timer = True
+            if start_timer:
+                episode.timer = True
+                episode.run = _current_run()
         if start_timer:
             # A system task: it belongs to no connection, and ends with the run at the latest.
             trio.lowlevel.spawn_system_task(self._end_when_quiet, episode)
@@ -158,6 +160,7 @@ class AcceptFailureDigest(logging.Filter):
             with self._lock:
                 episode.timer = False
                 episode.quiet = None
+                episode.run = None
         with self._lock:
             # Failing again since (recovered is None): a later accept starts another wait.
             ended = self._episode is episode and episode.recovered is not None
@@ -171,6 +174,14 @@ class AcceptFailureDigest(logging.Filter):
                 episode.recovered - episode.started,
                 ", ".join(episode.errors),
             )
+
+
+def _current_run() -> trio.lowlevel.TrioToken | None:
+    """The trio run this thread is in, if any."""
+    try:
+        return trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        return None
 
 
 #: The filter :func:`install` puts on ``trio.serve_listeners``, one per process.
