@@ -17,8 +17,9 @@ What careful servers do (read in their sources): nginx answers both shapes with 
 (since 1.21.1 for ``Content-Length`` with ``Transfer-Encoding``, since 1.21.2 for
 ``Transfer-Encoding`` in HTTP/1.0; ``ngx_http_process_request_header``). llhttp, the parser of
 Node.js and of uvicorn's default ``httptools`` protocol, rejects the pair
-(``HPE_UNEXPECTED_CONTENT_LENGTH``) and the server answers 400 and closes. uvicorn's ``h11``
-protocol has no check of its own and behaves like hypercorn.
+(``HPE_UNEXPECTED_CONTENT_LENGTH``; only a "lenient" flag lets it through) and the server
+answers 400 and closes. aiohttp's parsers refuse it with 400 too (aiohttp#6182). uvicorn's
+``h11`` protocol has no check of its own and behaves like hypercorn.
 
 The fix: hypercorn's HTTP/1 protocol gets an h11 connection whose ``next_event`` raises
 ``h11.RemoteProtocolError`` (status hint 400) for such a request, the moment h11 has parsed its
