@@ -94,4 +94,4 @@ async def whoami(ws: WebSocket) -> None:
 @app.websocket("/admin/stats")
 async def admin_stats(ws: WebSocket) -> None:
     await accept(ws)
-    await ws.send_json({"user": ws.state.user, "connections": len(app._connections)})
+    await ws.send_json({"user": ws.state.user, "connections": len(app.connections)})

@@ -27,7 +27,7 @@ app.use(hub)
 async def sample_forever() -> None:
     """Publish a sample every INTERVAL seconds (a real app would read real metrics)."""
     for tick in itertools.count(1):
-        await hub.publish(TOPIC, {"tick": tick, "connections": len(app._connections)})
+        await hub.publish(TOPIC, {"tick": tick, "connections": len(app.connections)})
         await trio.sleep(INTERVAL)
 
 

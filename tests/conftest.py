@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+import trioweb.testing
+
 
 class RedisServer:
     """A redis-server of our own on a unix socket, which tests may stop and start again."""
@@ -98,7 +100,6 @@ THROUGH_RECEIVE = "TRIOWEB_TEST_THROUGH_RECEIVE"
 @pytest.fixture(autouse=True)
 def _way_in(monkeypatch: pytest.MonkeyPatch) -> None:
     if os.environ.get(THROUGH_RECEIVE):
-        import trioweb.connection
-
-        # The app looks the extension up under another name: it never finds it.
-        monkeypatch.setattr(trioweb.connection, "DIRECT_DELIVERY", "trioweb.direct_delivery.off")
+        # Every test client of this run is made with direct_delivery=False by default.
+        defaults = trioweb.testing.TestClient.__init__.__kwdefaults__
+        monkeypatch.setitem(defaults, "direct_delivery", False)

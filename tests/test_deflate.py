@@ -98,8 +98,8 @@ def test_apps_and_routes_choose_compression():
     async def default(ws): ...
 
     (plain_route, default_route) = app.router.routes
-    assert plain_route.options["compression"] is None
-    assert "compression" not in default_route.options
+    assert app.websocket_settings(plain_route).compression is None
+    assert app.websocket_settings(default_route).compression == Compression()
     assert App(compression=None).compression is None
     with pytest.raises(ValueError, match="close_timeout"):
         App(close_timeout=0)

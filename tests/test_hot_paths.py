@@ -15,9 +15,10 @@ import trio.testing
 
 from trioweb import App, WebSocket
 from trioweb._buffer import Buffer
+from trioweb._connection import Connection
+from trioweb._phases import Phase
 from trioweb.broadcast import Broadcast
 from trioweb.broadcast.hub import WAKE_BATCH
-from trioweb.connection import Connection
 from trioweb.testing import TestClient
 
 
@@ -27,8 +28,8 @@ def _connection(send: Any) -> Connection:
         raise AssertionError
 
     connection = Connection({"type": "websocket"}, receive, send, inbox_size=4)
-    connection.state = connection.state.CONNECTED
-    connection._accept_sent = True
+    connection.phase = Phase.CONNECTED
+    connection.accepted = True
     return connection
 
 
@@ -87,7 +88,7 @@ async def test_concurrent_sends_take_turns_in_order_and_a_cancelled_one_leaves()
         assert order == ["first"]
         gate.set()
     assert order == ["first", "third"]
-    assert not connection._send_busy
+    assert not connection._send_lock.held
 
 
 async def test_the_inbox_serves_several_consumers_and_cancellation() -> None:

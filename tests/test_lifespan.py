@@ -174,7 +174,7 @@ async def test_lifespan_state_is_reset_by_a_new_startup():
     for _ in range(2):
         async with TestClient(app) as client, client.websocket("/ws") as ws:
             assert await ws.receive() == "hi"
-        await app._connections.shut_down_all(0)  # what serve() does at shutdown
+        await app.connections.shut_down_all(0)  # what serve() does at shutdown
 
 
 async def test_serve_cancelled_from_outside_still_unwinds_the_lifespan_and_extensions():

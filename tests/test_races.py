@@ -218,7 +218,7 @@ async def test_shutdown_drain_waits_for_open_connections_after_an_earlier_one_en
 
     async def drain():
         # What serve() runs on SIGINT/SIGTERM or its shutdown trigger.
-        await app._connections.shut_down_all(10)
+        await app.connections.shut_down_all(10)
         drained.set()
 
     async with TestClient(app) as client:

@@ -39,8 +39,8 @@ from hypercorn.trio.tcp_server import TCPServer
 from trio_websocket import ConnectionClosed
 
 import trioweb
+from trioweb._connection import Connection
 from trioweb.broadcast import Broadcast, Gap
-from trioweb.connection import Connection
 
 #: Quiet time that counts as "the process is idle": loopback TCP settles well within it.
 IDLE = 0.05
@@ -340,7 +340,7 @@ async def test_churn_leaves_no_tasks_connections_fds_or_memory_behind(
         # Warm up first: imports, caches and the allocator's arenas are not leaks.
         await churn(server, WARMUP_CYCLES)
         await quiesce()
-        assert len(app._connections) == 0
+        assert len(app.connections) == 0
         # Counted, not asserted empty: trio's accept loop keeps its last accepted (closed)
         # stream in a local, and earlier tests in the session may hold objects of their own.
         parts_before = connection_parts()
@@ -357,7 +357,7 @@ async def test_churn_leaves_no_tasks_connections_fds_or_memory_behind(
         tasks_after, fds_after = living_tasks(), open_fds()
         grown = (live_objects() - objects_before).most_common(10)
         parts_left = connection_parts()
-        live_connections = len(app._connections)
+        live_connections = len(app.connections)
 
     print(
         f"\nchurn: {CHURN_CYCLES} cycles in {churn_time:.2f} s; "
@@ -451,7 +451,7 @@ async def test_shutdown_closes_hundreds_of_sockets_with_1001_within_the_drain(
                 path = "/stream" if i % 3 == 0 else "/idle"
                 await clients.start(client, path)
             open_time = trio.current_time() - opened
-            assert len(app._connections) == SHUTDOWN_SOCKETS
+            assert len(app.connections) == SHUTDOWN_SOCKETS
             go.set()
             await all_streaming.wait()
             fds_open = open_fds()
@@ -478,7 +478,7 @@ async def test_shutdown_closes_hundreds_of_sockets_with_1001_within_the_drain(
     assert last_close < DRAIN_TIMEOUT
     assert serve_returned < DRAIN_TIMEOUT
     assert after_hook_codes == [1001] * SHUTDOWN_SOCKETS
-    assert len(app._connections) == 0
+    assert len(app.connections) == 0
     assert tracebacks(caplog) == []
     # Nothing overran the drain either (that would be a warning, not a traceback).
     assert [r.getMessage() for r in caplog.records if r.name.startswith(LOGGERS)] == []
@@ -583,7 +583,7 @@ async def test_a_stalled_reader_pins_only_its_own_producer_and_memory_stays_boun
         with trio.fail_after(2):
             await ended["slow"].wait()
         await quiesce()
-        live_connections = len(app._connections)
+        live_connections = len(app.connections)
 
     in_kernel = stalled_at * (FLOOD_PAYLOAD + 9)
     kernel_room = kernel_buffer_max("tcp_wmem") + 2 * SLOW_RCVBUF

@@ -4,17 +4,27 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack
+from contextlib import AbstractAsyncContextManager
 from types import EllipsisType
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import trio
 
-from ._background import BackgroundFailurePolicy, BackgroundTasks, describe
+from ._background import BackgroundFailurePolicy, BackgroundTasks
 from ._deflate import Compression
 from ._failures import sort_failure
+from ._lifespan import ALREADY_RUNNING, Extension, Lifecycle
+from ._registry import ConnectionRegistry
+from ._session import asgi_entry
+from ._settings import (
+    HTTPOptions,
+    WebSocketDefaults,
+    WebSocketOptions,
+    WebSocketSettings,
+    find_errorhandler,
+    resolve,
+)
 from ._types import DEFAULT_CLOSE_TIMEOUT, Receive, Scope, Send
-from .connection import ConnectionRegistry, asgi_entry
 from .exceptions import HTTPException
 from .http import (
     DEFAULT_MAX_BODY_SIZE,
@@ -28,21 +38,14 @@ from .http import (
 from .nursery import AppNursery
 from .origins import OriginPolicy
 from .routing import Route, Router
+from .server import serve
 
-__all__ = ["App"]
+__all__ = ["ALREADY_RUNNING", "App"]
 
 logger = logging.getLogger("trioweb")
 
 F = TypeVar("F", bound=Callable[..., Any])
 Lifespan = Callable[["App"], AbstractAsyncContextManager[Any]]
-
-
-class Extension(Protocol):
-    """Something that runs for the app's whole life, such as a broadcast hub."""
-
-    def lifespan(self, app: App) -> AbstractAsyncContextManager[Any]:
-        """An async context manager entered at startup and exited at shutdown."""
-        ...
 
 
 E = TypeVar("E", bound=Extension)
@@ -54,10 +57,19 @@ DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_COMPRESSION = Compression()
 
 
-#: Why a second lifespan of an App that is already running fails.
-ALREADY_RUNNING = (
-    "this App is already running in another server or test client: an App runs in one at a "
-    "time (one serve() listens on several addresses with bind=[...])"
+#: The settings fixed while the app serves (set them in ``App(...)`` or on the route).
+_FIXED_WHILE_SERVING = frozenset(
+    {
+        "inbox_size",
+        "max_message_size",
+        "max_connections",
+        "idle_timeout",
+        "origin_policy",
+        "compression",
+        "close_timeout",
+        "after_hook_timeout",
+        "max_body_size",
+    }
 )
 
 
@@ -107,6 +119,8 @@ class App:
         background_failure: BackgroundFailurePolicy = "log",
     ) -> None:
         _check_limits(inbox_size, max_message_size, max_connections, idle_timeout)
+        # Before any setting: __setattr__ reads it.
+        self._settings: dict[Route | None, WebSocketSettings] | None = None
         #: The route table.
         self.router = Router()
         #: Default bound of each socket's inbox, in messages.
@@ -129,24 +143,29 @@ class App:
             raise ValueError(f"close_timeout must be positive, not {close_timeout}")
         #: Seconds the server waits for a client's Close after sending its own, in seconds.
         self.close_timeout = close_timeout
-        self._lifespan = lifespan
-        self._on_startup: list[Callable[[], Awaitable[Any]]] = []
-        self._on_shutdown: list[Callable[[], Awaitable[Any]]] = []
         self._before_websocket: list[Callable[[Any], Awaitable[Any]]] = []
         self._after_websocket: list[Callable[[Any], Awaitable[Any]]] = []
         self._before_request: list[Callable[[Request], Awaitable[Any]]] = []
         self._after_request: list[Callable[[Request, Response], Awaitable[Any]]] = []
         self._errorhandlers: dict[type[BaseException], Callable[[Any, Any], Awaitable[Any]]] = {}
-        self._extensions: list[Extension] = []
-        self._background = BackgroundTasks(background_failure)
-        self._nursery: AppNursery | None = None
-        self._connections = ConnectionRegistry()
-        #: True between a successful startup and the shutdown.
-        self._serving = False
-        #: True from a lifespan's startup to the end of its shutdown: one at a time.
-        self._lifespan_active = False
-        #: What made the last startup fail, for serve() to report.
-        self._startup_failure: str | None = None
+        #: The open WebSockets, for the limits and the drain at shutdown.
+        self.connections = ConnectionRegistry()
+        #: The app's life: startup, serving, shutdown (what ``serve()`` watches).
+        self.lifecycle = Lifecycle(
+            BackgroundTasks(background_failure),
+            on_begin=self.connections.reset,
+            on_serving=self._fix_settings,
+            on_stopped=self._release_settings,
+        )
+        self.lifecycle.context = lifespan
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _FIXED_WHILE_SERVING and getattr(self, "_settings", None) is not None:
+            raise RuntimeError(
+                f"App.{name} cannot change while the app is serving: set it in App(...) or on "
+                "the route, before the app starts"
+            )
+        super().__setattr__(name, value)
 
     # -- routes -------------------------------------------------------------------------
 
@@ -170,15 +189,14 @@ class App:
         ``compression=None`` turns compression off for this route.
         """
         _check_limits(inbox_size, max_message_size, max_connections, idle_timeout)
-        options: dict[str, Any] = {
-            "inbox_size": inbox_size,
-            "max_message_size": max_message_size,
-            "max_connections": max_connections,
-            "idle_timeout": idle_timeout,
-            "origin_policy": None if allowed_origins is None else OriginPolicy(allowed_origins),
-        }
-        if compression is not ...:
-            options["compression"] = compression
+        options = WebSocketOptions(
+            inbox_size=inbox_size,
+            max_message_size=max_message_size,
+            max_connections=max_connections,
+            idle_timeout=idle_timeout,
+            origin_policy=None if allowed_origins is None else OriginPolicy(allowed_origins),
+            compression=compression,
+        )
 
         def register(handler: F) -> F:
             self.router.add(Route(path, handler, None, options))
@@ -201,7 +219,7 @@ class App:
             wanted.add("HEAD")
 
         def register(handler: F) -> F:
-            options = {"max_body_size": max_body_size}
+            options = HTTPOptions(max_body_size=max_body_size)
             self.router.add(Route(path, handler, frozenset(wanted), options))
             return handler
 
@@ -231,11 +249,13 @@ class App:
 
     def before_websocket(self, hook: F) -> F:
         """Run ``hook(ws)`` before every WebSocket handler; it may ``abort()`` or accept."""
+        self._check_not_serving("before_websocket")
         self._before_websocket.append(hook)
         return hook
 
     def after_websocket(self, hook: F) -> F:
         """Run ``hook(ws)`` after every connection has ended, with ``ws.close_code`` set."""
+        self._check_not_serving("after_websocket")
         self._after_websocket.append(hook)
         return hook
 
@@ -259,21 +279,69 @@ class App:
         """
 
         def register(handler: F) -> F:
+            self._check_not_serving("errorhandler")
             self._errorhandlers[exc_type] = handler
             return handler
 
         return register
 
-    def _largest_message_size(self) -> int:
+    # -- settings -----------------------------------------------------------------------
+
+    def largest_message_size(self) -> int:
         """The largest message any route accepts: the server's own ceiling must allow it."""
-        sizes = [r.options.get("max_message_size") or 0 for r in self.router.routes]
+        sizes = [
+            r.options.max_message_size or 0
+            for r in self.router.routes
+            if isinstance(r.options, WebSocketOptions)
+        ]
         return max([self.max_message_size, *sizes])
 
-    def _find_errorhandler(self, exc: BaseException) -> Callable[[Any, Any], Awaitable[Any]] | None:
-        for kind in type(exc).__mro__:
-            if kind in self._errorhandlers:
-                return self._errorhandlers[kind]
-        return None
+    def websocket_settings(self, route: Route | None) -> WebSocketSettings:
+        """The settings a WebSocket of ``route`` runs with: the route's own over the app's.
+
+        Resolved once when the app starts serving, and fixed until it stops.
+        """
+        settings = self._settings
+        if settings is None:
+            return self._resolve(route)
+        try:
+            return settings[route]
+        except KeyError:  # a route added while serving
+            settings[route] = resolved = self._resolve(route)
+            return resolved
+
+    def _resolve(self, route: Route | None) -> WebSocketSettings:
+        defaults = WebSocketDefaults(
+            inbox_size=self.inbox_size,
+            max_message_size=self.max_message_size,
+            max_connections=self.max_connections,
+            idle_timeout=self.idle_timeout,
+            origin_policy=self.origin_policy,
+            compression=self.compression,
+            close_timeout=self.close_timeout,
+            after_hook_timeout=self.after_hook_timeout,
+        )
+        options = route.options if route is not None else None
+        return resolve(
+            defaults,
+            options if isinstance(options, WebSocketOptions) else None,
+            before_websocket=tuple(self._before_websocket),
+            after_websocket=tuple(self._after_websocket),
+            errorhandlers=self._errorhandlers,
+        )
+
+    def _fix_settings(self) -> None:
+        self._settings = {}
+
+    def _release_settings(self) -> None:
+        self._settings = None
+
+    def _check_not_serving(self, what: str) -> None:
+        if self._settings is not None:
+            raise RuntimeError(
+                f"app.{what} cannot be registered while the app is serving: register it before"
+                " the app starts"
+            )
 
     # -- lifespan -----------------------------------------------------------------------
 
@@ -285,17 +353,17 @@ class App:
         """
         if not callable(getattr(extension, "lifespan", None)):
             raise TypeError(f"{extension!r} has no lifespan(app) method: it cannot be used")
-        self._extensions.append(extension)
+        self.lifecycle.extensions.append(extension)
         return extension
 
     def on_startup(self, hook: F) -> F:
         """Run ``await hook()`` at startup, before the first request (``app.nursery`` is open)."""
-        self._on_startup.append(hook)
+        self.lifecycle.on_startup.append(hook)
         return hook
 
     def on_shutdown(self, hook: F) -> F:
         """Run ``await hook()`` at shutdown, after ``app.nursery``'s tasks are cancelled."""
-        self._on_shutdown.append(hook)
+        self.lifecycle.on_shutdown.append(hook)
         return hook
 
     @property
@@ -308,16 +376,17 @@ class App:
         ``background_failure`` applies (see :class:`App`); either way, the shutdown reports
         the failure. See :class:`~trioweb.nursery.AppNursery`.
         """
-        if self._nursery is None:
+        nursery = self.lifecycle.nursery
+        if nursery is None:
             raise RuntimeError(
                 "app.nursery is only open while the app runs (from the on_startup hooks on)"
             )
-        return self._nursery
+        return nursery
 
     @property
     def background_failure(self) -> BackgroundFailurePolicy:
         """What a failing task in :attr:`nursery` does to the app: ``"log"`` or ``"exit"``."""
-        return self._background.policy
+        return self.lifecycle.background.policy
 
     @property
     def background_failures(self) -> int:
@@ -326,101 +395,16 @@ class App:
         A task that fails before it reports itself started to ``app.nursery.start()`` is not
         counted: its error is raised to the caller of ``start()``.
         """
-        return self._background.failures
+        return self.lifecycle.background.failures
 
-    async def _handle_lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
-        message = await receive()
-        if message["type"] != "lifespan.startup":
-            return
-        if self._lifespan_active:
-            # A second server (or test client) running this App at the same time would share
-            # its connections, its app.nursery and its extensions with the first one.
-            await send({"type": "lifespan.startup.failed", "message": ALREADY_RUNNING})
-            return
-        self._lifespan_active = True
-        try:
-            await self._run_lifespan(receive, send)
-        finally:
-            self._lifespan_active = False
-
-    async def _run_lifespan(self, receive: Receive, send: Send) -> None:
-        self._connections.reset()
-        self._startup_failure = None
-        self._background.reset()
-        startup_error: Exception | None = None
-        failures: list[BaseException] = []
-        async with trio.open_nursery() as lifespan_nursery:
-            self._nursery = await lifespan_nursery.start(self._background.run)
-            extensions = AsyncExitStack()
-            stack = AsyncExitStack()
-            try:
-                try:
-                    for extension in self._extensions:
-                        await extensions.enter_async_context(extension.lifespan(self))
-                    for hook in self._on_startup:
-                        await hook()
-                    if self._lifespan is not None:
-                        await stack.enter_async_context(self._lifespan(self))
-                except Exception as exc:
-                    logger.error("startup failed", exc_info=exc)
-                    startup_error = exc
-                    self._startup_failure = describe(exc)
-                else:
-                    self._serving = True
-                    await send({"type": "lifespan.startup.complete"})
-                    await receive()  # lifespan.shutdown
-                    self._serving = False
-                await self._background.stop()
-                if startup_error is None:
-                    failures = await self._shut_down(stack)
-                try:
-                    await extensions.aclose()
-                except Exception as exc:
-                    logger.error("an extension failed at shutdown", exc_info=exc)
-                    failures.append(exc)
-            finally:
-                self._nursery = None
-                self._serving = False
-                # Cancelled from outside (serve() itself cancelled, not stopped): the context
-                # managers still hold nurseries opened in this task, which must be exited here,
-                # in order, and not inside a new (shielding) cancel scope. After a normal
-                # shutdown both stacks are empty and this does nothing.
-                try:
-                    await stack.aclose()
-                finally:
-                    await extensions.aclose()
-        # Sent outside every handler: hypercorn answers startup.failed by raising from send().
-        if startup_error is not None:
-            await send({"type": "lifespan.startup.failed", "message": describe(startup_error)})
-            return
-        # The background failures come first: one line for all of them (they may be many).
-        problems = [describe(exc) for exc in failures]
-        if (background := self._background.summary()) is not None:
-            problems.insert(0, background)
-        if problems:
-            await send({"type": "lifespan.shutdown.failed", "message": "; ".join(problems)})
-        else:
-            await send({"type": "lifespan.shutdown.complete"})
-
-    async def _shut_down(self, stack: AsyncExitStack) -> list[BaseException]:
-        """Exit the lifespan context manager, then run the shutdown hooks; return failures."""
-        failures: list[BaseException] = []
-        try:
-            await stack.aclose()
-        except Exception as exc:
-            logger.error("the lifespan context manager failed at shutdown", exc_info=exc)
-            failures.append(exc)
-        for hook in self._on_shutdown:
-            try:
-                await hook()
-            except Exception as exc:
-                logger.error("shutdown hook %r failed", hook, exc_info=exc)
-                failures.append(exc)
-        return failures
+    async def serve_lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI app for the lifespan scope (``App.__call__`` sends it there)."""
+        await self.lifecycle.run(self, receive, send)
 
     # -- HTTP ---------------------------------------------------------------------------
 
-    async def _handle_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The ASGI app for HTTP scopes (``App.__call__`` sends them here)."""
         method = str(scope.get("method", "GET")).upper()
         path = str(scope.get("path", "/"))
         request = Request(scope, receive, self, max_body_size=self.max_body_size)
@@ -444,7 +428,8 @@ class App:
             found = self.router.match_http(path, method)
             if found.route is not None:
                 request.path_params = found.params
-                limit = found.route.options.get("max_body_size")
+                options = found.route.options
+                limit = options.max_body_size if isinstance(options, HTTPOptions) else None
                 request.max_body_size = limit or self.max_body_size
             # Hooks run before a routing miss is answered, as in Flask and Quart: an auth hook
             # answers 401 for paths that do not exist as well.
@@ -467,7 +452,7 @@ class App:
         # Every error without a handler is logged, even when another one of the same group is
         # handled and answers the request.
         for error in errors:
-            if self._find_errorhandler(error) is None:
+            if find_errorhandler(self._errorhandlers, error) is None:
                 logger.error(
                     "unhandled error in HTTP handler for %s %s",
                     request.method,
@@ -475,7 +460,7 @@ class App:
                     exc_info=error,
                 )
         for error in [*errors, *controls]:
-            handler = self._find_errorhandler(error)
+            handler = find_errorhandler(self._errorhandlers, error)
             if handler is not None:
                 try:
                     return make_response(await handler(request, error))
@@ -489,13 +474,12 @@ class App:
 
     # -- ASGI ---------------------------------------------------------------------------
 
-    #: The ASGI 3 entry point. It lives with the WebSocket runtime (``connection.py``),
-    #: which it runs in its own frame: that frame is under every step of every handler.
+    #: The ASGI 3 entry point. It is the WebSocket session itself (``_session.py``), which
+    #: runs in this one frame: that frame is under every step of every handler.
     __call__ = asgi_entry
 
     def run(self, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
         """Serve the app until SIGINT or SIGTERM (see :func:`trioweb.serve` for ``options``)."""
-        from .server import serve
 
         async def main() -> None:
             await serve(self, host, port, **options)

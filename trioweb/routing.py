@@ -16,6 +16,8 @@ from typing import Any
 
 import trio
 
+from ._settings import HTTPOptions, WebSocketOptions
+
 __all__ = ["Route", "RouteMatch", "Router", "compile_path"]
 
 _PARAM = re.compile(r"{([^{}:]*)(?::([^{}]*))?}")
@@ -132,8 +134,8 @@ class Route:
     handler: Callable[..., Any]
     #: ``None`` for a WebSocket route, else the HTTP methods it answers.
     methods: frozenset[str] | None
-    #: Per-route settings (inbox size and the like); ``None`` means the app's.
-    options: dict[str, Any] = field(default_factory=dict)
+    #: What the route sets for itself (inbox size and the like); ``None`` means the app's.
+    options: WebSocketOptions | HTTPOptions | None = None
     regex: re.Pattern[str] = field(init=False)
     converters: dict[str, _Converter] = field(init=False)
     #: The handler parameter that receives the connection's nursery, if it asks for one.

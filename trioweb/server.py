@@ -18,7 +18,7 @@ import signal
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hypercorn.trio
 import trio
@@ -26,7 +26,10 @@ from hypercorn.config import Config
 from hypercorn.utils import LifespanFailureError
 
 from . import _hypercorn_guard
-from .app import ALREADY_RUNNING, App
+from ._lifespan import ALREADY_RUNNING
+
+if TYPE_CHECKING:
+    from .app import App
 
 __all__ = ["BackgroundTaskError", "StartupError", "serve"]
 
@@ -82,7 +85,7 @@ async def _next_signal(signals: AsyncIterator[int]) -> None:
 
 
 async def _background_failure(app: App) -> None:
-    await app._background.wait_for_failure()
+    await app.lifecycle.background.wait_for_failure()
     logger.error("a background task failed and the app has background_failure='exit': stopping")
 
 
@@ -125,13 +128,13 @@ async def serve(
     same shutdown, and ``serve()`` then raises :class:`BackgroundTaskError` (it also does
     if a background task failed while the server was stopping for another reason).
     """
-    if app._lifespan_active:
+    if app.lifecycle.active:
         raise RuntimeError(ALREADY_RUNNING)
     # trioweb's WebSocket stream, and one HTTP/2 frame must not stop the server (docs/hypercorn.md)
     _hypercorn_guard.install()
     # The stream takes each route's limit from its accept; hypercorn's own setting is only the
     # ceiling for an app that does not send one: the largest any route allows.
-    options.setdefault("websocket_max_message_size", app._largest_message_size())
+    options.setdefault("websocket_max_message_size", app.largest_message_size())
     config = make_config(
         host, port, graceful_timeout=graceful_timeout, ping_interval=ping_interval, options=options
     )
@@ -152,9 +155,9 @@ async def serve(
 
         async def drain_then_stop() -> None:
             await _first_of(*waiters)
-            logger.info("shutting down: closing %d WebSocket(s) with 1001", len(app._connections))
+            logger.info("shutting down: closing %d WebSocket(s) with 1001", len(app.connections))
             # A second signal stops waiting for the handlers; the graceful timeout still applies.
-            await _first_of(partial(app._connections.shut_down_all, drain), *second_signal)
+            await _first_of(partial(app.connections.shut_down_all, drain), *second_signal)
 
         asgi_app: Any = app  # hypercorn's Framework type is a union our App satisfies at runtime
         try:
@@ -166,14 +169,14 @@ async def serve(
                 )
                 # hypercorn starts listening even when startup failed (its error follows at
                 # once): only report a server that is really up.
-                if app._serving:
+                if app.lifecycle.serving:
                     task_status.started(urls)
         except BaseExceptionGroup as group:
             failed, rest = group.split(LifespanFailureError)
             if failed is None or rest is not None:
                 raise
-            if app._startup_failure is not None:
-                raise StartupError(f"app startup failed: {app._startup_failure}") from None
+            if app.lifecycle.startup_failure is not None:
+                raise StartupError(f"app startup failed: {app.lifecycle.startup_failure}") from None
             # The lifespan reported a failed shutdown: a failing background task says it
             # below; anything else (a shutdown hook) goes on as it is.
             if _fatal_background_failure(app) is None:
@@ -186,4 +189,4 @@ def _fatal_background_failure(app: App) -> str | None:
     """What failed in ``app.nursery``, if that must stop the server; else ``None``."""
     if app.background_failure != "exit":
         return None
-    return app._background.summary()
+    return app.lifecycle.background.summary()

@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._close_rules import close_for
+from ._connection import Connection
 from ._failures import classify
 from ._json import JSON_ERRORS, json_text
+from ._phases import Phase
 from ._types import Scope
-from .connection import Connection, ConnectionState, close_for
 from .exceptions import (
     HTTPException,
     InvalidJSONMessage,
@@ -59,7 +61,7 @@ class WebSocket(ScopeView):
         self._conn = connection
 
     def __repr__(self) -> str:
-        return f"<WebSocket {self.path} {self._conn.state.value}>"
+        return f"<WebSocket {self.path} {self._conn.phase.value}>"
 
     # -- handshake data and state -------------------------------------------------------
 
@@ -76,17 +78,17 @@ class WebSocket(ScopeView):
     @property
     def connecting(self) -> bool:
         """True until the handshake is accepted or refused."""
-        return self._conn.state is ConnectionState.CONNECTING
+        return self._conn.phase is Phase.CONNECTING
 
     @property
     def connected(self) -> bool:
         """True between accept and close."""
-        return self._conn.state is ConnectionState.CONNECTED
+        return self._conn.phase is Phase.CONNECTED
 
     @property
     def closed(self) -> bool:
         """True once either side has closed (or the handshake was refused)."""
-        return self._conn.state is ConnectionState.CLOSED
+        return self._conn.phase.closed
 
     @property
     def close_code(self) -> int | None:
@@ -132,7 +134,7 @@ class WebSocket(ScopeView):
 
     async def ensure_closed(self, code: int = 1000, reason: str = "") -> None:
         """Close the socket unless it is already closed; safe to call at any time."""
-        if self._conn.state is not ConnectionState.CLOSED:
+        if not self._conn.phase.closed:
             await self._conn.close(code, reason)
 
     async def __aenter__(self) -> WebSocket:
@@ -157,7 +159,7 @@ class WebSocket(ScopeView):
                 await self.ensure_closed(*close_for(*sorted_out))
 
     async def _accept_implicitly(self) -> None:
-        if self._conn.state is ConnectionState.CONNECTING:
+        if self._conn.phase is Phase.CONNECTING:
             await self._conn.accept(None, (), self.subprotocols, implicit=True)
 
     # -- receiving ----------------------------------------------------------------------
@@ -165,12 +167,12 @@ class WebSocket(ScopeView):
     async def receive(self) -> str | bytes:
         """The next message: ``str`` for a text frame, ``bytes`` for a binary one."""
         conn = self._conn
-        if conn.state is ConnectionState.CONNECTING:
+        if conn.phase is Phase.CONNECTING:
             await conn.accept(None, (), self.subprotocols, implicit=True)
         # The connection's inbox directly: no coroutine of the connection's in between, on the
         # stack of every handler that waits for a message.
         try:
-            return await conn._inbox.get()
+            return await conn.inbox.get()
         except StopAsyncIteration:
             raise conn.disconnect_error() from None
 
@@ -221,21 +223,21 @@ class WebSocket(ScopeView):
         else:
             raise TypeError(f"send() takes str or bytes, not {type(message).__name__}")
         conn = self._conn
-        if conn.state is ConnectionState.CONNECTING:
+        if conn.phase is Phase.CONNECTING:
             await conn.accept(None, (), self.subprotocols, implicit=True)
         await conn.send(event)
 
     async def send_text(self, data: str) -> None:
         """Send a text message."""
         conn = self._conn
-        if conn.state is ConnectionState.CONNECTING:
+        if conn.phase is Phase.CONNECTING:
             await conn.accept(None, (), self.subprotocols, implicit=True)
         await conn.send({"type": "websocket.send", "text": data})
 
     async def send_bytes(self, data: bytes) -> None:
         """Send a binary message."""
         conn = self._conn
-        if conn.state is ConnectionState.CONNECTING:
+        if conn.phase is Phase.CONNECTING:
             await conn.accept(None, (), self.subprotocols, implicit=True)
         await conn.send({"type": "websocket.send", "bytes": data})
 
@@ -334,9 +336,9 @@ class _Received:
 
     def __anext__(self) -> Awaitable[str | bytes]:
         ws = self._ws
-        if ws._conn.state is ConnectionState.CONNECTING:
+        if ws._conn.phase is Phase.CONNECTING:
             return self._accept_then_get()
-        return ws._conn._inbox.get()
+        return ws._conn.inbox.get()
 
     async def _accept_then_get(self) -> str | bytes:
         ws = self._ws
@@ -344,4 +346,4 @@ class _Received:
             await ws._conn.accept(None, (), ws.subprotocols, implicit=True)
         except WebSocketDisconnect:
             raise StopAsyncIteration from None
-        return await ws._conn._inbox.get()
+        return await ws._conn.inbox.get()

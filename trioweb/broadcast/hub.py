@@ -18,8 +18,8 @@ import trio
 
 from .._buffer import Buffer
 from .._json import json_text
+from .._phases import Phase
 from ..close_codes import CloseCode
-from ..connection import ConnectionState
 from ..exceptions import WebSocketClose
 from .errors import BrokerUnavailable
 
@@ -164,7 +164,7 @@ class Subscription:
             if isinstance(item, Gap):
                 if on_gap is not None:
                     await on_gap(item)
-            elif connection.state is not ConnectionState.CONNECTED:
+            elif connection.phase is not Phase.CONNECTED:
                 await ws.send(item)  # before the accept, it accepts; after the close, it raises
             elif isinstance(item, str):
                 await connection.send({"type": "websocket.send", "text": item})

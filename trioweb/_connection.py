@@ -1,0 +1,397 @@
+"""The runtime of one socket: its phase, its sends, its reader, and nothing above it.
+
+A :class:`Connection` is what a :class:`~trioweb.WebSocket` stands on. It knows ASGI and trio,
+and no part of trioweb above it: not the app, not routes, not hooks (``_session.py`` runs those,
+and decides how the socket closes). Everything a socket runs lives in one nursery, the
+session's; the connection is handed its cancel scope and cancels it when the socket ends::
+
+    connection nursery (the session's)
+    ├── reader task: the only caller of ASGI receive(); drains it without pause into the
+    │   inbox, and turns websocket.disconnect into a cancellation of the whole nursery
+    ├── before_websocket hooks, then the handler (in the nursery's own body)
+    └── the handler's nursery, only if it asked for one: the tasks it starts
+
+Why a reader that never waits: hypercorn stops reading the TCP stream while its queue toward
+the app is full (10 events, docs/hypercorn.md fact 4), so a paused reader would also stall pong
+replies and the very disconnect that should end the connection. When the inbox is full, the
+socket is closed with 1008 instead of blocking.
+
+An in-process client (the test client) may hand messages to :meth:`Connection.deliver`
+instead, which runs the reader's own per-message code in the client's task.
+
+Where the socket is in its life is a :class:`~trioweb._phases.Phase`, moved only through
+:func:`~trioweb._phases.advance`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import trio
+
+from ._buffer import Buffer
+from ._deflate import Compression
+from ._failures import PROTOCOL_ERRORS
+from ._phases import Event, Phase, advance
+from ._send_lock import SendLock
+from ._types import DEFAULT_CLOSE_TIMEOUT, WIRE_SETTINGS, Message, Receive, Scope, Send
+from .close_codes import CloseCode, as_close_code, check_close_code
+from .exceptions import WebSocketDisconnect, truncate_reason
+
+__all__ = ["DIRECT_DELIVERY", "SHUTDOWN_CLOSE", "Connection"]
+
+logger = logging.getLogger("trioweb")
+
+SHUTDOWN_CLOSE = (CloseCode.GOING_AWAY, "server shutting down")
+
+#: The ASGI extension of an in-process client (trioweb's TestClient) that hands messages
+#: straight to the connection: ``{"attach": f, "receive": r}``; if the app was given ``r`` itself
+#: as its receive callable (no middleware in between wraps it), it calls
+#: ``f(connection.deliver)``.
+DIRECT_DELIVERY = "trioweb.direct_delivery"
+
+
+class Connection:
+    """The runtime state of one socket. Users hold a :class:`~trioweb.WebSocket` instead."""
+
+    __slots__ = (
+        "_handler_done",
+        "_receive",
+        "_send",
+        "_send_lock",
+        "_silence",
+        "accepted",
+        "cancel_scope",
+        "close_code",
+        "close_reason",
+        "close_timeout",
+        "compression",
+        "idle_timeout",
+        "inbox",
+        "max_message_size",
+        "phase",
+        "server_close",
+        "subprotocol",
+        "supports_denial",
+        "user_scope",
+    )
+
+    def __init__(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        *,
+        inbox_size: int,
+        max_message_size: int | None = None,
+        idle_timeout: float | None = None,
+        compression: Compression | None = None,
+        close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
+    ) -> None:
+        self._receive = receive
+        self._send = send
+        self._send_lock = SendLock()
+        #: Messages larger than this many bytes close the socket with 1009.
+        self.max_message_size = max_message_size
+        #: Seconds without a message from the client before the socket is closed with 1001.
+        self.idle_timeout = idle_timeout
+        #: permessage-deflate for this socket, if the client offers it (None: off).
+        self.compression = compression
+        #: Seconds the server waits for the client's Close after sending its own.
+        self.close_timeout = close_timeout
+        #: Messages received and not read yet; ``ws.receive()`` reads it directly.
+        self.inbox: Buffer[str | bytes] = Buffer(inbox_size)
+        #: Where the socket is in its life.
+        self.phase = Phase.CONNECTING
+        #: The accept has gone out: from now on a close is a close frame, not an HTTP 403.
+        self.accepted = False
+        #: The scope of the socket's nursery: cancelled when the socket ends.
+        self.cancel_scope: trio.CancelScope | None = None
+        #: The scope of the handler's own nursery, if it asked for one.
+        self.user_scope: trio.CancelScope | None = None
+        self._handler_done = False
+        #: The reader's idle-timeout scope, while it runs with one.
+        self._silence: trio.CancelScope | None = None
+        self.subprotocol: str | None = None
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        #: A close the server decided on its own (inbox overflow, shutdown), still to be sent.
+        self.server_close: tuple[int, str] | None = None
+        self.supports_denial = "websocket.http.response" in (scope.get("extensions") or {})
+
+    # -- the handshake ------------------------------------------------------------------
+
+    async def accept(
+        self,
+        subprotocol: str | None,
+        headers: Iterable[tuple[bytes, bytes]],
+        offered: list[str],
+        *,
+        implicit: bool = False,
+    ) -> None:
+        """Send ``websocket.accept``; ``implicit`` makes it a no-op once already accepted."""
+        if subprotocol is not None and subprotocol not in offered:
+            raise ValueError(
+                f"subprotocol {subprotocol!r} was not offered by the client (offered: {offered})"
+            )
+        # Like send(): the server's send of the accept is the schedule point, if it yields.
+        lock = self._send_lock
+        points = await lock.acquire_for_send()
+        try:
+            if self.phase is not Phase.CONNECTING:
+                if implicit and self.phase is Phase.CONNECTED:
+                    return
+                if self.phase.closed:
+                    raise self.disconnect_error()
+                raise RuntimeError("accept() called on a WebSocket that is already accepted")
+            message: Message = {
+                "type": "websocket.accept",
+                "headers": list(headers),
+                WIRE_SETTINGS: {
+                    "max_message_size": self.max_message_size,
+                    "compression": self.compression,
+                    "close_timeout": self.close_timeout,
+                },
+            }
+            if subprotocol is not None:
+                message["subprotocol"] = subprotocol
+            await self._server_send(message)
+            self.accepted = True
+            self.subprotocol = subprotocol
+            # A close (the app's, or the client's disconnect) may have come while the accept
+            # was being sent: it stands (the table keeps a closed phase).
+            self.phase = advance(self.phase, Event.ACCEPTED)
+        finally:
+            await lock.release_after_send(points)
+
+    async def deny(self, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        """Refuse the handshake with an HTTP response, or with a plain 403 if the server lacks
+        the denial extension."""
+        if not 100 <= status <= 599:
+            raise ValueError(f"{status} is not an HTTP status")
+        raw = [(k.lower(), v) for k, v in headers]
+        names = {k for k, _ in raw}
+        if body and b"content-type" not in names:
+            raw.append((b"content-type", b"text/plain; charset=utf-8"))
+        if b"content-length" not in names:
+            raw.append((b"content-length", str(len(body)).encode()))
+        # Decided under the lock: an accept on its way out (from another task) comes first.
+        lock = self._send_lock
+        await lock.acquire()
+        try:
+            if self.accepted or self.phase is not Phase.CONNECTING:
+                raise RuntimeError(
+                    "reject() called on a WebSocket that is already closed"
+                    if self.phase.closed
+                    else "reject() is only possible before accept(); after it, use close()"
+                )
+            self._mark_closed_by_app(None, None)
+            with trio.CancelScope(shield=True):
+                if not self.supports_denial:
+                    await self._server_send(
+                        {"type": "websocket.close", "code": CloseCode.POLICY_VIOLATION}
+                    )
+                    return
+                await self._server_send(
+                    {"type": "websocket.http.response.start", "status": status, "headers": raw}
+                )
+                await self._server_send({"type": "websocket.http.response.body", "body": body})
+        finally:
+            lock.release()
+
+    # -- messages -----------------------------------------------------------------------
+
+    async def _server_send(self, message: Message) -> None:
+        """ASGI send; a protocol error in the server means the peer is lost, not an app bug."""
+        try:
+            await self._send(message)
+        except PROTOCOL_ERRORS as exc:
+            raise self._send_failed(message, exc) from None
+
+    def _send_failed(self, message: Message, exc: BaseException) -> WebSocketDisconnect:
+        # The client broke the protocol (data before the handshake's answer, say) and the
+        # server can no longer talk to it: the connection is gone, and it is the client's
+        # doing, so no traceback and no 1011.
+        logger.info("lost a connection: the server could not send %s (%s)", message["type"], exc)
+        self._on_transport_lost()
+        return self.disconnect_error()
+
+    def _on_transport_lost(self) -> None:
+        if not self.phase.closed:
+            self.close_code = CloseCode.ABNORMAL_CLOSURE
+            self.close_reason = ""
+        self.phase = advance(self.phase, Event.DISCONNECTED)  # nothing more from this peer
+        self.inbox.close()
+        if self.cancel_scope is not None:
+            self.cancel_scope.cancel()
+
+    def disconnect_error(self) -> WebSocketDisconnect:
+        """The exception that send and receive raise on a closed socket."""
+        return WebSocketDisconnect(
+            self.close_code if self.close_code is not None else CloseCode.ABNORMAL_CLOSURE,
+            self.close_reason or "",
+        )
+
+    async def send(self, message: Message) -> None:
+        """Send one ASGI message; a checkpoint even where the server does not yield.
+
+        The hot path of every message out: the lock is taken without a yield, and the server's
+        own send is the schedule point (see ``_send_lock.py``).
+        """
+        lock = self._send_lock
+        points = await lock.acquire_for_send()
+        try:
+            if self.phase is not Phase.CONNECTED:
+                raise self.disconnect_error()
+            await self._send(message)
+        except PROTOCOL_ERRORS as exc:
+            raise self._send_failed(message, exc) from None
+        finally:
+            await lock.release_after_send(points)
+
+    # -- closing ------------------------------------------------------------------------
+
+    def _mark_closed_by_app(self, code: int | None, reason: str | None) -> None:
+        self.phase = advance(self.phase, Event.APP_CLOSED)
+        self.close_code = code
+        self.close_reason = reason
+        self.inbox.close()
+        if self._handler_done and self.user_scope is not None:
+            # The handler has returned and the socket is closed: nothing may outlive it.
+            self.user_scope.cancel()
+
+    async def close(self, code: int, reason: str) -> None:
+        """Close the socket (HTTP 403 before accept); ``RuntimeError`` if already closed."""
+        code = check_close_code(code)
+        reason = truncate_reason(reason)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self.phase.closed:
+            how = (
+                "by the app"
+                if self.phase in (Phase.CLOSED_BY_APP, Phase.DONE)
+                else f"by the client (code {self.close_code})"
+            )
+            raise RuntimeError(f"close() called on a WebSocket already closed {how}")
+        # Mark first: every other task's send or receive fails from this instant on. Shielded,
+        # because a socket marked closed whose close never went out gets 1011 from hypercorn.
+        self._mark_closed_by_app(code, reason)
+        lock = self._send_lock
+        with trio.CancelScope(shield=True):
+            await lock.acquire()
+            try:
+                if not self.accepted:
+                    # No accept went out (none is on its way: we hold the lock): this close
+                    # answers the handshake with HTTP 403, and is no close code.
+                    self.close_code = self.close_reason = None
+                await self._server_send({"type": "websocket.close", "code": code, "reason": reason})
+            finally:
+                lock.release()
+
+    def handler_returned(self) -> None:
+        """The handler is done: if the socket is closed, cancel the tasks it left behind."""
+        self._handler_done = True
+        if self.phase.closed and self.user_scope is not None:
+            self.user_scope.cancel()
+
+    def shut_down(self, code: int, reason: str) -> None:
+        """Decide to close from the server's side: cancel everything; the close follows."""
+        if self.server_close is None:
+            self.server_close = (code, reason)
+        if self.cancel_scope is not None:
+            self.cancel_scope.cancel()
+
+    # -- the reader ---------------------------------------------------------------------
+
+    def _on_disconnect(self, message: Message) -> None:
+        was_closed = self.phase.closed
+        self.phase = advance(self.phase, Event.DISCONNECTED)
+        if was_closed:
+            return  # the answer to our own close: it cancels nothing
+        self.close_code = as_close_code(int(message.get("code") or CloseCode.NO_STATUS_RECEIVED))
+        self.close_reason = message.get("reason") or ""
+        self.inbox.close()
+        if self.cancel_scope is not None:
+            self.cancel_scope.cancel()
+
+    async def read_loop(self) -> None:
+        """Drain ASGI receive() into the inbox until the client disconnects."""
+        receive = self._receive
+        idle = self.idle_timeout
+        if idle is None:
+            while self._take_event(await receive()):
+                pass
+            return
+        # One scope for the whole loop, its deadline pushed back by every message. (The loop
+        # is written twice rather than inside a null context manager: that would keep a bound
+        # method alive for the socket's whole life.)
+        silence = self._silence = trio.CancelScope()
+        with silence:
+            while True:
+                silence.deadline = trio.current_time() + idle
+                if not self._take_event(await receive()):
+                    return
+        if silence.cancelled_caught and not self.phase.closed:
+            self.shut_down(CloseCode.GOING_AWAY, f"idle for more than {idle:g} s")
+
+    def _take_event(self, message: Message) -> bool:
+        """One ASGI event for the reader; ``False`` once it is the disconnect."""
+        kind = message["type"]
+        if kind == "websocket.receive":
+            data: str | bytes | None = message.get("text")
+            self._take(data if data is not None else message.get("bytes") or b"")
+        elif kind == "websocket.disconnect":
+            self._on_disconnect(message)
+            return False
+        return True
+
+    def _take(self, data: str | bytes) -> None:
+        """One message from the client: into the inbox, or the close its size or an overflow
+        calls for."""
+        limit = self.max_message_size
+        # A message of n characters is at most 4n bytes in UTF-8: up to a quarter of the
+        # limit, no size needs computing.
+        if limit is not None and len(data) * 4 > limit and (size := _oversize(data, limit)):
+            self.shut_down(
+                CloseCode.MESSAGE_TOO_BIG, f"message of {size} bytes over the limit of {limit}"
+            )
+        elif not self.inbox.put(data) and self.phase is Phase.CONNECTED:
+            self.shut_down(
+                CloseCode.POLICY_VIOLATION,
+                f"inbox overflow: more than {self.inbox.limit} messages unread",
+            )
+
+    def deliver(self, data: str | bytes) -> bool:
+        """Take a message straight from an in-process client, as the reader would take it from
+        ASGI receive(); ``False`` once the connection's scope is cancelled, which stops the
+        reader (the client then goes through receive(), where what comes after the end is
+        handled).
+
+        The direct path of :class:`~trioweb.testing.TestClient`: it spares each message the
+        wake-up of the reader task.
+        """
+        scope = self.cancel_scope
+        if scope is None or scope.cancel_called:
+            return False
+        silence, idle = self._silence, self.idle_timeout
+        if silence is not None and idle is not None:
+            silence.deadline = trio.current_time() + idle
+        self._take(data)
+        return True
+
+    async def drain_until_disconnect(self) -> None:
+        """After our close, read until the client's answer so hypercorn's queue never fills."""
+        while not self.phase.disconnected:
+            message = await self._receive()
+            if message["type"] == "websocket.disconnect":
+                self.phase = advance(self.phase, Event.DISCONNECTED)
+
+
+def _oversize(data: str | bytes, limit: int) -> int:
+    """The size in bytes of ``data`` if it is over ``limit``, else 0 (cheap for most text)."""
+    if isinstance(data, bytes):
+        return len(data) if len(data) > limit else 0
+    if len(data) * 4 <= limit:  # UTF-8 takes at most 4 bytes a character
+        return 0
+    size = len(data.encode("utf-8", "surrogatepass"))
+    return size if size > limit else 0

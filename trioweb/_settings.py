@@ -1,0 +1,129 @@
+"""Route options as typed values, and the settings of a WebSocket route resolved once.
+
+A route states only what it overrides (:class:`WebSocketOptions`, :class:`HTTPOptions`); the
+app holds the defaults. :func:`resolve` merges them, with the app's hooks and error handlers,
+into one frozen :class:`WebSocketSettings` per route: what the socket runtime reads, so that it
+never reaches into the app. The app resolves them when it starts and keeps them fixed while it
+runs (changing a limit then is an error that says so); a misspelled option is a ``TypeError``
+at the decorator, not a silent fallback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from types import EllipsisType, MappingProxyType
+from typing import Any
+
+from ._deflate import Compression
+from .origins import OriginPolicy
+
+__all__ = [
+    "ErrorHandler",
+    "HTTPOptions",
+    "Hook",
+    "WebSocketDefaults",
+    "WebSocketOptions",
+    "WebSocketSettings",
+    "find_errorhandler",
+    "resolve",
+]
+
+Hook = Callable[[Any], Awaitable[Any]]
+ErrorHandler = Callable[[Any, Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketOptions:
+    """What one WebSocket route sets for itself; ``None`` (``...`` for compression, where
+    ``None`` means off) leaves the app's setting."""
+
+    inbox_size: int | None = None
+    max_message_size: int | None = None
+    max_connections: int | None = None
+    idle_timeout: float | None = None
+    origin_policy: OriginPolicy | None = None
+    compression: Compression | EllipsisType | None = ...
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPOptions:
+    """What one HTTP route sets for itself; ``None`` leaves the app's setting."""
+
+    max_body_size: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketDefaults:
+    """The app's WebSocket settings, which routes override."""
+
+    inbox_size: int
+    max_message_size: int
+    max_connections: int | None
+    idle_timeout: float | None
+    origin_policy: OriginPolicy
+    compression: Compression | None
+    close_timeout: float
+    after_hook_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketSettings:
+    """Everything the runtime needs to serve one WebSocket route."""
+
+    inbox_size: int
+    max_message_size: int
+    idle_timeout: float | None
+    compression: Compression | None
+    close_timeout: float
+    origin_policy: OriginPolicy
+    #: Open sockets allowed on this route (``None``: no limit of its own).
+    max_connections: int | None
+    #: Open sockets allowed in the whole app (``None``: no limit).
+    app_max_connections: int | None
+    before_websocket: tuple[Hook, ...]
+    after_websocket: tuple[Hook, ...]
+    after_hook_timeout: float
+    errorhandlers: Mapping[type[BaseException], ErrorHandler]
+
+
+def resolve(
+    defaults: WebSocketDefaults,
+    options: WebSocketOptions | None,
+    *,
+    before_websocket: tuple[Hook, ...],
+    after_websocket: tuple[Hook, ...],
+    errorhandlers: Mapping[type[BaseException], ErrorHandler],
+) -> WebSocketSettings:
+    """A route's settings: its own options over the app's defaults (``options=None`` for the
+    handshakes that match no route)."""
+    own = options if options is not None else WebSocketOptions()
+    return WebSocketSettings(
+        inbox_size=_first(own.inbox_size, defaults.inbox_size),
+        max_message_size=_first(own.max_message_size, defaults.max_message_size),
+        idle_timeout=_first(own.idle_timeout, defaults.idle_timeout),
+        compression=defaults.compression if own.compression is ... else own.compression,
+        close_timeout=defaults.close_timeout,
+        origin_policy=_first(own.origin_policy, defaults.origin_policy),
+        max_connections=own.max_connections,
+        app_max_connections=defaults.max_connections,
+        before_websocket=before_websocket,
+        after_websocket=after_websocket,
+        after_hook_timeout=defaults.after_hook_timeout,
+        errorhandlers=MappingProxyType(dict(errorhandlers)),
+    )
+
+
+def _first(value: Any, default: Any) -> Any:
+    return default if value is None else value
+
+
+def find_errorhandler(
+    handlers: Mapping[type[BaseException], ErrorHandler], exc: BaseException
+) -> ErrorHandler | None:
+    """The handler registered for ``exc``'s class or its nearest base class, if any."""
+    for kind in type(exc).__mro__:
+        handler = handlers.get(kind)
+        if handler is not None:
+            return handler
+    return None
