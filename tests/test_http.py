@@ -3,6 +3,8 @@
 import logging
 
 import pytest
+import trio
+from helpers import HOST, serving
 
 from trioweb import (
     App,
@@ -291,6 +293,54 @@ async def test_hooks_wrap_every_request():
         ("before", "/blocked"),
         ("after", 403),
     ]
+
+
+def app_with_an_after_request_hook_returning(value: object) -> App:
+    app = App()
+
+    @app.after_request
+    async def broken_hook(request: Request, response: Response):
+        return value
+
+    @app.get("/")
+    async def index(request: Request):
+        return "ok"
+
+    return app
+
+
+def hook_failures(caplog) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == "trioweb" and "broken_hook" in r.getMessage()]
+
+
+async def test_an_after_request_hook_returning_a_non_response_is_a_logged_500(caplog):
+    # As a handler that returns something unusable: a 500, logged, and nothing escapes.
+    app = app_with_an_after_request_hook_returning(42)
+    with caplog.at_level(logging.ERROR, logger="trioweb"):
+        async with TestClient(app) as client:
+            response = await client.get("/")
+            assert (await client.head("/")).status_code == 500
+    assert (response.status_code, response.text) == (500, "Internal Server Error")
+    [first, _] = hook_failures(caplog)
+    assert first.exc_info is not None and isinstance(first.exc_info[1], TypeError)
+    assert "int" in str(first.exc_info[1])
+
+
+async def test_an_after_request_hook_returning_a_non_response_over_a_real_server(caplog):
+    app = app_with_an_after_request_hook_returning(object())
+    with caplog.at_level(logging.ERROR), trio.fail_after(20):
+        async with serving(app) as server:
+            stream = await trio.open_tcp_stream(HOST, server.port)
+            async with stream:
+                await stream.send_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                received = b""
+                while chunk := await stream.receive_some():
+                    received += chunk
+    assert received.startswith(b"HTTP/1.1 500 ")
+    assert received.endswith(b"Internal Server Error")
+    assert len(hook_failures(caplog)) == 1
+    # Nothing reached hypercorn ("Error in ASGI Framework").
+    assert [r for r in caplog.records if r.name.startswith("hypercorn")] == []
 
 
 async def test_errorhandler_answers_http_errors():

@@ -1,6 +1,7 @@
 """The test client itself: timeouts, denials, cleanup, and the pytest plugin's fixture."""
 
 import time
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -317,3 +318,67 @@ async def test_the_fake_clock_stands_still_while_a_test_waits_outside_trio(app, 
         assert trio.current_time() - start <= 5  # (at most to a deadline left from the echo)
         await ws.send("y")
         assert await ws.receive() == "y"
+
+
+# -- a lifespan that crashes ----------------------------------------------------------------
+#
+# Before it answers the startup, an app that raises has no lifespan support, and the client goes
+# on without it, as servers do. Once it has answered, a crash of its lifespan is a bug the test
+# must see, with the original exception as the cause.
+
+
+def leaves_of(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves_of(inner)]
+    return [exc]
+
+
+async def test_a_crash_of_an_extensions_task_while_the_app_runs_reaches_the_test():
+    crash = ValueError("feed reader bug")
+    broker_sends_garbage = trio.Event()
+
+    class Feed:
+        """An extension that runs a reader in a nursery of its own, which crashes."""
+
+        @asynccontextmanager
+        async def lifespan(self, app):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.read)
+                yield
+
+        async def read(self):
+            await broker_sends_garbage.wait()
+            raise crash
+
+    app = App()
+    app.use(Feed())
+    with pytest.raises(RuntimeError, match="feed reader bug") as failure:
+        async with TestClient(app):
+            broker_sends_garbage.set()  # the app has started: this crash is not a startup failure
+            await trio.testing.wait_all_tasks_blocked()
+    assert failure.value.__cause__ is not None
+    assert crash in leaves_of(failure.value.__cause__)
+
+
+async def test_a_middleware_whose_lifespan_raises_after_the_shutdown_is_not_silenced(app):
+    crash = LookupError("middleware bug at shutdown")
+
+    async def middleware(scope, receive, send):
+        await app(scope, receive, send)
+        if scope["type"] == "lifespan":
+            raise crash  # after the app's lifespan.shutdown.complete
+
+    with pytest.raises(RuntimeError, match="middleware bug at shutdown") as failure:
+        async with TestClient(middleware) as client:
+            assert (await client.get("/")).text == "index"
+    assert failure.value.__cause__ is crash
+
+
+async def test_an_app_that_raises_before_answering_the_startup_has_no_lifespan_support(app):
+    async def without_lifespan(scope, receive, send):
+        if scope["type"] == "lifespan":
+            raise NotImplementedError("no lifespan here")
+        await app(scope, receive, send)
+
+    async with TestClient(without_lifespan) as client:
+        assert (await client.get("/")).text == "index"

@@ -415,12 +415,11 @@ class App:
         for hook in self._after_request:
             try:
                 replaced = await hook(request, response)
+                if replaced is not None:  # what it returned must convert, as a handler's must
+                    response = make_response(replaced)
             except Exception:
                 logger.exception("after_request hook %r failed for %s %s", hook, method, path)
                 response = PlainTextResponse("Internal Server Error", 500)
-                continue
-            if replaced is not None:
-                response = make_response(replaced)
         await send_http_response(send, response, scope)
 
     async def _respond(self, request: Request, method: str, path: str) -> Response:

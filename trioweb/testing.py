@@ -29,6 +29,7 @@ from urllib.parse import unquote, urlencode
 import trio
 from trio.lowlevel import Task
 
+from ._background import describe
 from ._buffer import wake_all, wake_one
 from ._connection import DIRECT_DELIVERY
 from ._failures import leaves
@@ -363,6 +364,8 @@ class TestClient:
         self._lifespan_from_app: trio.MemoryReceiveChannel[Message] | None = None
         self._state: dict[str, Any] = {}
         self._lifespan_supported = True
+        #: What the app's lifespan raised, if it did after answering the startup.
+        self._lifespan_crash: Exception | None = None
 
     # -- lifespan -----------------------------------------------------------------------
 
@@ -386,14 +389,18 @@ class TestClient:
         to_app, app_inbox = trio.open_memory_channel[Message](SERVER_QUEUE_SIZE)
         app_outbox, from_app = trio.open_memory_channel[Message](math.inf)
         self._lifespan_to_app, self._lifespan_from_app = to_app, from_app
+        self._lifespan_crash = None
 
         async def run_lifespan() -> None:
             async with app_outbox:
                 scope = {"type": "lifespan", "asgi": {"version": "3.0"}, "state": self._state}
-                # An app without lifespan support returns or raises: go on without it, as
-                # servers do.
-                with contextlib.suppress(Exception):
+                # An app without lifespan support returns or raises before it answers the
+                # startup: go on without it, as servers do. After that answer, what it raises
+                # is a crash, which leaving the client reports.
+                try:
                     await self.app(scope, app_inbox.receive, app_outbox.send)
+                except Exception as exc:
+                    self._lifespan_crash = exc
 
         self._nursery.start_soon(run_lifespan)
         try:
@@ -401,6 +408,7 @@ class TestClient:
             reply = await self._lifespan_reply("startup")
             if reply is None:
                 self._lifespan_supported = False
+                self._lifespan_crash = None
             elif reply["type"] != "lifespan.startup.complete":
                 raise RuntimeError(f"app startup failed: {reply.get('message', '')}")
         except BaseException:
@@ -435,7 +443,11 @@ class TestClient:
                 await self._lifespan_to_app.send({"type": "lifespan.shutdown"})
                 reply = await self._lifespan_reply("shutdown")
                 if reply is None:
-                    raise RuntimeError("the app's lifespan ended without completing shutdown")
+                    crash, self._lifespan_crash = self._lifespan_crash, None
+                    raise RuntimeError(
+                        "the app's lifespan ended without completing shutdown"
+                        + (f": {describe(crash)}" if crash is not None else "")
+                    ) from crash
                 if reply["type"] != "lifespan.shutdown.complete" and exc_type is None:
                     raise RuntimeError(f"app shutdown failed: {reply.get('message', '')}")
         finally:
@@ -452,6 +464,11 @@ class TestClient:
                     raise
             finally:
                 self._nursery = self._timer = None
+        crash, self._lifespan_crash = self._lifespan_crash, None  # (keeps no frames alive)
+        if crash is not None and exc_type is None:
+            raise RuntimeError(
+                f"the app's lifespan raised after completing shutdown: {describe(crash)}"
+            ) from crash
         return None
 
     # -- WebSocket ----------------------------------------------------------------------
