@@ -12,7 +12,7 @@ import trio
 
 from ._background import BackgroundFailurePolicy, BackgroundTasks
 from ._deflate import Compression
-from ._failures import sort_failure
+from ._http_serving import HTTPHooks, serve_http
 from ._lifespan import ALREADY_RUNNING, Extension, Lifecycle
 from ._registry import ConnectionRegistry
 from ._session import asgi_entry
@@ -21,19 +21,11 @@ from ._settings import (
     WebSocketDefaults,
     WebSocketOptions,
     WebSocketSettings,
-    find_errorhandler,
     resolve,
 )
 from ._types import DEFAULT_CLOSE_TIMEOUT, Receive, Scope, Send
-from .exceptions import HTTPException
 from .http import (
     DEFAULT_MAX_BODY_SIZE,
-    ClientDisconnect,
-    PlainTextResponse,
-    Request,
-    Response,
-    make_response,
-    send_http_response,
 )
 from .nursery import AppNursery
 from .origins import OriginPolicy
@@ -145,9 +137,9 @@ class App:
         self.close_timeout = close_timeout
         self._before_websocket: list[Callable[[Any], Awaitable[Any]]] = []
         self._after_websocket: list[Callable[[Any], Awaitable[Any]]] = []
-        self._before_request: list[Callable[[Request], Awaitable[Any]]] = []
-        self._after_request: list[Callable[[Request, Response], Awaitable[Any]]] = []
         self._errorhandlers: dict[type[BaseException], Callable[[Any, Any], Awaitable[Any]]] = {}
+        #: The hooks and error handlers around every HTTP handler.
+        self.http_hooks = HTTPHooks(errorhandlers=self._errorhandlers)
         #: The open WebSockets, for the limits and the drain at shutdown.
         self.connections = ConnectionRegistry()
         #: The app's life: startup, serving, shutdown (what ``serve()`` watches).
@@ -261,12 +253,12 @@ class App:
 
     def before_request(self, hook: F) -> F:
         """Run ``hook(request)`` before every HTTP handler; a returned response short-cuts it."""
-        self._before_request.append(hook)
+        self.http_hooks.before_request.append(hook)
         return hook
 
     def after_request(self, hook: F) -> F:
         """Run ``hook(request, response)`` after every HTTP handler; it may return a new one."""
-        self._after_request.append(hook)
+        self.http_hooks.after_request.append(hook)
         return hook
 
     def errorhandler(self, exc_type: type[BaseException]) -> Callable[[F], F]:
@@ -405,71 +397,7 @@ class App:
 
     async def serve_http(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI app for HTTP scopes (``App.__call__`` sends them here)."""
-        method = str(scope.get("method", "GET")).upper()
-        path = str(scope.get("path", "/"))
-        request = Request(scope, receive, self, max_body_size=self.max_body_size)
-        try:
-            response = await self._respond(request, method, path)
-        except ClientDisconnect:
-            return
-        for hook in self._after_request:
-            try:
-                replaced = await hook(request, response)
-                if replaced is not None:  # what it returned must convert, as a handler's must
-                    response = make_response(replaced)
-            except Exception:
-                logger.exception("after_request hook %r failed for %s %s", hook, method, path)
-                response = PlainTextResponse("Internal Server Error", 500)
-        await send_http_response(send, response, scope)
-
-    async def _respond(self, request: Request, method: str, path: str) -> Response:
-        try:
-            found = self.router.match_http(path, method)
-            if found.route is not None:
-                request.path_params = found.params
-                options = found.route.options
-                limit = options.max_body_size if isinstance(options, HTTPOptions) else None
-                request.max_body_size = limit or self.max_body_size
-            # Hooks run before a routing miss is answered, as in Flask and Quart: an auth hook
-            # answers 401 for paths that do not exist as well.
-            for hook in self._before_request:
-                if (early := await hook(request)) is not None:
-                    return make_response(early)
-            if found.route is None:
-                if found.allowed:
-                    allow = ", ".join(sorted(found.allowed))
-                    raise HTTPException(405, f"{method} not allowed on {path}", {"allow": allow})
-                raise HTTPException(404, f"no route for {path}")
-            return make_response(await found.route.handler(request, **found.params))
-        except BaseException as failure:  # sorted out right below
-            return await self._error_response(request, failure)
-
-    async def _error_response(self, request: Request, failure: BaseException) -> Response:
-        errors, controls = sort_failure(failure, (HTTPException, ClientDisconnect))
-        if any(isinstance(c, ClientDisconnect) for c in controls) and not errors:
-            raise ClientDisconnect()
-        # Every error without a handler is logged, even when another one of the same group is
-        # handled and answers the request.
-        for error in errors:
-            if find_errorhandler(self._errorhandlers, error) is None:
-                logger.error(
-                    "unhandled error in HTTP handler for %s %s",
-                    request.method,
-                    request.path,
-                    exc_info=error,
-                )
-        for error in [*errors, *controls]:
-            handler = find_errorhandler(self._errorhandlers, error)
-            if handler is not None:
-                try:
-                    return make_response(await handler(request, error))
-                except Exception:
-                    logger.exception("error handler %r failed while handling %r", handler, error)
-                    return PlainTextResponse("Internal Server Error", 500)
-        if errors:
-            return PlainTextResponse("Internal Server Error", 500)
-        http = next(c for c in controls if isinstance(c, HTTPException))
-        return PlainTextResponse(http.detail, http.status_code, http.headers)
+        await serve_http(self, self.http_hooks, scope, receive, send)
 
     # -- ASGI ---------------------------------------------------------------------------
 
