@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Protocol
 
 from wsproto.extensions import Extension
 from wsproto.frame_protocol import CloseReason, FrameDecoder, FrameProtocol, Opcode, RsvBits
@@ -139,6 +140,22 @@ def negotiate(offers: list[str], settings: Compression) -> tuple[DeflateExtensio
     return None
 
 
+class _Inflater(Protocol):
+    """What this module uses of a zlib decompression object."""
+
+    unconsumed_tail: bytes
+
+    def decompress(self, data: bytes, /, max_length: int = ...) -> bytes: ...
+
+
+class _Deflater(Protocol):
+    """What this module uses of a zlib compression object."""
+
+    def compress(self, data: bytes, /) -> bytes: ...
+
+    def flush(self, mode: int = ..., /) -> bytes: ...
+
+
 def _utf8_prefix(data: bytes) -> bytes:
     """``data`` cut before the last character start, so that no character is left half-done
     (assuming valid UTF-8: every character starts within any four bytes in a row)."""
@@ -173,8 +190,8 @@ class DeflateExtension(Extension):
         self.max_message_size: int | None = None
         #: A message went over :attr:`max_message_size`: nothing is inflated any more.
         self.overflowed = False
-        self._inflater: zlib._Decompress | None = None
-        self._deflater: zlib._Compress | None = None
+        self._inflater: _Inflater | None = None
+        self._deflater: _Deflater | None = None
         self._frame_is_data = False  # the frame being read is a data frame, not a control one
         self._message_compressed: bool | None = None  # None between messages
         self._message_is_text = False
