@@ -143,7 +143,8 @@ def negotiate(offers: list[str], settings: Compression) -> tuple[DeflateExtensio
 class _Inflater(Protocol):
     """What this module uses of a zlib decompression object."""
 
-    unconsumed_tail: bytes
+    @property
+    def unconsumed_tail(self) -> bytes: ...
 
     def decompress(self, data: bytes, /, max_length: int = ...) -> bytes: ...
 
