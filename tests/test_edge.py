@@ -18,6 +18,7 @@ import json
 import os
 import selectors
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -82,23 +83,30 @@ class RunningServer:
         Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
 
 
-def _announced_port(process: subprocess.Popen[bytes], timeout: float) -> int:
-    """Read stdout up to the "serving ... on http://HOST:PORT" line, within ``timeout``."""
-    assert process.stdout is not None
+def _announced_port(
+    process: subprocess.Popen[bytes], timeout: float, stream: Any = None, marker: str = ""
+) -> int:
+    """Read stdout (or ``stream``) up to the "serving ... on http://HOST:PORT" line (or the
+    first line with ``marker``), within ``timeout``."""
+    stream = stream if stream is not None else process.stdout
+    assert stream is not None
     output = b""
     with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
+        selector.register(stream, selectors.EVENT_READ)
         end = time.monotonic() + timeout
         for _ in range(MAX_READS):
-            if b"\n" in output:
+            if b"\n" in output and (not marker or marker.encode() in output):
                 break
             left = end - time.monotonic()
             if left <= 0 or not selector.select(left):
-                raise AssertionError(f"trioweb run announced nothing in {timeout}s: {output!r}")
-            chunk = os.read(process.stdout.fileno(), 4096)
+                raise AssertionError(f"the server announced nothing in {timeout}s: {output!r}")
+            chunk = os.read(stream.fileno(), 4096)
             if not chunk:
-                raise AssertionError(f"trioweb run exited before serving: {output!r}")
+                raise AssertionError(f"the server exited before serving: {output!r}")
             output += chunk
+    if marker:
+        line = next(line for line in output.decode().splitlines() if marker in line)
+        return int(line.split(marker, 1)[1].split()[0].rsplit(":", 1)[1])
     line = output.split(b"\n", 1)[0].decode()
     assert line.startswith("trioweb: serving ") and " on http://" in line, line
     return int(line.split(" on http://", 1)[1].split()[0].rsplit(":", 1)[1])
@@ -140,6 +148,32 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
     """tests/edge_app.py's ``app`` (the default close timeout), for the whole module."""
     with trioweb_run("tests.edge_app:app", tmp_path_factory.mktemp("edge") / "app.log") as running:
         yield running
+
+
+@pytest.fixture(scope="module")
+def plain_hypercorn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """tests/edge_app.py's ``app`` under the plain ``hypercorn`` command (its trio worker), not
+    ``trioweb run``: the app installs trioweb's changes to hypercorn at startup."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "hypercorn", "--worker-class", "trio"]
+    command += ["--bind", f"{HOST}:0", "tests.edge_app:app"]
+    # A session of its own: hypercorn runs its worker in a child process, killed with it.
+    process = subprocess.Popen(
+        command, cwd=ROOT, env=env, stderr=subprocess.PIPE, start_new_session=True
+    )
+    assert process.stderr is not None
+    drain = threading.Thread(target=process.stderr.read, daemon=True)
+    try:
+        port = _announced_port(process, 30, process.stderr, "Running on http://")
+        drain.start()
+        yield RunningServer(process, port, tmp_path_factory.mktemp("edge") / "unused.log")
+        assert process.poll() is None, "hypercorn exited during the tests"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        if drain.is_alive():
+            drain.join(5)
+        process.stderr.close()
 
 
 @pytest.fixture(scope="module")
@@ -719,3 +753,26 @@ async def test_a_client_that_answers_a_1009_late_still_completes_the_closing_han
     assert code == 1009
     assert elapsed < TCP_CLOSE
     assert handler_saw(await records(server, [tag]), tag) == (1009, 1009)
+
+
+# -- 5. under the plain hypercorn command --------------------------------------------------------
+
+
+async def test_under_plain_hypercorn_the_app_gets_the_same_guarantees(
+    plain_hypercorn: RunningServer,
+) -> None:
+    # Without trioweb's stream, hypercorn reports this close as 1006 and the 1009 below hangs.
+    prefix, _ = tags("hypercorn-close", 0)
+    command = [sys.executable, "websockets_client.py", plain_hypercorn.url("/echo"), prefix]
+    await run_client([*command, "close", "--code", "4001", "--reason", "bye"])
+    seen = await records(plain_hypercorn, [prefix])
+    assert seen[prefix] == {"handler": [4001, "bye"], "after": [4001, "bye"]}
+    prefix, wanted = tags("hypercorn-oversize", 3)
+    command = [sys.executable, "websockets_client.py", plain_hypercorn.url("/limited"), prefix]
+    command += ["oversize", "--size", str(OVERSIZE), "--attempts", "3", "--deflate"]
+    client = await run_client(command)
+    seen = await records(plain_hypercorn, wanted)
+    for result, tag in zip(client, wanted, strict=True):
+        assert result["rcvd"][0] == 1009 and result["rcvd_then_sent"], result
+        assert result["elapsed"] < TCP_CLOSE
+        assert handler_saw(seen, tag) == (1009, 1009)

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import trio
 
+from . import _hypercorn_guard
 from ._background import BackgroundFailurePolicy, BackgroundTasks
 from ._deflate import Compression
 from ._http_serving import HTTPHooks, serve_http
@@ -145,7 +146,7 @@ class App:
         #: The app's life: startup, serving, shutdown (what ``serve()`` watches).
         self.lifecycle = Lifecycle(
             BackgroundTasks(background_failure),
-            on_begin=self.connections.reset,
+            on_begin=self._begin,
             on_serving=self._fix_settings,
             on_stopped=self._release_settings,
         )
@@ -321,6 +322,12 @@ class App:
             after_websocket=tuple(self._after_websocket),
             errorhandlers=self._errorhandlers,
         )
+
+    def _begin(self) -> None:
+        self.connections.reset()
+        # Under the plain `hypercorn` command too, not only under serve(): the changes apply to
+        # the connections hypercorn accepts from here on (docs/hypercorn.md). Idempotent.
+        _hypercorn_guard.install()
 
     def _fix_settings(self) -> None:
         self._settings = {}
