@@ -16,7 +16,7 @@ from types import EllipsisType, MappingProxyType
 from typing import Any
 
 from ._deflate import Compression
-from .origins import OriginPolicy
+from ._origins import OriginPolicy
 
 __all__ = [
     "ErrorHandler",

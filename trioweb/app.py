@@ -15,6 +15,7 @@ from ._background import BackgroundFailurePolicy, BackgroundTasks
 from ._deflate import Compression
 from ._http_serving import HTTPHooks, serve_http
 from ._lifespan import ALREADY_RUNNING, Extension, Lifecycle
+from ._origins import OriginPolicy
 from ._registry import ConnectionRegistry
 from ._session import asgi_entry
 from ._settings import (
@@ -29,7 +30,6 @@ from .http import (
     DEFAULT_MAX_BODY_SIZE,
 )
 from .nursery import AppNursery
-from .origins import OriginPolicy
 from .routing import Route, Router
 from .server import serve
 

@@ -13,10 +13,10 @@ from urllib.parse import quote
 import trio
 
 from ._json import JSON_ERRORS, json_text
+from ._scope import ScopeView
 from ._types import Receive, Scope, Send
 from .datastructures import Headers
 from .exceptions import HTTPException
-from .scope import ScopeView
 
 if TYPE_CHECKING:
     from .app import App

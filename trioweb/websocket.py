@@ -15,6 +15,7 @@ from ._connection import Connection
 from ._failures import classify
 from ._json import JSON_ERRORS, json_text
 from ._phases import Phase
+from ._scope import ScopeView
 from ._types import Scope
 from .exceptions import (
     HTTPException,
@@ -23,7 +24,6 @@ from .exceptions import (
     WebSocketClose,
     WebSocketDisconnect,
 )
-from .scope import ScopeView
 
 if TYPE_CHECKING:
     from .app import App
