@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import trio
 from helpers import serving
 from trio_websocket import open_websocket_url
 
+import trioweb.broadcast.redis
 from trioweb import App, WebSocket
 from trioweb.broadcast import Broadcast, Gap
 from trioweb.testing import TestClient
@@ -194,3 +197,36 @@ async def test_a_room_rejoined_right_after_its_last_member_left_still_receives(r
                 missed = f"rejoined {turns} scheduler turns after the leave, got {got!r}"
                 break
     assert missed is None, missed
+
+
+async def test_a_bug_in_the_reader_is_raised_with_its_traceback_not_retried_as_an_outage(
+    redis_server, caplog, monkeypatch
+):
+    """A bug of ours in the loop that drains the pub/sub connection is not a broker outage.
+
+    It is logged with its traceback and raised (the hub stops), instead of being logged in one
+    line as a failed connection and retried forever, each retry losing messages behind a Gap.
+    """
+    calls = 0
+
+    def broken_unpack(payload: bytes) -> str:
+        nonlocal calls
+        calls += 1
+        raise ZeroDivisionError("a bug in the reader")
+
+    monkeypatch.setattr(trioweb.broadcast.redis, "unpack", broken_unpack)
+    caplog.set_level(logging.DEBUG, logger="trioweb.broadcast")
+    hub = Broadcast(redis_server.url)
+    received: list[object] = []
+    with trio.fail_after(10), pytest.raises(BaseExceptionGroup) as raised:
+        async with hub.lifespan(), hub.subscribe("t") as sub:
+            assert await hub.publish("t", "x") is True
+            received.append(await sub.receive())  # the hub stops first: this is cancelled
+    assert raised.group_contains(ZeroDivisionError, match="a bug in the reader", depth=None)
+    assert received == []
+    assert calls == 1
+    assert not [r for r in caplog.records if "reconnecting" in r.getMessage()]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info]
+    assert len(errors) == 1, caplog.text
+    assert "a bug in the reader" in caplog.text
+    assert "Traceback" in caplog.text

@@ -97,6 +97,13 @@ def unpack(payload: bytes) -> Message | None:
     return None
 
 
+def is_outage(exc: BaseException) -> bool:
+    """True if ``exc`` (a group: every error in it) says the broker is unreachable, and nothing
+    else: a cancellation alongside is fine, any other error is a bug, not an outage."""
+    errors = [e for e in leaves(exc) if not isinstance(e, trio.Cancelled)]
+    return bool(errors) and all(isinstance(e, BROKER_ERRORS) for e in errors)
+
+
 def _describe(exc: BaseException) -> str:
     leaf = next((e for e in leaves(exc) if not isinstance(e, trio.Cancelled)), exc)
     return f"{type(leaf).__name__}: {leaf}" if str(leaf) else type(leaf).__name__
@@ -195,6 +202,15 @@ class RedisBackend:
                         await self._drain(pubsub)
             except Exception as exc:
                 self._pubsub = None
+                if not is_outage(exc):
+                    # A bug (ours, or coredis's): reconnecting would hide it, and lose messages
+                    # behind a Gap each time it strikes again. Stop the hub, loudly.
+                    logger.error(
+                        "the broadcast hub's reader of %s failed; the hub stops",
+                        redact(self.url),
+                        exc_info=exc,
+                    )
+                    raise
                 logger.warning(
                     "broker pub/sub connection to %s failed (%s); reconnecting",
                     redact(self.url),
