@@ -6,7 +6,7 @@ import logging
 
 import pytest
 import trio
-from helpers import serving
+from helpers import closed_with, serving
 from trio_websocket import open_websocket_url
 
 import trioweb.broadcast.redis
@@ -230,3 +230,46 @@ async def test_a_bug_in_the_reader_is_raised_with_its_traceback_not_retried_as_a
     assert len(errors) == 1, caplog.text
     assert "a bug in the reader" in caplog.text
     assert "Traceback" in caplog.text
+
+
+async def test_a_hub_stopped_by_a_bug_tells_its_subscribers_and_publishers(
+    redis_server, monkeypatch
+):
+    """Once the hub has stopped on a bug, nobody waits for messages that will never come: each
+    subscription raises the error (a forwarding socket closes with 1011), and so does publish."""
+
+    def broken_unpack(payload: bytes) -> str:
+        raise ZeroDivisionError("a bug in the reader")
+
+    monkeypatch.setattr(trioweb.broadcast.redis, "unpack", broken_unpack)
+    hub = Broadcast(redis_server.url)
+    app = App()
+    app.use(hub)
+    subscribed = trio.Event()
+    told: list[str] = []
+
+    @app.websocket("/feed")
+    async def feed(ws: WebSocket, nursery: trio.Nursery):
+        async with ws, hub.subscribe("t") as sub:
+            nursery.start_soon(sub.forward_to, ws)
+            await ws.receive()
+
+    async def subscriber():
+        async with hub.subscribe("t") as sub:
+            subscribed.set()
+            try:
+                await sub.receive()
+            except RuntimeError as exc:
+                told.append(str(exc))
+
+    with trio.fail_after(10), pytest.raises(RuntimeError, match="lifespan ended"):
+        async with TestClient(app) as client, trio.open_nursery() as nursery:
+            async with client.websocket("/feed") as ws:
+                nursery.start_soon(subscriber)
+                await subscribed.wait()
+                assert await hub.publish("t", "x") is True
+                closed = await closed_with(ws)
+            assert closed.code == 1011
+    assert told == ["the broadcast hub stopped: ZeroDivisionError: a bug in the reader"]
+    with pytest.raises(RuntimeError, match="hub stopped: ZeroDivisionError: a bug in the reader"):
+        await hub.publish("t", "y")

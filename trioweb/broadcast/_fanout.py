@@ -84,7 +84,7 @@ class Subscription:
     Made by :meth:`Broadcast.subscribe`; it ends when that context is left.
     """
 
-    __slots__ = ("_buffer", "_overflowed", "dropped", "policy", "topic")
+    __slots__ = ("_buffer", "_failure", "_overflowed", "dropped", "policy", "topic")
 
     def __init__(self, topic: str, max_buffer: int, policy: OverflowPolicy) -> None:
         #: The topic this subscription receives.
@@ -95,6 +95,8 @@ class Subscription:
         self.dropped = 0
         self._buffer: Buffer[Message | Gap] = Buffer(1 if policy == "latest" else max_buffer)
         self._overflowed = False
+        # Why the hub stopped under this subscription, if it did (see Fanout.fail_all).
+        self._failure: str | None = None
 
     def __repr__(self) -> str:
         return f"<Subscription {self.topic!r} {len(self._buffer)} waiting, {self.dropped} dropped>"
@@ -128,16 +130,31 @@ class Subscription:
     def _end(self) -> None:
         self._buffer.close()
 
+    def _fail(self, reason: str) -> None:
+        if not self._buffer.closed:
+            self._failure = reason
+            self._buffer.close()
+
+    def _ended(self) -> Exception | None:
+        """What reading an ended subscription raises; ``None`` for a plain end."""
+        if self._overflowed:
+            return SubscriberTooSlow(self.topic, self._buffer.limit)
+        if self._failure is not None:
+            return RuntimeError(f"the broadcast hub stopped: {self._failure}")
+        return None
+
     # -- read by the app ------------------------------------------------------------------
 
     async def receive(self) -> Message | Gap:
         """The next message or gap. Raises :class:`SubscriberTooSlow` after an overflow under the
-        ``"close"`` policy, and ``trio.EndOfChannel`` once the subscription has ended."""
+        ``"close"`` policy, ``trio.EndOfChannel`` once the subscription has ended, and
+        ``RuntimeError`` if the hub stopped on an error (a bug, logged with its traceback)."""
         try:
             return await self._buffer.get()
         except StopAsyncIteration:
-            if self._overflowed:
-                raise SubscriberTooSlow(self.topic, self._buffer.limit) from None
+            error = self._ended()
+            if error is not None:
+                raise error from None
             raise trio.EndOfChannel(f"the subscription to {self.topic!r} has ended") from None
 
     def __aiter__(self) -> Subscription:
@@ -156,7 +173,8 @@ class Subscription:
 
         Gaps are passed to ``on_gap`` (for example to send the client a resync instruction) or,
         without it, skipped. Under the ``"close"`` policy an overflow raises
-        :class:`SubscriberTooSlow`, which closes the socket with 1013 unless caught.
+        :class:`SubscriberTooSlow`, which closes the socket with 1013 unless caught. Like
+        :meth:`receive`, it raises ``RuntimeError`` if the hub stopped on an error.
         """
         # The buffer and the socket's send_frame directly, rather than ``async for item in
         # self`` and ``ws.send``: fewer coroutines on the stack of every subscriber, and each
@@ -167,8 +185,9 @@ class Subscription:
             try:
                 item = await buffer.get()
             except StopAsyncIteration:
-                if self._overflowed:
-                    raise SubscriberTooSlow(self.topic, buffer.limit) from None
+                error = self._ended()
+                if error is not None:
+                    raise error from None
                 return  # the subscription has ended
             if isinstance(item, Gap):
                 if on_gap is not None:
@@ -216,6 +235,12 @@ class Fanout:
             return False
         del self._topics[topic]
         return True
+
+    def fail_all(self, reason: str) -> None:
+        """End every subscription with an error saying ``reason``: the hub has stopped."""
+        for subscriptions in self._topics.values():
+            for subscription in subscriptions:
+                subscription._fail(reason)
 
     def gap_one(self, subscription: Subscription, reason: str) -> None:
         """Show ``subscription`` alone a :class:`Gap`."""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .._failures import leaves
 from .._json import json_text
 from ._backend import Backend, Message
 from ._fanout import Fanout, Gap, OverflowPolicy, SubscriberTooSlow, Subscription, check_policy
@@ -75,6 +76,8 @@ class Broadcast:
         self.max_buffer = max_buffer
         self.on_overflow: OverflowPolicy = on_overflow
         self._running = False
+        # Why the last lifespan ended on an error, if it did.
+        self._failure: str | None = None
         # What the backend delivers into: this process's subscriptions by topic.
         self._fanout = Fanout()
         self._backend = _new_backend(url)
@@ -89,6 +92,7 @@ class Broadcast:
         """Connect the hub for the duration of the block (``app.use`` does this for you)."""
         if self._running:
             raise RuntimeError("this Broadcast is already running")
+        self._failure = None
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self._backend.run, self._fanout)
@@ -103,10 +107,19 @@ class Broadcast:
             # A broker unreachable at startup is reported as itself, not as a group.
             if len(group.exceptions) == 1 and isinstance(group.exceptions[0], BrokerUnavailable):
                 raise group.exceptions[0] from None
+            # Stopped on an error (the backend's was logged with its traceback), not merely
+            # cancelled: subscribers waiting for messages that will never come are told, and
+            # so is whoever publishes.
+            error = next((e for e in leaves(group) if not isinstance(e, trio.Cancelled)), None)
+            if error is not None:
+                self._failure = f"{type(error).__name__}: {error}"
+                self._fanout.fail_all(self._failure)
             raise
 
     def _check_running(self) -> None:
         if not self._running:
+            if self._failure is not None:
+                raise RuntimeError(f"the Broadcast hub stopped: {self._failure}")
             raise RuntimeError(
                 "the Broadcast hub is not running: register it with app.use(hub) "
                 "(or enter hub.lifespan())"
