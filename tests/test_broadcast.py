@@ -250,8 +250,8 @@ async def test_gaps_are_kept_and_not_repeated():
     hub = Broadcast()
     async with hub.lifespan(), hub.subscribe("t", max_buffer=1, on_overflow="drop_newest") as sub:
         await hub.publish("t", "a")
-        hub._gap("t", "lost")
-        hub._gap("t", "lost again")
+        hub._fanout.gap("t", "lost")
+        hub._fanout.gap("t", "lost again")
         await hub.publish("t", "b")  # dropped: the buffer is full
         assert await sub.receive() == "a"
         assert await sub.receive() == Gap("lost")
@@ -275,7 +275,7 @@ async def test_forward_to_hands_gaps_to_on_gap():
 
     async with TestClient(app) as client, client.websocket("/g") as ws:
         await trio.testing.wait_all_tasks_blocked()
-        hub._gap("t", "broker restarted")
+        hub._fanout.gap("t", "broker restarted")
         await hub.publish("t", "after")
         assert await ws.receive_json() == {"resync": "broker restarted"}
         assert await ws.receive() == "after"

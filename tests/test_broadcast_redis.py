@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import trio
-from helpers import serving
+from helpers import closed_with, serving
 from trio_websocket import open_websocket_url
 
+import trioweb.broadcast.redis
 from trioweb import App, WebSocket
 from trioweb.broadcast import Broadcast, Gap
 from trioweb.testing import TestClient
@@ -194,3 +197,79 @@ async def test_a_room_rejoined_right_after_its_last_member_left_still_receives(r
                 missed = f"rejoined {turns} scheduler turns after the leave, got {got!r}"
                 break
     assert missed is None, missed
+
+
+async def test_a_bug_in_the_reader_is_raised_with_its_traceback_not_retried_as_an_outage(
+    redis_server, caplog, monkeypatch
+):
+    """A bug of ours in the loop that drains the pub/sub connection is not a broker outage.
+
+    It is logged with its traceback and raised (the hub stops), instead of being logged in one
+    line as a failed connection and retried forever, each retry losing messages behind a Gap.
+    """
+    calls = 0
+
+    def broken_unpack(payload: bytes) -> str:
+        nonlocal calls
+        calls += 1
+        raise ZeroDivisionError("a bug in the reader")
+
+    monkeypatch.setattr(trioweb.broadcast.redis, "unpack", broken_unpack)
+    caplog.set_level(logging.DEBUG, logger="trioweb.broadcast")
+    hub = Broadcast(redis_server.url)
+    received: list[object] = []
+    with trio.fail_after(10), pytest.raises(BaseExceptionGroup) as raised:
+        async with hub.lifespan(), hub.subscribe("t") as sub:
+            assert await hub.publish("t", "x") is True
+            received.append(await sub.receive())  # the hub stops first: this is cancelled
+    assert raised.group_contains(ZeroDivisionError, match="a bug in the reader", depth=None)
+    assert received == []
+    assert calls == 1
+    assert not [r for r in caplog.records if "reconnecting" in r.getMessage()]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and r.exc_info]
+    assert len(errors) == 1, caplog.text
+    assert "a bug in the reader" in caplog.text
+    assert "Traceback" in caplog.text
+
+
+async def test_a_hub_stopped_by_a_bug_tells_its_subscribers_and_publishers(
+    redis_server, monkeypatch
+):
+    """Once the hub has stopped on a bug, nobody waits for messages that will never come: each
+    subscription raises the error (a forwarding socket closes with 1011), and so does publish."""
+
+    def broken_unpack(payload: bytes) -> str:
+        raise ZeroDivisionError("a bug in the reader")
+
+    monkeypatch.setattr(trioweb.broadcast.redis, "unpack", broken_unpack)
+    hub = Broadcast(redis_server.url)
+    app = App()
+    app.use(hub)
+    subscribed = trio.Event()
+    told: list[str] = []
+
+    @app.websocket("/feed")
+    async def feed(ws: WebSocket, nursery: trio.Nursery):
+        async with ws, hub.subscribe("t") as sub:
+            nursery.start_soon(sub.forward_to, ws)
+            await ws.receive()
+
+    async def subscriber():
+        async with hub.subscribe("t") as sub:
+            subscribed.set()
+            try:
+                await sub.receive()
+            except RuntimeError as exc:
+                told.append(str(exc))
+
+    with trio.fail_after(10), pytest.raises(RuntimeError, match="lifespan ended"):
+        async with TestClient(app) as client, trio.open_nursery() as nursery:
+            async with client.websocket("/feed") as ws:
+                nursery.start_soon(subscriber)
+                await subscribed.wait()
+                assert await hub.publish("t", "x") is True
+                closed = await closed_with(ws)
+            assert closed.code == 1011
+    assert told == ["the broadcast hub stopped: ZeroDivisionError: a bug in the reader"]
+    with pytest.raises(RuntimeError, match="hub stopped: ZeroDivisionError: a bug in the reader"):
+        await hub.publish("t", "y")

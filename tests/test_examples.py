@@ -67,7 +67,7 @@ async def test_dashboard_one_sampler_feeds_every_watcher(autojump_clock):
             assert a[-1]["connections"] == 2
             # A watcher that falls behind skips to the newest sample (see the broadcast tests
             # for the policy itself: the test client's sockets never fall behind).
-            assert {s.policy for s in hub._topics[TOPIC]} == {"latest"}
+            assert {s.policy for s in hub._fanout._topics[TOPIC]} == {"latest"}
 
 
 async def test_chat_page_and_rooms():

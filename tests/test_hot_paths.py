@@ -18,7 +18,7 @@ from trioweb._buffer import Buffer
 from trioweb._connection import Connection
 from trioweb._phases import Phase
 from trioweb.broadcast import Broadcast
-from trioweb.broadcast.hub import WAKE_BATCH
+from trioweb.broadcast._fanout import WAKE_BATCH
 from trioweb.testing import TestClient
 
 
@@ -192,9 +192,9 @@ async def test_a_hub_shut_down_with_wakes_pending_leaves_nobody_asleep() -> None
             for _ in range(count):
                 await nursery.start(subscriber)
             await trio.testing.wait_all_tasks_blocked()
-            hub._deliver("t", "last")  # no checkpoint before the hub stops: wakes are pending
-            assert len(hub._unwoken) == count - WAKE_BATCH
-        assert not hub._unwoken  # the waker woke them all on its way out
+            hub._fanout.deliver("t", "last")  # no checkpoint before the hub stops: wakes pending
+            assert len(hub._fanout._unwoken) == count - WAKE_BATCH
+        assert not hub._fanout._unwoken  # the waker woke them all on its way out
         await trio.testing.wait_all_tasks_blocked()
         assert got_it == count
         nursery.cancel_scope.cancel()

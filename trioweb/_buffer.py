@@ -102,14 +102,22 @@ class Buffer(Generic[T]):
             reschedule(self._waiters.pop(0))
         return True
 
-    def put_unwoken(self, item: T) -> bool:
-        """Queue ``item`` like :meth:`put`, but leave a waiting consumer asleep: the caller
-        wakes it later with :meth:`wake` (see :meth:`waiting`)."""
+    def put_unwoken(self, item: T) -> bool | None:
+        """Queue ``item`` like :meth:`put`, but leave a waiting consumer asleep, for the caller
+        to wake later with :meth:`wake`.
+
+        Returns ``None`` if the buffer is full or closed (and keeps nothing); otherwise whether
+        a consumer is asleep in :meth:`get`, waiting for that :meth:`wake` (one call for what
+        a fan-out asks of every buffer on every message).
+        """
         items = self._items
         if len(items) >= self.limit or self._closed:
-            return False
+            return None
         items.append(item)
-        return True
+        # Branches rather than bool(): this runs for every subscriber of every message.
+        if self._waiters:  # noqa: SIM103
+            return True
+        return False
 
     @property
     def waiting(self) -> bool:

@@ -33,6 +33,10 @@ __all__ = ["WebSocket"]
 JSONLoads = Callable[[str | bytes], Any]
 JSONDumps = Callable[[Any], str]
 
+# A module global: an enum member read from its class costs a lookup through the enum's
+# metaclass, noticeable on a per-message path (see send_frame).
+_CONNECTED = Phase.CONNECTED
+
 
 def _header_pairs(headers: Mapping[str, str] | None) -> list[tuple[bytes, bytes]]:
     if not headers:
@@ -240,6 +244,21 @@ class WebSocket(ScopeView):
         if conn.phase is Phase.CONNECTING:
             await conn.accept(None, (), self.subprotocols, implicit=True)
         await conn.send({"type": "websocket.send", "bytes": data})
+
+    def send_frame(self, message: str | bytes) -> Awaitable[None]:
+        """Send ``message`` as :meth:`send` does, from a loop that forwards many messages.
+
+        A plain method that returns the connection's own send for ``await``: no coroutine of
+        the socket's sits on the caller's stack while the server suspends the send, which it
+        does two or three times per message (see :meth:`Subscription.forward_to`). The type of
+        ``message`` is not checked: ``str`` or ``bytes`` only.
+        """
+        conn = self._conn
+        if conn.phase is not _CONNECTED:
+            return self.send(message)  # before the accept, it accepts; after the close, it raises
+        if isinstance(message, str):
+            return conn.send({"type": "websocket.send", "text": message})
+        return conn.send({"type": "websocket.send", "bytes": message})
 
     async def send_json(self, data: Any, dumps: JSONDumps | None = None) -> None:
         """Send ``data`` encoded as JSON in a text message."""

@@ -13,8 +13,9 @@ async def chat(ws, nursery, room):
 ```
 """
 
+from ._fanout import Gap, OverflowPolicy, SubscriberTooSlow, Subscription
 from .errors import BrokerUnavailable
-from .hub import Broadcast, Gap, OverflowPolicy, SubscriberTooSlow, Subscription
+from .hub import Broadcast
 
 __all__ = [
     "Broadcast",

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import coredis
@@ -38,10 +38,8 @@ import trio
 from coredis.exceptions import RedisError
 
 from .._failures import leaves
+from ._backend import Message, Sink
 from .errors import BrokerUnavailable
-
-if TYPE_CHECKING:
-    from .hub import Broadcast, Message
 
 __all__ = ["BrokerUnavailable", "RedisBackend"]
 
@@ -59,9 +57,9 @@ def redact(url: str) -> str:
     parts = urlsplit(url)
     if parts.password is None:
         return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
+    host = parts.netloc.rsplit("@", 1)[1]
     user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit(parts._replace(netloc=user + netloc))
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
 
 def check_url(url: str) -> str:
@@ -97,6 +95,13 @@ def unpack(payload: bytes) -> Message | None:
     return None
 
 
+def is_outage(exc: BaseException) -> bool:
+    """True if ``exc`` (a group: every error in it) says the broker is unreachable, and nothing
+    else: a cancellation alongside is fine, any other error is a bug, not an outage."""
+    errors = [e for e in leaves(exc) if not isinstance(e, trio.Cancelled)]
+    return bool(errors) and all(isinstance(e, BROKER_ERRORS) for e in errors)
+
+
 def _describe(exc: BaseException) -> str:
     leaf = next((e for e in leaves(exc) if not isinstance(e, trio.Cancelled)), exc)
     return f"{type(leaf).__name__}: {leaf}" if str(leaf) else type(leaf).__name__
@@ -119,7 +124,7 @@ class RedisBackend:
         self.subscribe_timeout = subscribe_timeout
         self.publish_timeout = publish_timeout
         self.retry_interval = retry_interval
-        self._hub: Broadcast | None = None
+        self._sink: Sink | None = None
         self._client: coredis.Redis[bytes] | None = None
         self._pubsub: Any = None
         #: Topics with local subscribers.
@@ -142,9 +147,10 @@ class RedisBackend:
 
     # -- the owner task -----------------------------------------------------------------
 
-    async def run(self, hub: Broadcast, *, task_status: trio.TaskStatus[None]) -> None:
-        """Own the client: check the broker, report started, then keep the pub/sub alive."""
-        self._hub = hub
+    async def run(self, sink: Sink, *, task_status: trio.TaskStatus[None]) -> None:
+        """Own the client: check the broker, report started, then keep the pub/sub alive and
+        deliver what it brings into ``sink``."""
+        self._sink = sink
         client: coredis.Redis[bytes] = coredis.Redis.from_url(self.url, decode_responses=False)
         started = False
         try:
@@ -186,7 +192,7 @@ class RedisBackend:
                     self._pubsub = pubsub
                     self._forget_broker()
                     if not first:
-                        self._gap_all("the connection to the broker was replaced")
+                        self._sink_or_fail().gap(None, "the connection to the broker was replaced")
                     async with trio.open_nursery() as nursery:
                         nursery.start_soon(self._keep_subscribed, pubsub)
                         if first:
@@ -195,6 +201,15 @@ class RedisBackend:
                         await self._drain(pubsub)
             except Exception as exc:
                 self._pubsub = None
+                if not is_outage(exc):
+                    # A bug (ours, or coredis's): reconnecting would hide it, and lose messages
+                    # behind a Gap each time it strikes again. Stop the hub, loudly.
+                    logger.error(
+                        "the broadcast hub's reader of %s failed; the hub stops",
+                        redact(self.url),
+                        exc_info=exc,
+                    )
+                    raise
                 logger.warning(
                     "broker pub/sub connection to %s failed (%s); reconnecting",
                     redact(self.url),
@@ -206,9 +221,8 @@ class RedisBackend:
                 await trio.sleep(self.retry_interval)
 
     async def _drain(self, pubsub: Any) -> None:
-        """Read the pub/sub connection without pause and hand messages to the hub."""
-        assert self._hub is not None
-        hub = self._hub
+        """Read the pub/sub connection without pause and hand messages to the sink."""
+        deliver = self._sink_or_fail().deliver
         while True:
             message = await pubsub.get_message()
             if message is None:
@@ -221,7 +235,7 @@ class RedisBackend:
                 if decoded is None:
                     logger.warning("ignored a message on %r not published by trioweb", topic)
                     continue
-                hub._deliver(topic, decoded)
+                deliver(topic, decoded)
             elif kind == "subscribe":
                 self._check_connection(pubsub)
                 self._subscribe_acknowledged(topic)
@@ -231,7 +245,6 @@ class RedisBackend:
 
     def _subscribe_acknowledged(self, topic: str) -> None:
         """The broker sends ``topic`` from here on; live unless an UNSUBSCRIBE is still due."""
-        assert self._hub is not None
         if not _settle(self._subscribes_due, topic):
             # Not an answer to us: coredis re-subscribed after a reconnect (or the answer to a
             # SUBSCRIBE that timed out came late). What was published meanwhile is lost, and
@@ -241,14 +254,13 @@ class RedisBackend:
             self._unsure.discard(topic)
             self._on_broker.add(topic)
             self._changed.set()  # unsubscribe it if nobody wants it any more
-            self._hub._gap(topic, "the connection to the broker was lost and restored")
+            self._sink_or_fail().gap(topic, "the connection to the broker was lost and restored")
             logger.warning("broker connection to %s restored (%s)", redact(self.url), topic)
         if topic not in self._unsubscribes_due:
             self.confirmed_event(topic).set()
 
     def _unsubscribe_acknowledged(self, topic: str) -> None:
         """The broker stopped sending ``topic``; nothing more if a SUBSCRIBE is on its way."""
-        assert self._hub is not None
         _settle(self._unsubscribes_due, topic)
         if topic in self._subscribes_due:
             return  # re-subscribed right behind: it goes live with that answer
@@ -258,7 +270,7 @@ class RedisBackend:
             if self._unconfirm(topic):
                 # An UNSUBSCRIBE we had stopped counting on (its send failed, or coredis
                 # re-subscribed in between) went through after all.
-                self._hub._gap(topic, "the broker dropped the subscription")
+                self._sink_or_fail().gap(topic, "the broker dropped the subscription")
         else:
             self._unconfirm(topic)
 
@@ -345,10 +357,9 @@ class RedisBackend:
         for topic in list(self._confirmed):
             self._unconfirm(topic)
 
-    def _gap_all(self, reason: str) -> None:
-        assert self._hub is not None
-        for topic in self._wanted:
-            self._hub._gap(topic, reason)
+    def _sink_or_fail(self) -> Sink:
+        assert self._sink is not None, "the backend is not running"
+        return self._sink
 
     # -- called from handlers -----------------------------------------------------------
 
