@@ -44,6 +44,16 @@ BACKEND = "picows" if picows is not None else "wsproto"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def queued_seconds(pid: int) -> float:
+    """Time process ``pid``'s main thread spent runnable but waiting for a CPU (other
+    processes had it): what a busy machine takes from the server. 0 where not known."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time of process ``pid``'s main thread, where the server's event loop runs.
 
@@ -352,12 +362,14 @@ class Window:
         self.open = True
         self.cpu["client0"] = time.process_time()
         self.cpu["server0"] = cpu_seconds(self.server_pid)
+        self.cpu["queued0"] = queued_seconds(self.server_pid)
         self.cpu["wall0"] = time.monotonic()
 
     def _end(self) -> None:
         self.open = False
         self.cpu["client"] = time.process_time() - self.cpu.pop("client0")
         self.cpu["server"] = cpu_seconds(self.server_pid) - self.cpu.pop("server0")
+        self.cpu["queued"] = queued_seconds(self.server_pid) - self.cpu.pop("queued0")
         self.cpu["wall"] = time.monotonic() - self.cpu.pop("wall0")
         if not self.over.done():
             self.over.set_result(None)

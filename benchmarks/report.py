@@ -232,7 +232,12 @@ def table(results: dict[str, Any]) -> str:
         )
     )
 
-    lines += ["", "Server and load generator CPU, in % of one core, during each measurement:", ""]
+    lines += [
+        "",
+        "Server and load generator CPU, in % of one core, during each measurement (queued: "
+        "the server was ready to run but another process had its CPU):",
+        "",
+    ]
     lines += [row("", [label(n) for n in names]), rule]
     for title, key in (
         ("echo 16 B", "echo16"),
@@ -243,15 +248,25 @@ def table(results: dict[str, Any]) -> str:
         cells = []
         for n in names:
             server, client = _get(med, n, f"{key}.server_cpu"), _get(med, n, f"{key}.client_cpu")
+            queued = _get(med, n, f"{key}.server_queued")
             cells.append(
                 NONE
                 if server is None or client is None
                 else f"server {100 * server:.0f} / client {100 * client:.0f}"
+                + ("" if queued is None else f" / queued {100 * queued:.0f}")
             )
         lines.append(row(title, cells))
 
-    lines += ["", "How the cost grows (server CPU time per message or delivery, µs):", ""]
+    lines += [
+        "",
+        "Server CPU time per message, connection or delivery, µs (steadier than rates on a busy "
+        "machine), and how it grows:",
+        "",
+    ]
     lines += [row("", [label(n) for n in names]), rule]
+    metric(f"echo 16 B, {plan['echo_sockets']} sockets", "echo16.us_per_msg", 1)
+    metric(f"echo 16 KiB, {plan['echo_sockets']} sockets", "echo16k.us_per_msg", 1)
+    metric("handshake (open, 1 message, close)", "handshakes.us_per_handshake", 1)
     for count in plan["scale_echo"]:
         metric(f"echo, {count} sockets", f"scale.echo.{count}.us_per_msg", 1)
     for count in plan["scale_fanout"]:
@@ -508,10 +523,11 @@ def compression_table(results: dict[str, Any]) -> str:
             ],
         ),
         row(
-            "echo, server / client CPU in % of one core",
+            "echo, server / client CPU in % of one core (server queued for a CPU)",
             [
                 f"{_num(100 * (_get(med, n, 'echo.server_cpu') or 0))} / "
-                f"{_num(100 * (_get(med, n, 'echo.client_cpu') or 0))}"
+                f"{_num(100 * (_get(med, n, 'echo.client_cpu') or 0))} "
+                f"({_num(100 * (_get(med, n, 'echo.server_queued') or 0))})"
                 for n in names
             ],
         ),

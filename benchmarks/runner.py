@@ -319,6 +319,7 @@ def echo(
         "p50_ms": percentile(rtts, 0.50) / 1000,
         "p99_ms": percentile(rtts, 0.99) / 1000,
         "server_cpu": server_cpu / wall,
+        "server_queued": results[0]["queued"] / wall,
         "client_cpu": sum(r["client"] for r in results) / wall,
         "us_per_msg": 1e6 * server_cpu / messages if messages else float("nan"),
     }
@@ -355,10 +356,13 @@ def handshakes(ctx: Context, server: Server) -> dict:
     with Clients(specs, ctx.client_cpus, 120) as clients:
         results = timed_window(ctx, clients, plan.handshake_seconds)
     wall = results[0]["wall"]
+    done = sum(r["handshakes"] for r in results)
     return {
-        "per_s": sum(r["handshakes"] for r in results) / wall,
+        "per_s": done / wall,
         "errors": sum(r["errors"] for r in results),
         "server_cpu": results[0]["server"] / wall,
+        "server_queued": results[0]["queued"] / wall,
+        "us_per_handshake": 1e6 * results[0]["server"] / done if done else float("nan"),
         "client_cpu": sum(r["client"] for r in results) / wall,
     }
 
@@ -416,6 +420,7 @@ def fanout(ctx: Context, server: Server, subscribers: int, publishes: int) -> di
         "lag_max_ms": 1000 * lags[-1] if lags else float("nan"),
         "timeouts": result["timeouts"],
         "server_cpu": result["server"] / wall,
+        "server_queued": result["queued"] / wall,
         "client_cpu": result["client"] / wall,
         "us_per_delivery": 1e6 * result["server"] / deliveries if deliveries else float("nan"),
     }
