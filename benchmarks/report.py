@@ -490,7 +490,7 @@ def compression_table(results: dict[str, Any]) -> str:
     counted = "picows" in results.get("client_backend", [])  # the fallback counts no bytes
     lines = [
         f"Medians over {plan['rounds']} round(s). The clients offer permessage-deflate as Chrome "
-        f"does; figures in brackets are against trioweb with `compression=None`.",
+        "does;\nfigures in brackets are against trioweb with `compression=None`.",
         "",
         row("", [compression_label(n) for n in names]),
         "|" + "---|" * (len(names) + 1),
