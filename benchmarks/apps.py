@@ -8,6 +8,10 @@ Every app serves the same two WebSocket routes:
 
 ``load(name)`` imports only the framework asked for, so that a server process holds one
 framework and its memory is measured alone.
+
+A trioweb server's name may carry a permessage-deflate setting (``trioweb+takeover``, see
+:data:`COMPRESSIONS`) and a tree (``trioweb@base``: trioweb imported from the directory in
+``BENCH_TRIOWEB_TREE``, to compare two versions of trioweb in one run).
 """
 
 from __future__ import annotations
@@ -23,6 +27,29 @@ NAMES = ("bare", "trioweb", "starlette", "quart-trio")
 OPTIONAL = {"starlette": "starlette", "quart-trio": "quart_trio"}
 
 
+#: trioweb's permessage-deflate settings, by the name a server's name carries after ``+``.
+COMPRESSIONS = ("off", "default", "takeover-12", "takeover")
+#: The environment variable that points a ``trioweb@base`` process at its trioweb tree.
+TREE_ENV = "BENCH_TRIOWEB_TREE"
+
+
+def framework(name: str) -> str:
+    """``trioweb`` for ``trioweb+takeover@base``: the framework a server name runs."""
+    return name.split("@", 1)[0].split("+", 1)[0]
+
+
+def compression(variant: str) -> Any:
+    """The ``App(compression=...)`` value of a :data:`COMPRESSIONS` name."""
+    from trioweb import Compression
+
+    return {
+        "off": None,
+        "default": Compression(),
+        "takeover-12": Compression(context_takeover=True, window_bits=12),
+        "takeover": Compression(context_takeover=True),
+    }[variant]
+
+
 def load(name: str) -> ASGIApp:
     """The ASGI app called ``name``."""
     factories: dict[str, Callable[[], ASGIApp]] = {
@@ -31,14 +58,29 @@ def load(name: str) -> ASGIApp:
         "starlette": make_starlette,
         "quart-trio": make_quart_trio,
     }
-    return factories[name]()
+    variant = name.split("@", 1)[0].partition("+")[2]
+    if variant:
+        return make_trioweb(compression(variant))
+    return factories[framework(name)]()
+
+
+def prepare(name: str) -> None:
+    """Change hypercorn as the framework's own server does before it serves, so that the
+    framework runs here as it runs in production: ``trioweb.serve`` and ``trioweb run``
+    install trioweb's WebSocket stream and its guards. (A current trioweb app also installs
+    them at its lifespan startup; older trees, such as the base of an A/B run, did it only in
+    ``serve()``, and would otherwise run on hypercorn's own stream here.)"""
+    if framework(name) == "trioweb":
+        from trioweb import _hypercorn_guard
+
+        _hypercorn_guard.install()
 
 
 def available(name: str) -> bool:
     """Whether ``name`` can be imported here (the optional peers may be missing)."""
     import importlib.util
 
-    module = OPTIONAL.get(name)
+    module = OPTIONAL.get(framework(name))
     return module is None or importlib.util.find_spec(module) is not None
 
 
@@ -98,14 +140,15 @@ def make_bare() -> ASGIApp:
 # -- trioweb -------------------------------------------------------------------------------
 
 
-def make_trioweb() -> ASGIApp:
-    """trioweb: ``async for`` echo, and the in-process hub with ``forward_to``."""
+def make_trioweb(*compression: Any) -> ASGIApp:
+    """trioweb: ``async for`` echo, and the in-process hub with ``forward_to``; its default
+    settings, or the ``compression`` given."""
     import trio
 
     from trioweb import App, WebSocket
     from trioweb.broadcast import Broadcast
 
-    app = App()
+    app = App(compression=compression[0]) if compression else App()
     hub = app.use(Broadcast())
 
     @app.websocket("/echo")

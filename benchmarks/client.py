@@ -24,6 +24,7 @@ import os
 import random
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +44,16 @@ BACKEND = "picows" if picows is not None else "wsproto"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def queued_seconds(pid: int) -> float:
+    """Time process ``pid``'s main thread spent runnable but waiting for a CPU (other
+    processes had it): what a busy machine takes from the server. 0 where not known."""
+    try:
+        with open(f"/proc/{pid}/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
 def cpu_seconds(pid: int) -> float:
     """CPU time of process ``pid``'s main thread, where the server's event loop runs.
 
@@ -58,11 +69,71 @@ def cpu_seconds(pid: int) -> float:
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+# -- permessage-deflate, the way a browser runs it -----------------------------------------
+
+#: What Chrome offers on every socket (RFC 7692): "compress both ways; you may choose my
+#: window". Context takeover is the client's to keep unless the server says otherwise.
+OFFER = "permessage-deflate; client_max_window_bits"
+TAIL = b"\x00\x00\xff\xff"  # the empty stored block each compressed message drops
+
+
+class Deflate:
+    """The client's half of a negotiated permessage-deflate, as a browser runs it: every
+    message it sends is compressed; messages that arrive with RSV1 are inflated. ``response``
+    is the server's ``Sec-WebSocket-Extensions`` value."""
+
+    def __init__(self, response: str) -> None:
+        self.response = response
+        parameters: dict[str, str] = {}
+        for part in response.split(";")[1:]:
+            key, _, value = part.strip().partition("=")
+            parameters[key] = value.strip('"')
+        self.client_bits = int(parameters.get("client_max_window_bits") or 15)
+        self.server_bits = int(parameters.get("server_max_window_bits") or 15)
+        self.client_takeover = "client_no_context_takeover" not in parameters
+        self.server_takeover = "server_no_context_takeover" not in parameters
+        self.deflater: Any = None
+        self.inflater: Any = None
+        #: Bytes of the messages before and after compression, each way (raw, wire).
+        self.sent = [0, 0]
+        self.received = [0, 0]
+        self.compressed_in = 0
+
+    def compress(self, data: bytes) -> bytes:
+        if self.deflater is None:
+            self.deflater = zlib.compressobj(
+                zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -self.client_bits
+            )
+        out = self.deflater.compress(data) + self.deflater.flush(zlib.Z_SYNC_FLUSH)
+        if not self.client_takeover:
+            self.deflater = None
+        out = out[: -len(TAIL)]
+        self.sent[0] += len(data)
+        self.sent[1] += len(out)
+        return out
+
+    def inflate(self, data: bytes) -> bytes:
+        if self.inflater is None:
+            self.inflater = zlib.decompressobj(-self.server_bits)
+        out = self.inflater.decompress(data + TAIL)
+        if not self.server_takeover:
+            self.inflater = None
+        self.compressed_in += 1
+        self.received[0] += len(out)
+        self.received[1] += len(data)
+        return out
+
+    def forget(self) -> None:
+        """Drop the zlib state (a socket that will send and receive nothing more)."""
+        self.deflater = self.inflater = None
+
+
 # -- connections: one small interface over picows or wsproto -------------------------------
 
 
 class Handler:
-    """What a scenario does with one socket. ``conn`` has ``send(bytes)`` and ``close()``."""
+    """What a scenario does with one socket. ``conn`` has ``send(bytes)``, ``close()`` and
+    ``deflate`` (a :class:`Deflate` once the server accepted the offer, else ``None``)."""
 
     def opened(self, conn: Any) -> None:
         pass
@@ -84,15 +155,29 @@ if picows is not None:
             self.handler = handler
             self.payload = payload
             self.transport: Any = None
+            self.deflate: Deflate | None = None
             self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         def on_ws_connected(self, transport: Any) -> None:
             self.transport = transport
+            response = transport.response.headers.get("Sec-WebSocket-Extensions")
+            if response:
+                self.deflate = Deflate(response)
 
         def on_ws_frame(self, transport: Any, frame: Any) -> None:
             kind = frame.msg_type
             if kind is WSMsgType.TEXT or kind is WSMsgType.BINARY:
-                self.handler.message(self, frame.get_payload_as_bytes() if self.payload else b"")
+                if not frame.fin:  # the servers send every message as one frame
+                    raise RuntimeError("a fragmented message: the client does not take those")
+                if frame.rsv1:
+                    if self.deflate is None:
+                        raise RuntimeError("a compressed message on a socket without deflate")
+                    data = self.deflate.inflate(frame.get_payload_as_bytes())
+                    self.handler.message(self, data if self.payload else b"")
+                else:
+                    self.handler.message(
+                        self, frame.get_payload_as_bytes() if self.payload else b""
+                    )
             elif kind is WSMsgType.CLOSE:
                 if not transport.is_close_frame_sent:
                     transport.send_close(frame.get_close_code())
@@ -104,18 +189,25 @@ if picows is not None:
             self.handler.closed(self)
 
         def send(self, data: bytes) -> None:
-            self.transport.send(WSMsgType.TEXT, data)
+            if self.deflate is None:
+                self.transport.send(WSMsgType.TEXT, data)
+            else:
+                self.transport.send(WSMsgType.TEXT, self.deflate.compress(data), rsv1=True)
 
         def close(self) -> None:
             if not self.transport.is_close_frame_sent:
                 self.transport.send_close(WSCloseCode.OK)
 
-    async def open_conn(port: int, path: str, handler: Handler, payload: bool = False) -> Any:
-        """Open a socket to ``path``; return it once the handshake is done."""
+    async def open_conn(
+        port: int, path: str, handler: Handler, payload: bool = False, deflate: bool = False
+    ) -> Any:
+        """Open a socket to ``path``; return it once the handshake is done. With ``deflate``
+        the client offers permessage-deflate as Chrome does."""
         _, conn = await picows.ws_connect(
             lambda: PicowsConn(handler, payload),
             f"ws://127.0.0.1:{port}{path}",
             websocket_handshake_timeout=30,
+            extra_headers={"Sec-WebSocket-Extensions": OFFER} if deflate else None,
         )
         handler.opened(conn)
         return conn
@@ -123,14 +215,37 @@ if picows is not None:
 else:
     import wsproto
     import wsproto.events as wse
+    from wsproto.extensions import PerMessageDeflate
+
+    class ChromeDeflate(PerMessageDeflate):
+        """wsproto's permessage-deflate, offered with Chrome's parameters; it counts the
+        compressed messages that arrive in a :class:`Deflate` (whose zlib side is unused)."""
+
+        stats: Deflate | None = None
+
+        def offer(self) -> str:
+            return OFFER.split("; ", 1)[1]
+
+        def finalize(self, offer: str) -> None:
+            self.stats = Deflate(offer)
+            super().finalize(offer)
+
+        def frame_inbound_header(self, proto: Any, opcode: Any, rsv: Any, length: int) -> Any:
+            if rsv.rsv1 and self.stats is not None:
+                self.stats.compressed_in += 1
+            return super().frame_inbound_header(proto, opcode, rsv, length)
 
     class WsprotoConn(asyncio.Protocol):
-        """A wsproto client over an asyncio protocol (the slow fallback)."""
+        """A wsproto client over an asyncio protocol (the slow fallback). With deflate,
+        wsproto compresses and inflates; ``deflate`` is then a :class:`Deflate` that only
+        describes the response (its byte counts stay at zero)."""
 
-        def __init__(self, handler: Handler, host: str, path: str) -> None:
+        def __init__(self, handler: Handler, host: str, path: str, deflate: bool) -> None:
             self.handler = handler
             self.ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
             self.host, self.path = host, path
+            self.extensions = [ChromeDeflate()] if deflate else []
+            self.deflate: Deflate | None = None
             self.transport: Any = None
             self.accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -139,12 +254,16 @@ else:
 
         def connection_made(self, transport: Any) -> None:
             self.transport = transport
-            transport.write(self.ws.send(wse.Request(host=self.host, target=self.path)))
+            request = wse.Request(host=self.host, target=self.path, extensions=self.extensions)
+            transport.write(self.ws.send(request))
 
         def data_received(self, data: bytes) -> None:
             self.ws.receive_data(data)
             for event in self.ws.events():
                 if isinstance(event, wse.AcceptConnection):
+                    for extension in event.extensions:
+                        if isinstance(extension, ChromeDeflate):
+                            self.deflate = extension.stats
                     self.accepted.set_result(None)
                 elif isinstance(event, wse.RejectConnection):
                     self.accepted.set_exception(ConnectionError("handshake rejected"))
@@ -178,11 +297,13 @@ else:
                 self.close_sent = True
                 self.transport.write(self.ws.send(wse.CloseConnection(code=1000)))
 
-    async def open_conn(port: int, path: str, handler: Handler, payload: bool = False) -> Any:
+    async def open_conn(
+        port: int, path: str, handler: Handler, payload: bool = False, deflate: bool = False
+    ) -> Any:
         """Open a socket to ``path``; return it once the handshake is done."""
         loop = asyncio.get_running_loop()
         _, conn = await loop.create_connection(
-            lambda: WsprotoConn(handler, f"127.0.0.1:{port}", path), "127.0.0.1", port
+            lambda: WsprotoConn(handler, f"127.0.0.1:{port}", path, deflate), "127.0.0.1", port
         )
         await asyncio.wait_for(conn.accepted, 30)
         handler.opened(conn)
@@ -190,7 +311,12 @@ else:
 
 
 async def open_many(
-    count: int, port: int, path: str, make: Callable[[], Handler], payload: bool = False
+    count: int,
+    port: int,
+    path: str,
+    make: Callable[[], Handler],
+    payload: bool = False,
+    deflate: bool = False,
 ) -> list[Any]:
     """Open ``count`` sockets, a bounded number of handshakes at a time."""
     conns: list[Any] = []
@@ -198,7 +324,7 @@ async def open_many(
 
     async def one() -> None:
         async with gate:
-            conns.append(await open_conn(port, path, make(), payload))
+            conns.append(await open_conn(port, path, make(), payload, deflate))
 
     await asyncio.gather(*(one() for _ in range(count)))
     return conns
@@ -236,12 +362,14 @@ class Window:
         self.open = True
         self.cpu["client0"] = time.process_time()
         self.cpu["server0"] = cpu_seconds(self.server_pid)
+        self.cpu["queued0"] = queued_seconds(self.server_pid)
         self.cpu["wall0"] = time.monotonic()
 
     def _end(self) -> None:
         self.open = False
         self.cpu["client"] = time.process_time() - self.cpu.pop("client0")
         self.cpu["server"] = cpu_seconds(self.server_pid) - self.cpu.pop("server0")
+        self.cpu["queued"] = queued_seconds(self.server_pid) - self.cpu.pop("queued0")
         self.cpu["wall"] = time.monotonic() - self.cpu.pop("wall0")
         if not self.over.done():
             self.over.set_result(None)
@@ -251,23 +379,71 @@ def payload(size: int) -> bytes:
     return (b"0123456789abcdef" * (size // 16 + 1))[:size]
 
 
+SYMBOLS = ("AAPL", "MSFT", "GOOG", "AMZN", "NVDA", "TSLA", "META", "NFLX", "INTC", "ORCL")
+
+
+def json_messages(count: int, size: int, seed: int) -> list[bytes]:
+    """``count`` different JSON documents of exactly ``size`` bytes, like the updates a web
+    app streams: the same keys every time, different values (seeded, so every run and every
+    server gets the same ones)."""
+    rng = random.Random(seed)
+    out = []
+    for seq in range(count):
+        items: list[dict[str, Any]] = []
+        document: dict[str, Any] = {"type": "trades", "seq": seq, "items": items, "note": ""}
+        while True:
+            items.append(
+                {
+                    "id": rng.randrange(10**8),
+                    "symbol": rng.choice(SYMBOLS),
+                    "price": round(rng.uniform(1, 1000), 2),
+                    "qty": rng.randrange(1, 1000),
+                    "side": rng.choice(("buy", "sell")),
+                }
+            )
+            if len(json.dumps(document, separators=(",", ":"))) > size:
+                items.pop()
+                break
+        short = size - len(json.dumps(document, separators=(",", ":")))
+        document["note"] = "".join(rng.choice("abcdefghij klmnop") for _ in range(short))
+        text = json.dumps(document, separators=(",", ":")).encode()
+        assert len(text) == size, (len(text), size)
+        out.append(text)
+    return out
+
+
+def messages(spec: dict[str, Any]) -> list[bytes]:
+    """What a scenario's sockets send: 16 fixed bytes a message by default, or, with
+    ``"json": true``, a pool of different JSON documents of ``size`` bytes."""
+    if spec.get("json"):
+        return json_messages(64, spec["size"], 1)
+    return [payload(spec["size"])]
+
+
 # -- scenarios -----------------------------------------------------------------------------
 
 
 class Echo(Handler):
-    """Closed loop: one message in flight per socket; the RTT of each is recorded."""
+    """Closed loop: one message in flight per socket; the RTT of each is recorded. The
+    socket sends its messages in turn, starting at ``first``."""
 
-    def __init__(self, window: Window, data: bytes, rtts: list[int]) -> None:
+    def __init__(self, window: Window, data: list[bytes], rtts: list[int], first: int) -> None:
         self.window, self.data, self.rtts = window, data, rtts
+        self.next = first % len(data)
         self.sent_at = 0.0
         self.conn: Any = None
 
     def opened(self, conn: Any) -> None:
         self.conn = conn
 
+    def send(self, conn: Any) -> None:
+        data = self.data
+        conn.send(data[self.next])
+        self.next = (self.next + 1) % len(data)
+
     def go(self) -> None:
         self.sent_at = time.monotonic()
-        self.conn.send(self.data)
+        self.send(self.conn)
 
     def message(self, conn: Any, data: bytes) -> None:
         now = time.monotonic()
@@ -276,20 +452,36 @@ class Echo(Handler):
             self.rtts.append(int((now - self.sent_at) * 1e6))
         if now < window.t1:
             self.sent_at = now
-            conn.send(self.data)
+            self.send(conn)
+
+
+def deflate_summary(conns: list[Any]) -> dict[str, Any]:
+    """How the server answered the deflate offer, and what compression did to the bytes."""
+    deflates = [conn.deflate for conn in conns if conn.deflate is not None]
+    out: dict[str, Any] = {
+        "negotiated": len(deflates),
+        "extensions": deflates[0].response if deflates else None,
+        "compressed_in": sum(d.compressed_in for d in deflates),
+    }
+    for key in ("sent", "received"):
+        raw = sum(getattr(d, key)[0] for d in deflates)
+        wire = sum(getattr(d, key)[1] for d in deflates)
+        out[f"{key}_raw"], out[f"{key}_wire"] = raw, wire
+    return out
 
 
 async def run_echo(spec: dict[str, Any], window: Window, commands: asyncio.Queue[str]) -> dict:
     rtts: list[int] = []
-    data = payload(spec["size"])
+    data = messages(spec)
     handlers: list[Echo] = []
 
     def make() -> Handler:
-        handler = Echo(window, data, rtts)
+        handler = Echo(window, data, rtts, len(handlers))
         handlers.append(handler)
         return handler
 
-    conns = await open_many(spec["sockets"], spec["port"], "/echo", make)
+    deflate = bool(spec.get("deflate"))
+    conns = await open_many(spec["sockets"], spec["port"], "/echo", make, deflate=deflate)
     print("ready", flush=True)
     t0, t1 = map(float, (await commands.get()).split()[1:3])
     window.start(t0, t1)
@@ -298,7 +490,7 @@ async def run_echo(spec: dict[str, Any], window: Window, commands: asyncio.Queue
     await window.over
     await asyncio.sleep(0.05)
     await close_all(conns)
-    return {"messages": len(rtts), "rtts_us": rtts}
+    return {"messages": len(rtts), "rtts_us": rtts, **deflate_summary(conns)}
 
 
 class OneShot(Handler):
@@ -347,12 +539,51 @@ async def run_handshakes(
     return {"handshakes": len(done), "errors": errors}
 
 
+class Greeter(Handler):
+    """A socket that sends one message as soon as it is open and is told of its echo."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.echoed = asyncio.get_running_loop().create_future()
+
+    def opened(self, conn: Any) -> None:
+        conn.send(self.data)
+
+    def message(self, conn: Any, data: bytes) -> None:
+        if not self.echoed.done():
+            self.echoed.set_result(data)
+
+
 async def run_hold(spec: dict[str, Any], window: Window, commands: asyncio.Queue[str]) -> dict:
-    conns = await open_many(spec["sockets"], spec["port"], "/echo", Handler)
+    """Open idle sockets. With ``size``, each first sends one message and waits for its echo
+    (checked), a bounded number of sockets at a time, like browsers that open a page, say
+    hello and then wait."""
+    size = spec.get("size", 0)
+    deflate = bool(spec.get("deflate"))
+    if not size:
+        conns = await open_many(spec["sockets"], spec["port"], "/echo", Handler, deflate=deflate)
+    else:
+        pool = messages({**spec, "size": size})
+        conns = []
+        gate = asyncio.Semaphore(64)
+
+        async def one(index: int) -> None:
+            data = pool[index % len(pool)]
+            handler = Greeter(data)
+            async with gate:
+                conn = await open_conn(spec["port"], "/echo", handler, True, deflate)
+                conns.append(conn)
+                echo = await asyncio.wait_for(handler.echoed, 30)
+            if echo != data:
+                raise RuntimeError(f"the echo of a {len(data)}-byte message came back wrong")
+            if conn.deflate is not None:
+                conn.deflate.forget()  # a browser's, not the server's: keep the client small
+
+        await asyncio.gather(*(one(i) for i in range(spec["sockets"])))
     print("ready", flush=True)
     await commands.get()
     await close_all(conns)
-    return {"sockets": len(conns)}
+    return {"sockets": len(conns), **deflate_summary(conns)}
 
 
 class Subscriber(Handler):

@@ -9,6 +9,8 @@ from typing import Any
 NONE = "n/a"
 START = "<!-- bench:results:start -->"
 END = "<!-- bench:results:end -->"
+COMPRESSION_START = "<!-- bench:compression:start -->"
+COMPRESSION_END = "<!-- bench:compression:end -->"
 
 LABELS = {
     "bare": "bare ASGI",
@@ -16,6 +18,21 @@ LABELS = {
     "starlette": "Starlette",
     "quart-trio": "quart-trio",
 }
+COMPRESSION_LABELS = {
+    "off": "None",
+    "default": "Compression()",
+    "takeover-12": "Compression(context_takeover=True, window_bits=12)",
+    "takeover": "Compression(context_takeover=True)",
+}
+
+
+def label(name: str) -> str:
+    """A server's column title: ``trioweb (base)`` for ``trioweb@base``, the setting for a
+    trioweb with one."""
+    name, _, tree = name.partition("@")
+    base, _, variant = name.partition("+")
+    text = f"trioweb, {COMPRESSION_LABELS[variant]}" if variant else LABELS.get(base, base)
+    return f"{text} ({tree})" if tree else text
 
 
 def _get(medians: dict[str, dict[str, float]], name: str, key: str) -> float | None:
@@ -68,6 +85,16 @@ def targets(medians: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
         None if extra is None else extra <= 4,
         unit="KiB",
     )
+    browser = _get(medians, tw, "memory_browser.kib_per_socket")
+    extra = None if browser is None or bare is None else browser - bare
+    check(
+        "memory per browser-like socket (deflate, 1 KiB each way) over a plain idle bare "
+        "ASGI socket (KiB)",
+        extra,
+        "<= +6 KiB",
+        None if extra is None else extra <= 6,
+        unit="KiB",
+    )
     ratio = _ratio(
         _get(medians, tw, "fanout.deliveries_s"), _get(medians, "bare", "fanout.deliveries_s")
     )
@@ -99,6 +126,10 @@ def _num(value: float | None, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _percent(value: float | None) -> str:
+    return NONE if value is None else f"{100 * value:.0f} %"
+
+
 def _cell(value: float | None, ref: float | None, digits: int = 0, show_ratio: bool = True) -> str:
     text = _num(value, digits)
     ratio = _ratio(value, ref)
@@ -116,7 +147,7 @@ def table(results: dict[str, Any]) -> str:
     def row(label: str, cells: list[str]) -> str:
         return "| " + " | ".join([label, *cells]) + " |"
 
-    head = row("", [LABELS[n] for n in names])
+    head = row("", [label(n) for n in names])
     rule = "|" + "---|" * (len(names) + 1)
     lines = [
         "Medians over "
@@ -145,15 +176,39 @@ def table(results: dict[str, Any]) -> str:
     metric(f"echo 16 KiB, msg/s ({sockets} sockets)", "echo16k.msgs_s")
     latency("echo 16 KiB, p50 / p99 ms", "echo16k")
     metric("handshakes/s (open, 1 message, close)", "handshakes.per_s")
-    mem_ref = _get(med, "bare", "memory.kib_per_socket")
-    mem_cells = []
-    for n in names:
-        value = _get(med, n, "memory.kib_per_socket")
-        text = _num(value, 1)
-        if n != "bare" and value is not None and mem_ref is not None:
-            text += f" ({value - mem_ref:+.1f})"
-        mem_cells.append(text)
-    lines.append(row(f"memory, KiB per idle socket ({plan['hold_sockets']} open)", mem_cells))
+
+    def kib(label: str, key: str) -> None:
+        ref = _get(med, "bare", key)
+        cells = []
+        for n in names:
+            value = _get(med, n, key)
+            text = _num(value, 1)
+            if n != "bare" and value is not None and ref is not None:
+                text += f" ({value - ref:+.1f})"
+            cells.append(text)
+        if any(cell != NONE for cell in cells):
+            lines.append(row(label, cells))
+
+    kib(f"memory, KiB per idle socket ({plan['hold_sockets']} open)", "memory.kib_per_socket")
+    kib(
+        "memory, KiB per socket after 1 KiB each way, no deflate offered",
+        "memory_plain1k.kib_per_socket",
+    )
+    kib(
+        "memory, KiB per browser-like socket: deflate offered, 1 KiB each way",
+        "memory_browser.kib_per_socket",
+    )
+    if any(_get(med, n, "memory_browser.negotiated") is not None for n in names):
+        lines.append(
+            row(
+                "browser-like sockets: deflate accepted / echo compressed",
+                [
+                    f"{_percent(_get(med, n, 'memory_browser.negotiated'))} / "
+                    f"{_percent(_get(med, n, 'memory_browser.compressed'))}"
+                    for n in names
+                ],
+            )
+        )
     subs = plan["fanout_subscribers"]
     metric(f"fan-out to {subs}, deliveries/s", "fanout.deliveries_s")
     lines.append(
@@ -177,9 +232,14 @@ def table(results: dict[str, Any]) -> str:
         )
     )
 
-    lines += ["", "Server and load generator CPU, in % of one core, during each measurement:", ""]
-    lines += [row("", [LABELS[n] for n in names]), rule]
-    for label, key in (
+    lines += [
+        "",
+        "Server and load generator CPU, in % of one core, during each measurement (queued: "
+        "the server was ready to run but another process had its CPU):",
+        "",
+    ]
+    lines += [row("", [label(n) for n in names]), rule]
+    for title, key in (
         ("echo 16 B", "echo16"),
         ("echo 16 KiB", "echo16k"),
         ("handshakes", "handshakes"),
@@ -188,15 +248,25 @@ def table(results: dict[str, Any]) -> str:
         cells = []
         for n in names:
             server, client = _get(med, n, f"{key}.server_cpu"), _get(med, n, f"{key}.client_cpu")
+            queued = _get(med, n, f"{key}.server_queued")
             cells.append(
                 NONE
                 if server is None or client is None
                 else f"server {100 * server:.0f} / client {100 * client:.0f}"
+                + ("" if queued is None else f" / queued {100 * queued:.0f}")
             )
-        lines.append(row(label, cells))
+        lines.append(row(title, cells))
 
-    lines += ["", "How the cost grows (server CPU time per message or delivery, µs):", ""]
-    lines += [row("", [LABELS[n] for n in names]), rule]
+    lines += [
+        "",
+        "Server CPU time per message, connection or delivery, µs (steadier than rates on a busy "
+        "machine), and how it grows:",
+        "",
+    ]
+    lines += [row("", [label(n) for n in names]), rule]
+    metric(f"echo 16 B, {plan['echo_sockets']} sockets", "echo16.us_per_msg", 1)
+    metric(f"echo 16 KiB, {plan['echo_sockets']} sockets", "echo16k.us_per_msg", 1)
+    metric("handshake (open, 1 message, close)", "handshakes.us_per_handshake", 1)
     for count in plan["scale_echo"]:
         metric(f"echo, {count} sockets", f"scale.echo.{count}.us_per_msg", 1)
     for count in plan["scale_fanout"]:
@@ -221,6 +291,11 @@ def table(results: dict[str, Any]) -> str:
 
 
 COLORS = {"bare": "#8c8c8c", "trioweb": "#2a7ab0", "starlette": "#e08a2c", "quart-trio": "#5aa05a"}
+
+
+def color(name: str) -> str:
+    """A server's colour in the chart; another trioweb tree's is a lighter blue."""
+    return "#8fc0e0" if "@" in name else COLORS.get(name, "#444444")
 
 
 def chart(results: dict[str, Any], path: Path) -> Path | None:
@@ -252,7 +327,7 @@ def chart(results: dict[str, Any], path: Path) -> Path | None:
     for i, name in enumerate(names):
         values = [_ratio(_get(med, name, k), _get(med, "bare", k)) or 0 for _, k in groups]
         xs = [g + i * width for g in range(len(groups))]
-        ax.bar(xs, values, width, label=LABELS[name], color=COLORS[name])
+        ax.bar(xs, values, width, label=label(name), color=color(name))
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.axhline(0.95, color="black", linewidth=0.8, linestyle=":")
     ax.set_xticks([g + width * (len(names) - 1) / 2 for g in range(len(groups))])
@@ -266,8 +341,8 @@ def chart(results: dict[str, Any], path: Path) -> Path | None:
         p50 = [_get(med, name, f"{k}.p50_ms") or 0 for k in ("echo16", "echo16k")]
         p99 = [_get(med, name, f"{k}.p99_ms") or 0 for k in ("echo16", "echo16k")]
         xs = [g + i * width for g in range(2)]
-        ax.bar(xs, p99, width, color=COLORS[name], alpha=0.35)
-        ax.bar(xs, p50, width, color=COLORS[name], label=LABELS[name])
+        ax.bar(xs, p99, width, color=color(name), alpha=0.35)
+        ax.bar(xs, p50, width, color=color(name), label=label(name))
     ax.set_xticks([g + width * (len(names) - 1) / 2 for g in range(2)])
     ax.set_xticklabels(["echo 16 B", "echo 16 KiB"])
     ax.set_ylabel("ms")
@@ -275,7 +350,7 @@ def chart(results: dict[str, Any], path: Path) -> Path | None:
 
     ax = axes[0][2]
     values = [_get(med, n, "memory.kib_per_socket") or 0 for n in names]
-    ax.bar([LABELS[n] for n in names], values, color=[COLORS[n] for n in names])
+    ax.bar([label(n) for n in names], values, color=[color(n) for n in names])
     ax.set_ylabel("KiB")
     ax.set_title(f"server RSS per idle socket ({plan['hold_sockets']} open)")
 
@@ -293,7 +368,7 @@ def chart(results: dict[str, Any], path: Path) -> Path | None:
             points = [(c, v) for c, v in points if v is not None]
             if points:
                 ax.plot(
-                    *zip(*points, strict=True), marker="o", label=LABELS[name], color=COLORS[name]
+                    *zip(*points, strict=True), marker="o", label=label(name), color=color(name)
                 )
         ax.set_xscale("log")
         ax.set_xlabel("sockets" if "echo" in key else "subscribers")
@@ -303,7 +378,7 @@ def chart(results: dict[str, Any], path: Path) -> Path | None:
     ax = axes[1][2]
     tc = [(n, _get(med, n, "testclient.round_trips_s")) for n in names]
     tc = [(n, v) for n, v in tc if v is not None]
-    ax.bar([LABELS[n] for n, _ in tc], [v for _, v in tc], color=[COLORS[n] for n, _ in tc])
+    ax.bar([label(n) for n, _ in tc], [v for _, v in tc], color=[color(n) for n, _ in tc])
     ax.set_title("in-process test client, round trips/s")
 
     fig.tight_layout()
@@ -362,12 +437,125 @@ def update_docs(results: dict[str, Any], docs: Path) -> list[Path]:
             END,
         ]
     )
-    text = page.read_text() if page.exists() else f"# Performance\n\n{START}\n{END}\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
+    _replace_section(page, START, END, section)
+    return [page] + ([image] if image else [])
+
+
+def _replace_section(page: Path, start: str, end: str, section: str) -> None:
+    """Put ``section`` (which begins with ``start`` and ends with ``end``) in place of the
+    page's part between those markers, or at its end."""
+    text = page.read_text() if page.exists() else f"# Performance\n\n{start}\n{end}\n"
+    if start in text and end in text:
+        before, rest = text.split(start, 1)
+        after = rest.split(end, 1)[1]
         text = before + section + after
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     page.write_text(text)
-    return [page] + ([image] if image else [])
+
+
+# -- the compression comparison ------------------------------------------------------------
+
+
+def compression_label(name: str) -> str:
+    return "bare ASGI, hypercorn's deflate" if name == "bare" else label(name)
+
+
+def compression_table(results: dict[str, Any]) -> str:
+    """The compression comparison as a Markdown table; ratios and differences are against
+    trioweb with compression off."""
+    med: dict[str, dict[str, float]] = results["medians"]
+    names: list[str] = [n for n in results["servers"] if n in med]
+    plan = results["plan"]
+    ref = "trioweb+off"
+
+    def row(title: str, cells: list[str]) -> str:
+        return "| " + " | ".join([title, *cells]) + " |"
+
+    def value(key: str, digits: int, diff: bool = False, ratio: bool = False) -> list[str]:
+        cells = []
+        base = _get(med, ref, key)
+        for n in names:
+            number = _get(med, n, key)
+            text = _num(number, digits)
+            if n != ref and number is not None and base is not None:
+                if diff:
+                    text += f" ({number - base:+.{digits}f})"
+                elif ratio and base:
+                    text += f" ({number / base:.2f}x)"
+            cells.append(text)
+        return cells
+
+    extensions = results.get("extensions", {})
+    counted = "picows" in results.get("client_backend", [])  # the fallback counts no bytes
+    lines = [
+        f"Medians over {plan['rounds']} round(s). The clients offer permessage-deflate as Chrome "
+        "does;\nfigures in brackets are against trioweb with `compression=None`.",
+        "",
+        row("", [compression_label(n) for n in names]),
+        "|" + "---|" * (len(names) + 1),
+        row(
+            "the server's answer to the offer",
+            [f"`{extensions[n]}`" if extensions.get(n) else "declined" for n in names],
+        ),
+        row(
+            f"memory, KiB per idle socket after 1 KiB each way ({plan['hold_sockets']} open)",
+            value("memory.kib_per_socket", 1, diff=True),
+        ),
+        row(
+            f"echo 1 KiB JSON, msg/s ({plan['echo_sockets']} sockets)",
+            value("echo.msgs_s", 0, ratio=True),
+        ),
+        row("echo, server CPU µs per message", value("echo.us_per_msg", 1, diff=True)),
+        row(
+            "echo, p50 / p99 ms",
+            [
+                f"{_num(_get(med, n, 'echo.p50_ms'), 2)} / {_num(_get(med, n, 'echo.p99_ms'), 2)}"
+                for n in names
+            ],
+        ),
+        row(
+            "bytes on the wire per message byte, client to server / server to client",
+            [
+                f"{_wire(_get(med, n, 'echo.sent_ratio'), counted)} / "
+                f"{_wire(_get(med, n, 'echo.received_ratio'), counted)}"
+                for n in names
+            ],
+        ),
+        row(
+            "echo, server / client CPU in % of one core (server queued for a CPU)",
+            [
+                f"{_num(100 * (_get(med, n, 'echo.server_cpu') or 0))} / "
+                f"{_num(100 * (_get(med, n, 'echo.client_cpu') or 0))} "
+                f"({_num(100 * (_get(med, n, 'echo.server_queued') or 0))})"
+                for n in names
+            ],
+        ),
+    ]
+    return "\n".join(lines)
+
+
+def _wire(ratio: float | None, counted: bool) -> str:
+    """Wire bytes per message byte: 1 where nothing was compressed (if bytes were counted)."""
+    if not counted:
+        return NONE
+    return _num(1.0 if ratio is None else ratio, 2)
+
+
+def update_compression_docs(results: dict[str, Any], docs: Path) -> list[Path]:
+    """Rewrite the generated part of the Compression section of ``docs/performance.md``."""
+    page = docs / "performance.md"
+    section = "\n".join(
+        [
+            COMPRESSION_START,
+            "<!-- Written by `python -m benchmarks --compression`: edits here are lost. -->",
+            "",
+            f"- Command: `{results['command']}`.",
+            describe_run(results),
+            "",
+            compression_table(results),
+            COMPRESSION_END,
+        ]
+    )
+    _replace_section(page, COMPRESSION_START, COMPRESSION_END, section)
+    return [page]

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .apps import NAMES, available
+from .apps import COMPRESSIONS, NAMES, TREE_ENV, available
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -99,7 +99,17 @@ PLANS = {
 }
 
 #: The frameworks whose in-process test clients are compared.
-TEST_CLIENTS = ("trioweb", "quart-trio", "starlette")
+TEST_CLIENTS = ("trioweb", "trioweb@base", "quart-trio", "starlette")
+
+#: The memory rows measured in a server process of their own each (so that no socket of an
+#: earlier measurement leaves memory behind to be reused): what the sockets' clients do.
+MEMORY_VARIANTS = {
+    # Like a browser: permessage-deflate offered as Chrome offers it, then one 1 KiB message
+    # each way (sent compressed, echoed compressed if the server accepted), then idle.
+    "memory_browser": {"deflate": True, "size": 1024, "json": True},
+    # The same exchange without the offer.
+    "memory_plain1k": {"deflate": False, "size": 1024, "json": True},
+}
 
 
 # -- processes -----------------------------------------------------------------------------
@@ -149,6 +159,11 @@ def pin(pid: int, cpus: set[int] | None) -> None:
             os.sched_setaffinity(pid, cpus)
 
 
+def environment(tree: Path | None) -> dict[str, str] | None:
+    """A server's or test client's environment: ours, plus the trioweb tree it imports."""
+    return None if tree is None else {**os.environ, TREE_ENV: str(tree)}
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -157,7 +172,9 @@ def rss_bytes(pid: int) -> int:
 class Server:
     """One app on hypercorn's trio worker, in its own process."""
 
-    def __init__(self, name: str, log: Path, cpus: set[int] | None) -> None:
+    def __init__(
+        self, name: str, log: Path, cpus: set[int] | None, tree: Path | None = None
+    ) -> None:
         self.name = name
         self.log = log.open("w")
         self.proc = subprocess.Popen(
@@ -167,6 +184,7 @@ class Server:
             stdout=subprocess.PIPE,
             stderr=self.log,
             text=True,
+            env=environment(tree),
         )
         pin(self.proc.pid, cpus)
         try:
@@ -236,6 +254,16 @@ class Context:
     server_cpus: set[int] | None
     client_cpus: set[int] | None
     backend: set[str] = field(default_factory=set)
+    #: The trioweb tree of each ``...@tree`` server, by tree name.
+    trees: dict[str, Path] = field(default_factory=dict)
+    #: What each server answered to the deflate offer (its Sec-WebSocket-Extensions).
+    extensions: dict[str, str | None] = field(default_factory=dict)
+
+    def tree(self, name: str) -> Path | None:
+        return self.trees[name.split("@", 1)[1]] if "@" in name else None
+
+    def server(self, name: str, log: Path) -> Server:
+        return Server(name, log, self.server_cpus, self.tree(name))
 
 
 def split(total: int, parts: int) -> list[int]:
@@ -256,9 +284,27 @@ def timed_window(ctx: Context, clients: Clients, seconds: float) -> list[dict[st
     return clients.go(f"go {t0!r} {t0 + seconds!r}")
 
 
-def echo(ctx: Context, server: Server, sockets: int, size: int, seconds: float) -> dict:
+def echo(
+    ctx: Context,
+    server: Server,
+    sockets: int,
+    size: int,
+    seconds: float,
+    deflate: bool = False,
+    json_messages: bool = False,
+) -> dict:
+    """Closed-loop echo; with ``deflate`` the clients offer permessage-deflate as Chrome
+    does, with ``json_messages`` they send different JSON documents of ``size`` bytes."""
     specs = [
-        {"kind": "echo", "port": server.port, "server_pid": server.pid, "sockets": n, "size": size}
+        {
+            "kind": "echo",
+            "port": server.port,
+            "server_pid": server.pid,
+            "sockets": n,
+            "size": size,
+            "deflate": deflate,
+            "json": json_messages,
+        }
         for n in split(sockets, ctx.clients)
     ]
     with Clients(specs, ctx.client_cpus, 120) as clients:
@@ -268,14 +314,32 @@ def echo(ctx: Context, server: Server, sockets: int, size: int, seconds: float) 
     messages = sum(r["messages"] for r in results)
     rtts = [rtt for r in results for rtt in r["rtts_us"]]
     server_cpu = results[0]["server"]
-    return {
+    out = {
         "msgs_s": messages / wall,
         "p50_ms": percentile(rtts, 0.50) / 1000,
         "p99_ms": percentile(rtts, 0.99) / 1000,
         "server_cpu": server_cpu / wall,
+        "server_queued": results[0]["queued"] / wall,
         "client_cpu": sum(r["client"] for r in results) / wall,
         "us_per_msg": 1e6 * server_cpu / messages if messages else float("nan"),
     }
+    if deflate:
+        out.update(deflate_figures(ctx, server, results, sockets))
+    return out
+
+
+def deflate_figures(
+    ctx: Context, server: Server, results: list[dict[str, Any]], sockets: int
+) -> dict[str, float]:
+    """What became of the deflate offer: the share of sockets that negotiated it, and the
+    bytes on the wire per byte of message each way (1 where nothing was compressed)."""
+    ctx.extensions[server.name] = next((r["extensions"] for r in results if r["extensions"]), None)
+    out = {"negotiated": sum(r["negotiated"] for r in results) / sockets}
+    for key in ("sent", "received"):
+        raw = sum(r[f"{key}_raw"] for r in results)
+        if raw:
+            out[f"{key}_ratio"] = sum(r[f"{key}_wire"] for r in results) / raw
+    return out
 
 
 def handshakes(ctx: Context, server: Server) -> dict:
@@ -292,27 +356,48 @@ def handshakes(ctx: Context, server: Server) -> dict:
     with Clients(specs, ctx.client_cpus, 120) as clients:
         results = timed_window(ctx, clients, plan.handshake_seconds)
     wall = results[0]["wall"]
+    done = sum(r["handshakes"] for r in results)
     return {
-        "per_s": sum(r["handshakes"] for r in results) / wall,
+        "per_s": done / wall,
         "errors": sum(r["errors"] for r in results),
         "server_cpu": results[0]["server"] / wall,
+        "server_queued": results[0]["queued"] / wall,
+        "us_per_handshake": 1e6 * results[0]["server"] / done if done else float("nan"),
         "client_cpu": sum(r["client"] for r in results) / wall,
     }
 
 
-def memory(ctx: Context, server: Server) -> dict:
-    sockets = ctx.plan.hold_sockets
+def memory(ctx: Context, server: Server, sockets: int = 0, **exchange: Any) -> dict:
+    """RSS per socket of ``sockets`` (the plan's count by default) idle sockets; their clients
+    first do what ``exchange`` says (a :data:`MEMORY_VARIANTS` value), or nothing."""
+    sockets = sockets or ctx.plan.hold_sockets
     before = rss_bytes(server.pid)
     spec = {"kind": "hold", "port": server.port, "server_pid": server.pid, "sockets": sockets}
-    with Clients([spec], ctx.client_cpus, 180) as clients:
+    with Clients([{**spec, **exchange}], ctx.client_cpus, 180) as clients:
         time.sleep(0.3)  # let the handlers reach their first await
         after = rss_bytes(server.pid)
-        clients.go("go")
-    return {
+        (result,) = clients.go("go")
+    out = {
         "kib_per_socket": (after - before) / sockets / 1024,
         "baseline_mib": before / 2**20,
         "sockets": sockets,
     }
+    if exchange.get("deflate"):
+        ctx.extensions[server.name] = result["extensions"]
+        out["negotiated"] = result["negotiated"] / sockets
+        out["compressed"] = result["compressed_in"] / sockets
+    return out
+
+
+def fresh_memory(ctx: Context, name: str, log: Path, exchange: dict[str, Any]) -> dict:
+    """:func:`memory` in a server process of its own, warmed up by a few sockets that do
+    the same exchange (and close) first."""
+    server = ctx.server(name, log)
+    try:
+        memory(ctx, server, min(ctx.plan.echo_sockets, 20), **exchange)
+        return memory(ctx, server, **exchange)
+    finally:
+        server.close()
 
 
 def fanout(ctx: Context, server: Server, subscribers: int, publishes: int) -> dict:
@@ -335,6 +420,7 @@ def fanout(ctx: Context, server: Server, subscribers: int, publishes: int) -> di
         "lag_max_ms": 1000 * lags[-1] if lags else float("nan"),
         "timeouts": result["timeouts"],
         "server_cpu": result["server"] / wall,
+        "server_queued": result["queued"] / wall,
         "client_cpu": result["client"] / wall,
         "us_per_delivery": 1e6 * result["server"] / deliveries if deliveries else float("nan"),
     }
@@ -346,7 +432,7 @@ def warmup(ctx: Context, server: Server) -> None:
     echo(ctx, server, min(ctx.plan.echo_sockets, 20), 16, 0.1)
 
 
-def testclient(name: str, seconds: float) -> dict:
+def testclient(name: str, seconds: float, tree: Path | None = None) -> dict:
     proc = subprocess.Popen(
         [PYTHON, "-m", "benchmarks.testclients", name, str(seconds)],
         cwd=ROOT,
@@ -354,6 +440,7 @@ def testclient(name: str, seconds: float) -> dict:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        env=environment(tree),
     )
     try:
         result = json.loads(read_line(proc, 60 + seconds, "test client result"))
@@ -399,7 +486,9 @@ class Progress:
 
 def steps_per_server(plan: Plan) -> int:
     extra_fanout = len([n for n in plan.scale_fanout if n != plan.fanout_subscribers])
-    return 1 + 1 + len(plan.sizes) + 1 + 1 + len(plan.scale_echo) + extra_fanout
+    return (1 + 1 + len(plan.sizes) + 1 + 1 + len(plan.scale_echo) + extra_fanout) + len(
+        MEMORY_VARIANTS
+    )
 
 
 def session(
@@ -415,7 +504,7 @@ def session(
             out[f"{prefix}.{key}"] = value
 
     progress.show(f"{tag} · starting")
-    server = Server(name, logs / f"{name}-round{round_no + 1}.log", ctx.server_cpus)
+    server = ctx.server(name, logs / f"{name}-round{round_no + 1}.log")
     try:
         progress.show(f"{tag} · warming up")
         warmup(ctx, server)
@@ -461,6 +550,16 @@ def session(
             )
     finally:
         server.close()
+
+    for key, exchange in MEMORY_VARIANTS.items():
+        label = f"memory, {plan.hold_sockets} sockets after 1 KiB each way" + (
+            ", deflate offered" if exchange["deflate"] else ""
+        )
+        progress.show(f"{tag} · {label} (a new server)")
+        log = logs / f"{name}-round{round_no + 1}-{key}.log"
+        values = fresh_memory(ctx, name, log, exchange)
+        record(key, values)
+        progress.step(f"{tag} · {key}", f"{values['kib_per_socket']:.1f} KiB/socket")
     return out
 
 
@@ -518,13 +617,27 @@ def rotate(items: list[str], by: int) -> list[str]:
     return items[by:] + items[:by]
 
 
-def run(plan: Plan, servers: list[str], clients: int, pin_cpus: bool, logs: Path) -> dict[str, Any]:
-    """Every round, every server and test client; the raw numbers of each round."""
+def context(
+    plan: Plan, clients: int, pin_cpus: bool, trees: dict[str, Path] | None = None
+) -> Context:
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
     server_cpus = client_cpus = None
     if pin_cpus and len(cpus) >= 2:
         server_cpus, client_cpus = {cpus[-1]}, set(cpus[:-1])
-    ctx = Context(plan, clients, server_cpus, client_cpus)
+    return Context(plan, clients, server_cpus, client_cpus, trees=dict(trees or {}))
+
+
+def run(
+    plan: Plan,
+    servers: list[str],
+    clients: int,
+    pin_cpus: bool,
+    logs: Path,
+    trees: dict[str, Path] | None = None,
+) -> dict[str, Any]:
+    """Every round, every server and test client; the raw numbers of each round."""
+    ctx = context(plan, clients, pin_cpus, trees)
+    server_cpus, client_cpus = ctx.server_cpus, ctx.client_cpus
     test_clients = [name for name in TEST_CLIENTS if name in servers]
     progress = Progress(plan.rounds * (len(servers) * steps_per_server(plan) + len(test_clients)))
     raw: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
@@ -541,7 +654,7 @@ def run(plan: Plan, servers: list[str], clients: int, pin_cpus: bool, logs: Path
             label = f"round {round_no + 1}/{plan.rounds} · {name} test client"
             progress.show(label)
             try:
-                values = testclient(name, plan.testclient_seconds)
+                values = testclient(name, plan.testclient_seconds, ctx.tree(name))
             except (HarnessError, OSError, ValueError, KeyError) as exc:
                 failures.append(f"round {round_no + 1}, {name} test client: {exc}")
                 progress.step(label, f"FAILED ({exc})")
@@ -561,6 +674,78 @@ def run(plan: Plan, servers: list[str], clients: int, pin_cpus: bool, logs: Path
         },
         "client_backend": sorted(ctx.backend),
         "machine": machine(),
+        "trees": {name: str(path) for name, path in ctx.trees.items()},
+        "extensions": ctx.extensions,
+        "rounds": raw,
+        "failures": failures,
+        "seconds": time.monotonic() - progress.start,
+    }
+
+
+#: The servers of the compression comparison: the bare app (hypercorn's own deflate, with
+#: context takeover) and trioweb with each of its settings.
+COMPRESSION_SERVERS = ("bare", *(f"trioweb+{variant}" for variant in COMPRESSIONS))
+#: What the compression comparison's clients send: different 1 KiB JSON documents.
+COMPRESSION_SIZE = 1024
+
+
+def compression_session(
+    ctx: Context, name: str, round_no: int, logs: Path, progress: Progress
+) -> dict[str, float]:
+    """One server of the compression comparison: memory per browser-like socket, then echo
+    of 1 KiB JSON documents with deflate offered."""
+    plan = ctx.plan
+    tag = f"round {round_no + 1}/{plan.rounds} · {name}"
+    out: dict[str, float] = {}
+    exchange = MEMORY_VARIANTS["memory_browser"]
+    progress.show(f"{tag} · starting")
+    server = ctx.server(name, logs / f"{name}-compression-round{round_no + 1}.log")
+    try:
+        progress.show(f"{tag} · memory, {plan.hold_sockets} browser-like sockets")
+        memory(ctx, server, min(plan.echo_sockets, 20), **exchange)  # the warm-up
+        values = memory(ctx, server, **exchange)
+        out.update({f"memory.{key}": value for key, value in values.items()})
+        progress.step(f"{tag} · memory", f"{values['kib_per_socket']:.1f} KiB/socket")
+
+        progress.show(f"{tag} · echo 1 KiB JSON, deflate offered")
+        echo(ctx, server, plan.echo_sockets, COMPRESSION_SIZE, 0.1, True, True)  # warm-up
+        values = echo(
+            ctx, server, plan.echo_sockets, COMPRESSION_SIZE, plan.echo_seconds, True, True
+        )
+        out.update({f"echo.{key}": value for key, value in values.items()})
+        progress.step(f"{tag} · echo", f"{values['msgs_s']:,.0f} msg/s")
+    finally:
+        server.close()
+    return out
+
+
+def compression_run(plan: Plan, clients: int, pin_cpus: bool, logs: Path) -> dict[str, Any]:
+    """The compression comparison: every round, every server of
+    :data:`COMPRESSION_SERVERS` in a rotated order."""
+    ctx = context(plan, clients, pin_cpus)
+    servers = list(COMPRESSION_SERVERS)
+    progress = Progress(plan.rounds * len(servers) * 2)
+    raw: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+    failures: list[str] = []
+    logs.mkdir(parents=True, exist_ok=True)
+    for round_no in range(plan.rounds):
+        for name in rotate(servers, round_no):
+            try:
+                raw[name].append(compression_session(ctx, name, round_no, logs, progress))
+            except (HarnessError, OSError, ValueError, KeyError) as exc:
+                failures.append(f"round {round_no + 1}, {name}: {exc}")
+                progress.step(f"round {round_no + 1} · {name}", f"FAILED ({exc})")
+    return {
+        "plan": asdict(plan),
+        "servers": servers,
+        "clients": clients,
+        "pinning": {
+            "server": sorted(ctx.server_cpus) if ctx.server_cpus else None,
+            "clients": sorted(ctx.client_cpus) if ctx.client_cpus else None,
+        },
+        "client_backend": sorted(ctx.backend),
+        "machine": machine(),
+        "extensions": ctx.extensions,
         "rounds": raw,
         "failures": failures,
         "seconds": time.monotonic() - progress.start,
@@ -598,6 +783,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--clients", type=int, default=1, help="load generator processes for echo and handshakes"
     )
+    parser.add_argument(
+        "--base",
+        type=Path,
+        metavar="TREE",
+        help="also run trioweb imported from TREE (a checkout of another commit) as "
+        "'trioweb@base', side by side with this tree's in every round",
+    )
+    parser.add_argument(
+        "--compression",
+        action="store_true",
+        help="instead of the comparison of frameworks, compare trioweb's compression settings "
+        "(and the bare app on hypercorn's deflate): memory per browser-like socket and echo "
+        "of 1 KiB JSON with deflate offered",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and clients")
     docs = parser.add_mutually_exclusive_group()
     docs.add_argument(
@@ -614,6 +813,13 @@ def main(argv: list[str] | None = None) -> int:
     plan = PLANS["smoke" if args.smoke else "quick" if args.quick else "full"]
     if args.rounds:
         plan = replace(plan, rounds=args.rounds)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    # The docs take a full run of this tree alone, unless --docs says otherwise.
+    docs = args.docs or (plan.name == "full" and not args.no_docs and args.base is None)
+    if args.compression:
+        return compression_main(args, plan, out, docs)
+
     wanted = args.servers.split(",") if args.servers else list(NAMES)
     unknown = [name for name in wanted if name not in NAMES]
     if unknown:
@@ -624,14 +830,18 @@ def main(argv: list[str] | None = None) -> int:
     skipped = [name for name in wanted if name not in servers]
     if skipped:
         print(f"skipping {', '.join(skipped)}: not installed", file=sys.stderr)
+    trees: dict[str, Path] = {}
+    if args.base is not None:
+        if not (args.base / "trioweb" / "__init__.py").is_file():
+            raise SystemExit(f"--base {args.base}: no trioweb package there")
+        trees["base"] = args.base.resolve()
+        servers.insert(servers.index("trioweb") + 1 if "trioweb" in servers else 1, "trioweb@base")
 
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
     print(
         f"benchmarks: {plan.name} plan, {plan.rounds} round(s), servers {', '.join(servers)}",
         file=sys.stderr,
     )
-    results = run(plan, servers, max(1, args.clients), not args.no_pin, out / "logs")
+    results = run(plan, servers, max(1, args.clients), not args.no_pin, out / "logs", trees)
     results["skipped"] = skipped
     results["medians"] = medians(results["rounds"])
     results["targets"] = report.targets(results["medians"])
@@ -641,8 +851,37 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     chart = report.chart(results, out / "bench.png")
     written = [out / "results.json", out / "results.md"] + ([chart] if chart else [])
-    if args.docs or (plan.name == "full" and not args.no_docs):
+    if docs:
         written += report.update_docs(results, ROOT / "docs")
+    for failure in results["failures"]:
+        print(f"warning: {failure}", file=sys.stderr)
+    print("wrote " + ", ".join(str(path) for path in written), file=sys.stderr)
+    return 1 if results["failures"] else 0
+
+
+def compression_main(args: argparse.Namespace, plan: Plan, out: Path, docs: bool) -> int:
+    """``--compression``: run the comparison of compression settings, write its report."""
+    from . import report
+
+    print(
+        f"benchmarks: compression, {plan.name} plan, {plan.rounds} round(s), "
+        f"servers {', '.join(COMPRESSION_SERVERS)}",
+        file=sys.stderr,
+    )
+    results = compression_run(plan, max(1, args.clients), not args.no_pin, out / "logs")
+    results["medians"] = medians(results["rounds"])
+    results["command"] = " ".join(
+        ["python -m benchmarks --compression"]
+        + ([f"--{plan.name}"] if plan.name != "full" else [])
+        + ([f"--rounds {args.rounds}"] if args.rounds else [])
+    )
+    (out / "compression.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    table = report.compression_table(results)
+    (out / "compression.md").write_text(table + "\n")
+    print(table)
+    written = [out / "compression.json", out / "compression.md"]
+    if docs:
+        written += report.update_compression_docs(results, ROOT / "docs")
     for failure in results["failures"]:
         print(f"warning: {failure}", file=sys.stderr)
     print("wrote " + ", ".join(str(path) for path in written), file=sys.stderr)

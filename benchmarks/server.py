@@ -1,7 +1,8 @@
 """One server under test, in a process of its own: ``python -m benchmarks.server NAME``.
 
 Every app runs on ``hypercorn.trio.serve`` with the same settings, one worker, bound to
-loopback on a free port. The process prints ``ready <port>`` once it listens, then serves until
+loopback on a free port, after the changes to hypercorn its framework's own server makes
+(``apps.prepare``). The process prints ``ready <port>`` once it listens, then serves until
 its standard input closes (or it is sent SIGTERM).
 """
 
@@ -16,7 +17,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve
 
-from .apps import load
+from .apps import TREE_ENV, load, prepare
 
 
 def raise_fd_limit() -> int:
@@ -46,6 +47,7 @@ def config() -> Config:
 
 
 async def main(name: str) -> None:
+    prepare(name)
     app = load(name)
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(serve, app, config())
@@ -56,9 +58,20 @@ async def main(name: str) -> None:
         nursery.cancel_scope.cancel()
 
 
+def use_tree() -> None:
+    """Import trioweb from the tree ``BENCH_TRIOWEB_TREE`` names, if it names one."""
+    tree = os.environ.get(TREE_ENV)
+    if tree:
+        sys.path.insert(0, tree)
+        import trioweb
+
+        print(f"trioweb from {trioweb.__file__}", file=sys.stderr, flush=True)
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.WARNING)
     raise_fd_limit()
+    use_tree()
     profile = os.environ.get("BENCH_CPROFILE")
     if profile:  # a profiling aid: the server's whole life under cProfile, saved at exit
         import cProfile

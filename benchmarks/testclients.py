@@ -84,9 +84,13 @@ def starlette_client(counter: Counter) -> None:
 def main() -> None:
     import trio
 
+    from .apps import framework
+    from .server import use_tree
+
+    use_tree()
     name, seconds = sys.argv[1], float(sys.argv[2])
     counter = Counter(seconds)
-    if name == "trioweb":
+    if framework(name) == "trioweb":
         trio.run(trioweb_client, counter)
     elif name == "quart-trio":
         trio.run(quart_trio_client, counter)

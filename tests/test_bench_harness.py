@@ -38,7 +38,7 @@ def test_smoke_run_covers_trioweb_and_the_bare_app(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=50,
+        timeout=90,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -52,10 +52,15 @@ def test_smoke_run_covers_trioweb_and_the_bare_app(tmp_path: Path) -> None:
             "echo16k.p99_ms",
             "handshakes.per_s",
             "memory.kib_per_socket",
+            "memory_plain1k.kib_per_socket",
+            "memory_browser.kib_per_socket",
             "fanout.deliveries_s",
             "fanout.lag_p50_ms",
         ):
             assert medians[name][key] > 0, (name, key)
+        # The browser-like clients really negotiated deflate, and the echoes came compressed.
+        assert medians[name]["memory_browser.negotiated"] == 1, name
+        assert medians[name]["memory_browser.compressed"] == 1, name
         # CPU times over windows this short may read 0: present is all that is asked.
         for key in (
             "echo16.server_cpu",
@@ -65,6 +70,10 @@ def test_smoke_run_covers_trioweb_and_the_bare_app(tmp_path: Path) -> None:
         ):
             assert medians[name][key] >= 0, (name, key)
     assert medians["trioweb"]["testclient.round_trips_s"] > 0
+    # hypercorn's own stream answers with context takeover; trioweb's (installed as
+    # trioweb.serve installs it) without, by default.
+    assert results["extensions"]["bare"] == "permessage-deflate; client_max_window_bits=15"
+    assert "server_no_context_takeover" in results["extensions"]["trioweb"]
     assert "| echo 16 B, msg/s" in proc.stdout  # the table went to stdout
     assert "round 1/1" in proc.stderr  # and the progress to stderr
     assert (out / "results.md").read_text().startswith("Medians over 1 round(s)")
@@ -149,3 +158,76 @@ def test_table_and_docs_section(tmp_path: Path) -> None:
     assert "Method." in body and "After." in body and "old" not in body
     assert "Not installed, so not measured: starlette." in body
     assert body.count(report.START) == 1
+
+
+def test_the_client_deflates_as_a_browser() -> None:
+    from benchmarks import client
+
+    deflate = client.Deflate("permessage-deflate; client_max_window_bits=12")
+    assert (deflate.client_bits, deflate.server_bits) == (12, 15)
+    assert deflate.client_takeover and deflate.server_takeover
+    (first, second) = client.json_messages(2, 1024, 1)
+    assert len(first) == len(second) == 1024 and first != second
+    assert json.loads(first)["type"] == "trades"
+    # What the client sends, a server inflates (here, the client's own inflater).
+    peer = client.Deflate("permessage-deflate; server_max_window_bits=12")
+    wire = [deflate.compress(first), deflate.compress(second)]
+    assert [peer.inflate(data) for data in wire] == [first, second]
+    assert len(wire[1]) < len(wire[0]) < 1024  # context takeover: the second costs less
+    assert deflate.sent == [2048, sum(map(len, wire))]
+    fresh = client.Deflate("permessage-deflate; client_no_context_takeover")
+    assert fresh.compress(second) != wire[1] and fresh.deflater is None
+
+
+def test_server_names_carry_a_setting_and_a_tree() -> None:
+    assert apps.framework("trioweb+takeover-12@base") == "trioweb"
+    assert apps.framework("bare") == "bare"
+    assert report.label("trioweb@base") == "trioweb (base)"
+    assert report.label("trioweb+takeover") == "trioweb, Compression(context_takeover=True)"
+    assert runner.COMPRESSION_SERVERS[0] == "bare"
+
+
+def test_compression_table(tmp_path: Path) -> None:
+    def server(kib: float, rate: float) -> dict[str, float]:
+        return {
+            "memory.kib_per_socket": kib,
+            "echo.msgs_s": rate,
+            "echo.us_per_msg": 1e6 / rate,
+            "echo.p50_ms": 4.0,
+            "echo.p99_ms": 9.0,
+            "echo.server_cpu": 1.0,
+            "echo.client_cpu": 0.2,
+            "echo.received_ratio": 0.5,
+        }
+
+    medians = {
+        "bare": server(90.0, 7000),
+        "trioweb+off": server(16.0, 9000),
+        "trioweb+default": server(17.0, 6000),
+    }
+    results = {
+        "plan": runner.asdict(runner.PLANS["quick"]),
+        "servers": ["bare", "trioweb+off", "trioweb+default"],
+        "medians": medians,
+        "extensions": {"bare": "permessage-deflate; client_max_window_bits=15"},
+        "client_backend": ["picows"],
+        "machine": runner.machine(),
+        "pinning": {"server": [1], "clients": [0]},
+        "clients": 1,
+        "seconds": 42.0,
+        "command": "python -m benchmarks --compression --quick",
+    }
+    text = report.compression_table(results)
+    answer = "`permessage-deflate; client_max_window_bits=15`"
+    assert f"| the server's answer to the offer | {answer} | declined | declined |" in text
+    assert "| 16.0 | 17.0 (+1.0) |" in text
+    assert "6,000 (0.67x)" in text
+    page = tmp_path / "performance.md"
+    page.write_text(
+        f"# Performance\n\n{report.START}\nresults\n{report.END}\n\n## Compression\n\n"
+        f"{report.COMPRESSION_START}\nold\n{report.COMPRESSION_END}\n\nAfter.\n"
+    )
+    report.update_compression_docs(results, tmp_path)
+    body = page.read_text()
+    assert "results" in body and "After." in body and "old" not in body
+    assert "- Command: `python -m benchmarks --compression --quick`." in body
