@@ -29,12 +29,13 @@ import logging
 from collections.abc import Iterable
 
 import trio
+from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled, current_task
 
 from ._buffer import Buffer
 from ._deflate import Compression
 from ._failures import PROTOCOL_ERRORS
 from ._phases import Event, Phase, advance
-from ._send_lock import SendLock
+from ._send_lock import SendLock, yields_so_far
 from ._types import DEFAULT_CLOSE_TIMEOUT, WIRE_SETTINGS, Message, Receive, Scope, Send
 from .close_codes import CloseCode, as_close_code, check_close_code
 from .exceptions import WebSocketDisconnect, truncate_reason
@@ -42,6 +43,9 @@ from .exceptions import WebSocketDisconnect, truncate_reason
 __all__ = ["DIRECT_DELIVERY", "SHUTDOWN_CLOSE", "Connection"]
 
 logger = logging.getLogger("trioweb")
+
+# Phases read on every message: a module global is faster to reach than an enum member.
+_CONNECTED = Phase.CONNECTED
 
 SHUTDOWN_CLOSE = (CloseCode.GOING_AWAY, "server shutting down")
 
@@ -239,16 +243,24 @@ class Connection:
         The hot path of every message out: the lock is taken without a yield, and the server's
         own send is the schedule point (see ``_send_lock.py``).
         """
+        # The lock's fast path inline (plain calls, no coroutine of its own): this runs for
+        # every message out. SendLock.acquire_for_send is the same, as a coroutine.
+        await checkpoint_if_cancelled()
+        task = current_task()
+        points = yields_so_far(task)
         lock = self._send_lock
-        points = await lock.acquire_for_send()
+        if not lock.try_acquire():
+            await lock.wait()
         try:
-            if self.phase is not Phase.CONNECTED:
+            if self.phase is not _CONNECTED:
                 raise self.disconnect_error()
             await self._send(message)
         except PROTOCOL_ERRORS as exc:
             raise self._send_failed(message, exc) from None
         finally:
-            await lock.release_after_send(points)
+            lock.release()
+            if points is None or yields_so_far(task) == points:
+                await cancel_shielded_checkpoint()
 
     # -- closing ------------------------------------------------------------------------
 
@@ -355,7 +367,7 @@ class Connection:
             self.shut_down(
                 CloseCode.MESSAGE_TOO_BIG, f"message of {size} bytes over the limit of {limit}"
             )
-        elif not self.inbox.put(data) and self.phase is Phase.CONNECTED:
+        elif not self.inbox.put(data) and self.phase is _CONNECTED:
             self.shut_down(
                 CloseCode.POLICY_VIOLATION,
                 f"inbox overflow: more than {self.inbox.limit} messages unread",

@@ -13,9 +13,10 @@ Two ways to hold it:
 
 - :meth:`SendLock.acquire` / :meth:`SendLock.release`, a full checkpoint like
   ``trio.Lock.acquire``: for the handshake's answer and the close, which are rare.
-- :meth:`SendLock.acquire_for_send` / :meth:`SendLock.release_after_send`, for every message out:
-  a cancel point, no yield when the lock is free, and one yield at the end only if the server's
-  send did not yield itself. hypercorn's send yields for a live peer (its own lock, then the
+- for every message out, the connection's ``send`` takes it with :meth:`SendLock.try_acquire`
+  (a plain call: no coroutine on the hot path) and waits with :meth:`SendLock.wait` only when
+  another sender has it; it yields at the end only if the server's send did not yield itself
+  (:func:`yields_so_far` tells). hypercorn's send yields for a live peer (its own lock, then the
   socket) and returns without yielding once the peer is gone (docs/hypercorn.md, fact 2), so a
   send loop never spins and never pays for two trips through the scheduler.
 """
@@ -32,7 +33,7 @@ from trio.lowlevel import (
 
 from ._buffer import park
 
-__all__ = ["SendLock"]
+__all__ = ["SendLock", "yields_so_far"]
 
 #: Whether trio counts each task's trips through its scheduler, as ``Task._schedule_points``
 #: (``trio.testing.assert_checkpoints`` reads it). It is private to trio: without it, every
@@ -40,8 +41,10 @@ __all__ = ["SendLock"]
 _COUNTS_YIELDS = hasattr(Task, "_schedule_points")
 
 
-def _yields_so_far(task: Task) -> int:
-    return task._schedule_points if _COUNTS_YIELDS else -1
+def yields_so_far(task: Task) -> int | None:
+    """How many times ``task`` has been through trio's scheduler; None if trio does not say
+    (then a send must always yield once more)."""
+    return task._schedule_points if _COUNTS_YIELDS else None
 
 
 class SendLock:
@@ -61,11 +64,10 @@ class SendLock:
     async def acquire(self) -> None:
         """Take the lock; always a full checkpoint, as ``trio.Lock.acquire``."""
         await checkpoint_if_cancelled()
-        if self._busy:
-            await self._wait()
-        else:
-            self._busy = True
+        if self.try_acquire():
             await cancel_shielded_checkpoint()
+        else:
+            await self.wait()
 
     def release(self) -> None:
         """Hand the lock to the next waiter, or free it."""
@@ -75,26 +77,31 @@ class SendLock:
         else:
             self._busy = False
 
-    async def acquire_for_send(self) -> int:
-        """Take the lock for a send: a cancel point, and no yield when it is free.
-
-        Returns what :meth:`release_after_send` needs to know whether the send yielded.
-        """
-        await checkpoint_if_cancelled()
-        points = _yields_so_far(current_task())
+    def try_acquire(self) -> bool:
+        """Take the lock if it is free, without a checkpoint; False if another sender has it."""
         if self._busy:
-            await self._wait()
-        else:
-            self._busy = True
-        return points
+            return False
+        self._busy = True
+        return True
 
-    async def release_after_send(self, points: int) -> None:
-        """Release the lock; yield once if nothing yielded since :meth:`acquire_for_send`."""
-        self.release()
-        if not _COUNTS_YIELDS or _yields_so_far(current_task()) == points:
-            await cancel_shielded_checkpoint()
-
-    async def _wait(self) -> None:
+    async def wait(self) -> None:
+        """Wait in line until :meth:`release` hands the lock over (call it after
+        :meth:`try_acquire` said no); a cancelled waiter leaves the line."""
         if self._waiters is None:
             self._waiters = []
         await park(self._waiters)  # release() hands the lock over: it stays busy
+
+    async def acquire_for_send(self) -> int | None:
+        """Take the lock for a send as the connection's ``send`` does: a cancel point, and no
+        yield when it is free. Returns :func:`yields_so_far` for :meth:`release_after_send`."""
+        await checkpoint_if_cancelled()
+        points = yields_so_far(current_task())
+        if not self.try_acquire():
+            await self.wait()
+        return points
+
+    async def release_after_send(self, points: int | None) -> None:
+        """Release the lock; yield once if nothing yielded since :meth:`acquire_for_send`."""
+        self.release()
+        if points is None or yields_so_far(current_task()) == points:
+            await cancel_shielded_checkpoint()

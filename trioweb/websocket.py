@@ -36,6 +36,7 @@ JSONDumps = Callable[[Any], str]
 # A module global: an enum member read from its class costs a lookup through the enum's
 # metaclass, noticeable on a per-message path (see send_frame).
 _CONNECTED = Phase.CONNECTED
+_CONNECTING = Phase.CONNECTING
 
 
 def _header_pairs(headers: Mapping[str, str] | None) -> list[tuple[bytes, bytes]]:
@@ -82,7 +83,7 @@ class WebSocket(ScopeView):
     @property
     def connecting(self) -> bool:
         """True until the handshake is accepted or refused."""
-        return self._conn.phase is Phase.CONNECTING
+        return self._conn.phase is _CONNECTING
 
     @property
     def connected(self) -> bool:
@@ -163,7 +164,7 @@ class WebSocket(ScopeView):
                 await self.ensure_closed(*close_for(*sorted_out))
 
     async def _accept_implicitly(self) -> None:
-        if self._conn.phase is Phase.CONNECTING:
+        if self._conn.phase is _CONNECTING:
             await self._conn.accept(None, (), self.subprotocols, implicit=True)
 
     # -- receiving ----------------------------------------------------------------------
@@ -171,7 +172,7 @@ class WebSocket(ScopeView):
     async def receive(self) -> str | bytes:
         """The next message: ``str`` for a text frame, ``bytes`` for a binary one."""
         conn = self._conn
-        if conn.phase is Phase.CONNECTING:
+        if conn.phase is _CONNECTING:
             await conn.accept(None, (), self.subprotocols, implicit=True)
         # The connection's inbox directly: no coroutine of the connection's in between, on the
         # stack of every handler that waits for a message.
@@ -227,21 +228,21 @@ class WebSocket(ScopeView):
         else:
             raise TypeError(f"send() takes str or bytes, not {type(message).__name__}")
         conn = self._conn
-        if conn.phase is Phase.CONNECTING:
+        if conn.phase is _CONNECTING:
             await conn.accept(None, (), self.subprotocols, implicit=True)
         await conn.send(event)
 
     async def send_text(self, data: str) -> None:
         """Send a text message."""
         conn = self._conn
-        if conn.phase is Phase.CONNECTING:
+        if conn.phase is _CONNECTING:
             await conn.accept(None, (), self.subprotocols, implicit=True)
         await conn.send({"type": "websocket.send", "text": data})
 
     async def send_bytes(self, data: bytes) -> None:
         """Send a binary message."""
         conn = self._conn
-        if conn.phase is Phase.CONNECTING:
+        if conn.phase is _CONNECTING:
             await conn.accept(None, (), self.subprotocols, implicit=True)
         await conn.send({"type": "websocket.send", "bytes": data})
 
@@ -355,7 +356,7 @@ class _Received:
 
     def __anext__(self) -> Awaitable[str | bytes]:
         ws = self._ws
-        if ws._conn.phase is Phase.CONNECTING:
+        if ws._conn.phase is _CONNECTING:
             return self._accept_then_get()
         return ws._conn.inbox.get()
 
