@@ -262,7 +262,7 @@ async def test_a_hub_stopped_by_a_bug_tells_its_subscribers_and_publishers(
             except RuntimeError as exc:
                 told.append(str(exc))
 
-    with trio.fail_after(10), pytest.raises(RuntimeError, match="lifespan ended"):
+    with trio.fail_after(10), pytest.raises(RuntimeError, match="app shutdown failed: ZeroDiv"):
         async with TestClient(app) as client, trio.open_nursery() as nursery:
             async with client.websocket("/feed") as ws:
                 nursery.start_soon(subscriber)

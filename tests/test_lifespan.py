@@ -1,11 +1,13 @@
 """Lifespan: startup and shutdown hooks, the lifespan context manager, and app.nursery."""
 
 import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from functools import partial
 
 import pytest
 import trio
+import trio.testing
 
 from trioweb import App, Request, serve
 from trioweb.broadcast import Broadcast
@@ -217,3 +219,45 @@ async def test_an_app_runs_in_one_server_or_test_client_at_a_time():
             assert await sub.receive() == "still up"
     async with TestClient(app):  # and once it has stopped, the app can run again
         pass
+
+
+async def test_an_extension_whose_task_fails_while_serving_ends_alone(caplog):
+    # An extension's context manager with a nursery of its own (as the broadcast hub has): its
+    # task failing must not cancel the lifespan under the app, which would skip the shutdown
+    # hooks and leave the server serving with no lifespan at all.
+    app = App()
+    crash = trio.Event()
+    calls: list[str] = []
+
+    class Flaky:
+        @asynccontextmanager
+        async def lifespan(self, app: App) -> AsyncIterator[None]:
+            async def worker() -> None:
+                await crash.wait()
+                raise ValueError("the extension's task broke")
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(worker)
+                yield
+                nursery.cancel_scope.cancel()
+
+    app.use(Flaky())
+
+    @app.on_shutdown
+    async def shutdown() -> None:
+        calls.append("shutdown hook")
+
+    @app.get("/ping")
+    async def ping(request: Request) -> str:
+        return "pong"
+
+    with pytest.raises(RuntimeError, match="app shutdown failed: ValueError: the extension's"):
+        async with TestClient(app) as client:
+            crash.set()
+            await trio.testing.wait_all_tasks_blocked()
+            assert (await client.get("/ping")).text == "pong"  # the app goes on serving
+    assert calls == ["shutdown hook"]
+    logged = [
+        r for r in caplog.records if "extension failed while the app was serving" in r.message
+    ]
+    assert len(logged) == 1 and logged[0].exc_info is not None

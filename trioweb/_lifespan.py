@@ -98,12 +98,11 @@ class Lifecycle:
         failures: list[BaseException] = []
         async with trio.open_nursery() as lifespan_nursery:
             self.nursery = await lifespan_nursery.start(self.background.run)
-            extensions = AsyncExitStack()
+            extensions = _ExtensionHost(self.extensions, app)
             stack = AsyncExitStack()
             try:
                 try:
-                    for extension in self.extensions:
-                        await extensions.enter_async_context(extension.lifespan(app))
+                    await lifespan_nursery.start(extensions.run)
                     for hook in self.on_startup:
                         await hook()
                     if self.context is not None:
@@ -120,11 +119,7 @@ class Lifecycle:
                 await self.background.stop()
                 if startup_error is None:
                     failures = await self._shut_down(stack)
-                try:
-                    await extensions.aclose()
-                except Exception as exc:
-                    logger.error("an extension failed at shutdown", exc_info=exc)
-                    failures.append(exc)
+                failures.extend(await extensions.stop())
             finally:
                 self.nursery = None
                 self._stop_serving()
@@ -132,10 +127,7 @@ class Lifecycle:
                 # managers still hold nurseries opened in this task, which must be exited here,
                 # in order, and not inside a new (shielding) cancel scope. After a normal
                 # shutdown both stacks are empty and this does nothing.
-                try:
-                    await stack.aclose()
-                finally:
-                    await extensions.aclose()
+                await stack.aclose()
         # Sent outside every handler: hypercorn answers startup.failed by raising from send().
         if startup_error is not None:
             await send({"type": "lifespan.startup.failed", "message": describe(startup_error)})
@@ -173,3 +165,44 @@ class Lifecycle:
                 logger.error("shutdown hook %r failed", hook, exc_info=exc)
                 failures.append(exc)
         return failures
+
+
+class _ExtensionHost:
+    """The extensions' context managers, entered in order and exited in reverse in a task of
+    their own: an extension whose own task fails while the app serves (a nursery inside its
+    context manager) then ends alone, logged, instead of cancelling the lifespan under the app,
+    which would skip the shutdown hooks. Its failure is reported at shutdown."""
+
+    def __init__(self, extensions: list[Extension], app: Any) -> None:
+        self._extensions = list(extensions)
+        self._app = app
+        self._stop = trio.Event()
+        self._done = trio.Event()
+        self._failures: list[BaseException] = []
+
+    async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Enter every extension, report started, hold them until :meth:`stop`."""
+        started = False
+        try:
+            async with AsyncExitStack() as stack:
+                for extension in self._extensions:
+                    await stack.enter_async_context(extension.lifespan(self._app))
+                task_status.started()
+                started = True
+                await self._stop.wait()
+        except Exception as exc:
+            if not started:
+                raise  # a startup failure: start() raises it to the lifespan
+            if self._stop.is_set():
+                logger.error("an extension failed at shutdown", exc_info=exc)
+            else:
+                logger.error("an extension failed while the app was serving", exc_info=exc)
+            self._failures.append(exc)
+        finally:
+            self._done.set()
+
+    async def stop(self) -> list[BaseException]:
+        """Exit the extensions (if they are still in); what failed, while serving or now."""
+        self._stop.set()
+        await self._done.wait()
+        return self._failures
