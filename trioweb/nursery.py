@@ -55,12 +55,8 @@ async def _quiet_after_start(
             raise  # start() must learn why the task never started
 
 
-class ConnectionNursery:
-    """The connection's nursery, as a handler receives it (annotate it ``trio.Nursery``).
-
-    ``start_soon``, ``start`` and ``cancel_scope`` work as on a ``trio.Nursery``; a task ended by
-    an uncaught ``WebSocketDisconnect`` ends quietly without cancelling its siblings.
-    """
+class _NurseryView:
+    """What both of trioweb's nurseries pass straight through to the ``trio.Nursery`` below."""
 
     __slots__ = ("_nursery",)
 
@@ -68,7 +64,32 @@ class ConnectionNursery:
         self._nursery = nursery
 
     def __repr__(self) -> str:
-        return f"<ConnectionNursery of {self._nursery!r}>"
+        return f"<{type(self).__name__} of {self._nursery!r}>"
+
+    @property
+    def cancel_scope(self) -> trio.CancelScope:
+        """The nursery's cancel scope: cancelling it ends every task in it."""
+        return self._nursery.cancel_scope
+
+    @property
+    def child_tasks(self) -> frozenset[trio.lowlevel.Task]:
+        """The tasks currently running in this nursery."""
+        return self._nursery.child_tasks
+
+    @property
+    def parent_task(self) -> trio.lowlevel.Task:
+        """The task that opened this nursery."""
+        return self._nursery.parent_task
+
+
+class ConnectionNursery(_NurseryView):
+    """The connection's nursery, as a handler receives it (annotate it ``trio.Nursery``).
+
+    ``start_soon``, ``start`` and ``cancel_scope`` work as on a ``trio.Nursery``; a task ended by
+    an uncaught ``WebSocketDisconnect`` ends quietly without cancelling its siblings.
+    """
+
+    __slots__ = ()
 
     def start_soon(
         self, async_fn: Callable[..., Awaitable[Any]], *args: Any, name: object = None
@@ -81,21 +102,6 @@ class ConnectionNursery:
     ) -> Any:
         """Start ``async_fn(*args, task_status=...)`` and wait until it reports started."""
         return await self._nursery.start(_quiet_after_start, async_fn, *args, name=name or async_fn)
-
-    @property
-    def cancel_scope(self) -> trio.CancelScope:
-        """The nursery's cancel scope: cancelling it ends every task of the handler."""
-        return self._nursery.cancel_scope
-
-    @property
-    def child_tasks(self) -> frozenset[trio.lowlevel.Task]:
-        """The tasks currently running in this nursery."""
-        return self._nursery.child_tasks
-
-    @property
-    def parent_task(self) -> trio.lowlevel.Task:
-        """The task that opened this nursery."""
-        return self._nursery.parent_task
 
 
 #: What ``app.nursery`` does with a background task's error: ``report(task_name, error)``.
@@ -148,7 +154,7 @@ async def _report_failure_after_start(
         _report_errors(report, failure)
 
 
-class AppNursery:
+class AppNursery(_NurseryView):
     """``app.nursery``: a nursery for background tasks that one failing task does not break.
 
     ``start_soon``, ``start``, ``cancel_scope``, ``child_tasks`` and ``parent_task`` work as on
@@ -158,17 +164,16 @@ class AppNursery:
     and ``start()`` work. A task started with :meth:`start` that fails before it calls
     ``task_status.started()`` raises into the caller of ``start()``, as in trio, and is not
     counted. ``trio.Cancelled``, ``KeyboardInterrupt`` and other ``BaseException`` propagate as
-    in any nursery.
+    in any nursery. Cancelling :attr:`cancel_scope` ends every background task and closes
+    ``app.nursery`` until the next startup (later starts raise ``RuntimeError``); the shutdown
+    does this itself.
     """
 
-    __slots__ = ("_nursery", "_report")
+    __slots__ = ("_report",)
 
     def __init__(self, nursery: trio.Nursery, report: Report) -> None:
-        self._nursery = nursery
+        super().__init__(nursery)
         self._report = report
-
-    def __repr__(self) -> str:
-        return f"<AppNursery of {self._nursery!r}>"
 
     def start_soon(
         self, async_fn: Callable[..., Awaitable[Any]], *args: Any, name: object = None
@@ -185,22 +190,3 @@ class AppNursery:
         return await self._nursery.start(
             _report_failure_after_start, self._report, async_fn, *args, name=name or async_fn
         )
-
-    @property
-    def cancel_scope(self) -> trio.CancelScope:
-        """The nursery's cancel scope.
-
-        Cancelling it ends every background task and closes ``app.nursery`` until the next
-        startup: later starts raise ``RuntimeError``. The shutdown does this itself.
-        """
-        return self._nursery.cancel_scope
-
-    @property
-    def child_tasks(self) -> frozenset[trio.lowlevel.Task]:
-        """The background tasks currently running."""
-        return self._nursery.child_tasks
-
-    @property
-    def parent_task(self) -> trio.lowlevel.Task:
-        """The task that opened this nursery (the app's lifespan)."""
-        return self._nursery.parent_task
