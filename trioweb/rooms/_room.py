@@ -1,0 +1,424 @@
+"""One room in one process: its scope, its local members, its view of presence, its state.
+
+A :class:`Room` exists in a process while the process has members in it (plus an optional
+grace period). Its nursery holds the room's tasks, the relay of the room's messages to the
+local members and the owner election; when the last local member leaves, the nursery is
+cancelled, as a connection's is at disconnect. The life of a room, as phases:
+
+============  ====================================================  =================
+phase         what holds                                            next
+============  ====================================================  =================
+opening       subscribing to the room's topics, reading presence    open, failed
+open          members join and leave; tasks run                     closing, failed
+closing       no members for the grace period: the nursery is       (gone)
+              cancelled, the lease released, the topics left
+failed        a task raised: members' blocks cancelled with         (gone)
+              :class:`RoomFailed`, the error logged
+============  ====================================================  =================
+
+A room that is closing or failed is out of the registry at once: the next join opens a new
+one, even while the old one still finishes its cleanup.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ..broadcast import Broadcast, Gap, OverflowPolicy, SubscriberTooSlow, Subscription
+from ..broadcast._fanout import Fanout
+from ..broadcast.hub import encode
+from ._ownership import hold_ownership
+from ._presence import Presence
+from ._store import Lease, PresenceEntry, RoomStore, Topics, parse_announcement
+from .errors import LeaseLost, RoomFailed, RoomUnavailable
+
+if TYPE_CHECKING:
+    from ..websocket import WebSocket
+
+__all__ = ["Member", "Room", "RoomSettings", "RoomState", "RoomTask", "StateUpdate"]
+
+logger = logging.getLogger("trioweb.rooms")
+
+#: A room task: called with the room, run in the room's nursery.
+RoomTask = Callable[["Room"], Awaitable[Any]]
+
+#: How many room messages may wait for the relay task before the room shows its members a gap.
+RELAY_BUFFER = 10_000
+#: How long a leave, a release or a presence read may take in cleanup before it is abandoned
+#: (an entry left behind expires with the presence TTL; a lease with its TTL).
+CLEANUP_TIMEOUT = 2.0
+#: How often a room whose presence could not be read retries, at most.
+RESYNC_RETRY = 1.0
+
+
+@dataclass(frozen=True)
+class RoomSettings:
+    """What every room of one :class:`~trioweb.rooms.Rooms` shares."""
+
+    hub: Broadcast
+    store: RoomStore
+    grace: float
+    lease_ttl: float
+    max_buffer: int
+    on_overflow: OverflowPolicy
+    tasks: list[RoomTask] = field(default_factory=list)
+    owner_tasks: list[RoomTask] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StateUpdate:
+    """What :meth:`RoomState.update` did."""
+
+    #: True if the state was written (the function returned a new state).
+    applied: bool
+    #: The state after the update (the current one if nothing was written).
+    state: dict[str, Any]
+    #: The state's version after the update.
+    version: int
+
+
+class RoomState:
+    """A small JSON document per room, shared by every process, with atomic updates.
+
+    ``update(fn)`` reads the state, calls ``fn`` with a copy, and writes what ``fn`` returns
+    only if nobody wrote in between (compare-and-set); otherwise it reads again and calls
+    ``fn`` again. So "accept this bid only if it is higher than the high bid" is one atomic
+    step across processes. The state outlives owners and members (see ``state_ttl``).
+    """
+
+    def __init__(self, room: Room) -> None:
+        self._room = room
+
+    async def get(self) -> dict[str, Any]:
+        """The room's current state (``{}`` before the first write)."""
+        room = self._room
+        try:
+            _, state = await room.settings.store.read_state(room.name)
+        except room.settings.store.errors as exc:
+            raise RoomUnavailable(room.name, _describe(exc)) from exc
+        return state
+
+    async def update(
+        self,
+        fn: Callable[[dict[str, Any]], dict[str, Any] | None],
+        *,
+        announce: Callable[[dict[str, Any]], Any] | None = None,
+        fenced: bool = False,
+        attempts: int = 100,
+    ) -> StateUpdate:
+        """Apply ``fn`` to the state atomically; ``fn`` returns the new state, or ``None`` to
+        leave it as it is (and announce nothing).
+
+        ``announce(new_state)`` gives a message published to the room in the same atomic step
+        as the write, so that every member sees announcements in the order of the writes
+        (concurrent bids from two processes arrive in the order they were accepted).
+        ``fenced=True`` (for owner tasks) refuses the write, raising :class:`LeaseLost`, if
+        this process no longer holds the room's lease. ``fn`` may be called several times
+        under contention: keep it free of side effects.
+        """
+        room = self._room
+        store = room.settings.store
+        lease = room.lease if fenced else None
+        if fenced and lease is None:
+            raise LeaseLost(f"this process does not own room {room.name!r}")
+        try:
+            version, current = await store.read_state(room.name)
+            for _ in range(attempts):
+                new = fn(copy.deepcopy(current))
+                if new is None:
+                    return StateUpdate(False, current, version)
+                message = None if announce is None else encode(announce(new))
+                written = await store.write_state(
+                    room.name, version, new, lease=lease, announce=message
+                )
+                if written.outcome == "applied":
+                    return StateUpdate(True, new, written.version)
+                if written.outcome == "fenced":
+                    raise LeaseLost(f"this process no longer owns room {room.name!r}")
+                version, current = written.version, written.current or {}
+        except store.errors as exc:
+            raise RoomUnavailable(room.name, _describe(exc)) from exc
+        raise RuntimeError(
+            f"room {room.name!r}: the state changed under {attempts} updates in a row"
+        )
+
+
+class Member:
+    """One connection's membership of a room, from :meth:`Rooms.join`.
+
+    The room's messages reach :attr:`messages` from the join on; send them to the socket with
+    ``nursery.start_soon(member.forward_to, ws)`` once the member has its first message (the
+    room's current state), or read them yourself.
+    """
+
+    __slots__ = ("_failure", "_scope", "entry", "messages", "room")
+
+    def __init__(self, room: Room, entry: PresenceEntry, messages: Subscription) -> None:
+        #: The room joined.
+        self.room = room
+        #: This member's presence entry (its id, user and metadata).
+        self.entry = entry
+        #: What is published to the room, from the join on: ``str``, ``bytes`` or a
+        #: :class:`~trioweb.broadcast.Gap`.
+        self.messages = messages
+        self._scope: trio.CancelScope | None = None
+        self._failure: RoomFailed | None = None
+
+    def __repr__(self) -> str:
+        return f"<Member {self.entry.user!r} of room {self.room.name!r}>"
+
+    @property
+    def id(self) -> str:
+        """The presence entry's id: unique per join."""
+        return self.entry.id
+
+    @property
+    def user(self) -> str:
+        """Who this member is."""
+        return self.entry.user
+
+    async def forward_to(
+        self, ws: WebSocket, *, on_gap: Callable[[Gap], Awaitable[Any]] | None = None
+    ) -> None:
+        """Send the room's messages to ``ws`` until the member leaves (see
+        :meth:`~trioweb.broadcast.Subscription.forward_to`: a member too slow for its buffer
+        is closed with 1013 under the ``"close"`` policy)."""
+        await self.messages.forward_to(ws, on_gap=on_gap)
+
+    def _fail(self, failure: RoomFailed) -> None:
+        self._failure = failure
+        if self._scope is not None:
+            self._scope.cancel()
+
+
+class Room:
+    """A room, as this process sees it while it has members in it.
+
+    - :attr:`nursery`: the room's scope. Tasks started there are cancelled when the last local
+      member leaves (after the grace period).
+    - :attr:`presence`: who is in the room across every process, and its changes.
+    - :attr:`state`: the room's shared state, with atomic updates.
+    - :meth:`publish` reaches every member in every process; :meth:`send_local` the members of
+      this process only (for what each process computes itself, such as a presence list).
+    - :attr:`lease`: set while this process owns the room (its owner tasks run here).
+    """
+
+    def __init__(self, name: str, settings: RoomSettings) -> None:
+        #: The room's name.
+        self.name = name
+        #: What all rooms of its :class:`~trioweb.rooms.Rooms` share.
+        self.settings = settings
+        #: Who is present, in every process.
+        self.presence = Presence()
+        #: The shared state.
+        self.state = RoomState(self)
+        #: The lease, while this process owns the room.
+        self.lease: Lease | None = None
+        #: The hub topics of the room.
+        self.topics: Topics = settings.store.topics(name)
+        self._nursery: trio.Nursery | None = None
+        self._members: dict[str, Member] = {}
+        # The local members' subscriptions: the relay task delivers into it.
+        self._fanout = Fanout()
+        # Members and joins in progress: the room stays open while there are any.
+        self._users = 0
+        self._users_changed = trio.Event()
+        self._ready = trio.Event()
+        self._failure: RoomFailed | RoomUnavailable | None = None
+        self._released = trio.Event()
+        #: False once the room is closing or failed: the next join opens a new one.
+        self.open = True
+
+    def __repr__(self) -> str:
+        return f"<Room {self.name!r}: {len(self._members)} here, {len(self.presence)} in all>"
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        """The room's nursery: what runs in it ends when the room closes in this process."""
+        if self._nursery is None:
+            raise RuntimeError(f"room {self.name!r} is not open yet")
+        return self._nursery
+
+    @property
+    def members(self) -> list[Member]:
+        """The members of this room in this process."""
+        return list(self._members.values())
+
+    async def publish(self, message: Any) -> bool:
+        """Send ``message`` (``str``, ``bytes`` or JSON) to every member in every process;
+        ``False`` if the broker is unreachable (see :meth:`Broadcast.publish`)."""
+        return await self.settings.hub.publish(self.topics.messages, message)
+
+    def send_local(self, message: Any) -> None:
+        """Put ``message`` in the queue of every member of this room in this process, now."""
+        self._fanout.deliver(self.name, encode(message))
+
+    async def time(self) -> float:
+        """The store's clock in seconds (Redis's, shared by every process; trio's in-process):
+        use it for deadlines that must survive a change of owner."""
+        try:
+            return await self.settings.store.now()
+        except self.settings.store.errors as exc:
+            raise RoomUnavailable(self.name, _describe(exc)) from exc
+
+    # -- members (called by Rooms.join) ---------------------------------------------------
+
+    def claim(self) -> None:
+        """A join is on its way: keep the room open."""
+        self._users += 1
+        self._users_changed.set()
+
+    def unclaim(self) -> None:
+        """A join ended (or never completed)."""
+        self._users -= 1
+        self._users_changed.set()
+
+    async def wait_ready(self) -> None:
+        """Wait until the room is open; raise what made it fail to open."""
+        await self._ready.wait()
+        if self._failure is not None:
+            raise self._failure
+
+    def add_member(self, member: Member) -> None:
+        """Deliver the room's messages to ``member`` from now on."""
+        self._members[member.id] = member
+        self._fanout.add(member.messages)
+
+    def remove_member(self, member: Member) -> None:
+        """``member`` left: no more deliveries, and out of the local presence view now."""
+        self._members.pop(member.id, None)
+        self._fanout.remove(member.messages)
+        self.presence.remove([member.id])
+
+    def new_member(self, user: str, meta: dict[str, Any]) -> Member:
+        """A member of this room (not added yet), with a fresh presence entry."""
+        entry = PresenceEntry(secrets.token_hex(8), user, meta)
+        messages = Subscription(self.name, self.settings.max_buffer, self.settings.on_overflow)
+        return Member(self, entry, messages)
+
+    # -- life -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Open the room, run it while it has users, then close it. Raises what failed."""
+        settings = self.settings
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(self._fanout.wake_subscribers)
+                await nursery.start(self._relay)
+                await nursery.start(self._follow_presence)
+                self._nursery = nursery
+                if settings.owner_tasks:
+                    nursery.start_soon(
+                        hold_ownership, self, settings.owner_tasks, self._released_event
+                    )
+                for task in settings.tasks:
+                    nursery.start_soon(task, self)
+                self._ready.set()
+                await self._stay_while_used()
+                self.open = False
+                nursery.cancel_scope.cancel()
+        finally:
+            self.open = False
+
+    def fail(self, failure: RoomFailed | RoomUnavailable) -> None:
+        """The room ended on an error: cancel its members' blocks, with ``failure``."""
+        self.open = False
+        self._failure = failure
+        self._ready.set()
+        if isinstance(failure, RoomFailed):
+            for member in list(self._members.values()):
+                member._fail(failure)
+
+    async def _stay_while_used(self) -> None:
+        grace = self.settings.grace
+        while True:
+            if self._users == 0:
+                if grace <= 0:
+                    return
+                self._users_changed = trio.Event()
+                with trio.move_on_after(grace):
+                    await self._users_changed.wait()
+                if self._users == 0:
+                    return
+            self._users_changed = trio.Event()
+            await self._users_changed.wait()
+
+    async def _relay(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """The room's messages, subscribed once per process, to each local member's queue."""
+        hub, fanout, name = self.settings.hub, self._fanout, self.name
+        started = False
+        while True:
+            try:
+                async with hub.subscribe(
+                    self.topics.messages, max_buffer=RELAY_BUFFER, on_overflow="close"
+                ) as messages:
+                    if not started:
+                        started = True
+                        task_status.started()
+                    async for item in messages:
+                        if isinstance(item, Gap):
+                            fanout.gap(name, item.reason)
+                        else:
+                            fanout.deliver(name, item)
+            except SubscriberTooSlow:
+                # The relay never waits, so this takes a starved process: say so, go on.
+                fanout.gap(name, "the room's relay fell behind")
+
+    def _released_event(self) -> trio.Event:
+        """An event set when the room's owner gives up its lease (a fresh one each call)."""
+        self._released = trio.Event()
+        return self._released
+
+    async def _follow_presence(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Keep :attr:`presence` true: announcements subscribed first, then the snapshot."""
+        store = self.settings.store
+        async with self.settings.hub.subscribe(
+            self.topics.presence, max_buffer=RELAY_BUFFER, on_overflow="drop_oldest"
+        ) as announcements:
+            try:
+                self.presence.replace(await store.presence(self.name))
+            except store.errors as exc:
+                raise RoomUnavailable(self.name, _describe(exc)) from exc
+            task_status.started()
+            dropped = announcements.dropped
+            async for item in announcements:
+                if isinstance(item, Gap) or announcements.dropped != dropped:
+                    dropped = announcements.dropped
+                    await self._resync()
+                    continue
+                try:
+                    announcement = parse_announcement(item)
+                except ValueError:
+                    logger.warning("ignored a message on %r that is not trioweb's", item)
+                    continue
+                if announcement.released:
+                    self._released.set()
+                self.presence.add(announcement.joined)
+                self.presence.remove(announcement.left)
+
+    async def _resync(self) -> None:
+        """Read the whole presence again (after a gap), retrying while the store is down."""
+        store = self.settings.store
+        while True:
+            try:
+                entries = await store.presence(self.name)
+            except store.errors as exc:
+                logger.debug("room %r: presence not readable yet: %s", self.name, exc)
+                await trio.sleep(RESYNC_RETRY)
+                continue
+            # Our own members are present even if the store lost them: the heartbeat puts
+            # them back.
+            local = [member.entry for member in self._members.values()]
+            self.presence.replace([*entries, *local])
+            return
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

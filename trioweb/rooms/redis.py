@@ -1,0 +1,391 @@
+"""The Redis (or Valkey) room store, through coredis on trio.
+
+Every change is one Lua script, so that it is atomic across processes and its announcement
+leaves in the same step (a write and its PUBLISH cannot be reordered by another process). The
+scripts read the time from Redis (``TIME``), so that expiries do not depend on the clocks of
+the processes. Keys, for a room NAME under the prefix P:
+
+- ``P:presence:NAME``: sorted set, entry id -> expiry (Redis ms);
+- ``P:members:NAME``: hash, entry id -> the entry as JSON;
+- ``P:owner:NAME``: the lease: the owner's token, with the lease's time to live;
+- ``P:fence:NAME``: the last fencing number handed out;
+- ``P:state:NAME``: hash with the state document (``doc``, JSON) and its version (``v``).
+
+Presence keys expire on their own once no process refreshes them; the state and the fencing
+counter live ``state_ttl`` after the room's owner last renewed its lease. Redis Cluster is not
+supported (a script's keys would need one hash slot): one Redis server, or a primary with
+replicas (see the guide for what a failover does to leases).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+from typing import Any
+
+import coredis
+import trio
+from coredis.commands.script import Script
+
+from .._failures import leaves
+from ..broadcast.errors import BrokerUnavailable
+from ..broadcast.redis import BROKER_ERRORS, check_url, pack, redact
+from ._store import (
+    Grant,
+    Lease,
+    PresenceEntry,
+    StateWrite,
+    Topics,
+    entry_from_json,
+    joined,
+    left,
+    released,
+)
+
+__all__ = ["RedisStore"]
+
+logger = logging.getLogger("trioweb.rooms")
+
+_NOW = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+"""
+
+# KEYS: presence, members. ARGV: id, entry, lifetime ms, key ttl ms, channel, announcement.
+_JOIN = Script(
+    script=_NOW
+    + """
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PUBLISH', ARGV[5], ARGV[6])
+return 1
+"""
+)
+
+# KEYS: presence, members. ARGV: id, channel, announcement.
+_LEAVE = Script(
+    script="""
+redis.call('HDEL', KEYS[2], ARGV[1])
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+  return 1
+end
+return 0
+"""
+)
+
+# KEYS: presence, members. ARGV: lifetime ms, key ttl ms, channel, text frame prefix, then
+# (id, entry) pairs. Refresh ours first (adding back, and announcing, any that expired), then
+# remove and announce everyone's expired entries.
+_HEARTBEAT = Script(
+    script=_NOW
+    + """
+local back = {}
+for i = 5, #ARGV, 2 do
+  if redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i]) == 1 then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+    back[#back + 1] = ARGV[i + 1]
+  end
+end
+local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, id in ipairs(expired) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+end
+if #expired > 0 then
+  redis.call('PUBLISH', ARGV[3], ARGV[4] .. cjson.encode({left = expired}))
+end
+if #back > 0 then
+  redis.call('PUBLISH', ARGV[3], ARGV[4] .. '{"joined":[' .. table.concat(back, ',') .. ']}')
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+return #expired
+"""
+)
+
+# KEYS: presence, members. The live entries' ids, then every stored entry (a flat HGETALL).
+_PRESENCE = Script(
+    script=_NOW
+    + """
+return {redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf'), redis.call('HGETALL', KEYS[2])}
+"""
+)
+
+# KEYS: owner, fence. ARGV: process tag, ttl ms, fence ttl ms.
+_ACQUIRE = Script(
+    script="""
+local pttl = redis.call('PTTL', KEYS[1])
+if pttl ~= -2 then return {0, pttl} end
+local fence = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+local token = fence .. ':' .. ARGV[1]
+redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
+return {1, fence, token}
+"""
+)
+
+# KEYS: owner, state, fence. ARGV: token, ttl ms, state ttl ms.
+_RENEW = Script(
+    script="""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+return 1
+"""
+)
+
+# KEYS: owner. ARGV: token, channel, announcement.
+_RELEASE = Script(
+    script="""
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+"""
+)
+
+# KEYS: state, owner. ARGV: expected version, doc, state ttl ms, lease token or '', channel,
+# announcement or ''.
+_WRITE_STATE = Script(
+    script="""
+local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
+if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[4] then
+  return {-1, v, redis.call('HGET', KEYS[1], 'doc') or '{}'}
+end
+if v ~= tonumber(ARGV[1]) then return {0, v, redis.call('HGET', KEYS[1], 'doc') or '{}'} end
+redis.call('HSET', KEYS[1], 'v', v + 1, 'doc', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
+return {1, v + 1}
+"""
+)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+def _entry_json(entry: PresenceEntry) -> str:
+    return json.dumps(
+        {"id": entry.id, "user": entry.user, "meta": entry.meta},
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+def _text(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+class RedisStore:
+    """Rooms shared by every process connected to one Redis server."""
+
+    errors: tuple[type[BaseException], ...] = BROKER_ERRORS
+
+    def __init__(
+        self,
+        url: str,
+        prefix: str,
+        *,
+        presence_ttl: float,
+        state_ttl: float,
+        connect_timeout: float = 5.0,
+        command_timeout: float = 2.0,
+    ) -> None:
+        self.url = check_url(url)
+        self._prefix = prefix
+        # An entry lives three heartbeats (a quarter of the TTL each); the sweep of every
+        # process with the room open runs with its heartbeat: a crashed process's entries
+        # are gone from every view within the TTL.
+        self._lifetime_ms = _ms(presence_ttl * 3 / 4)
+        self._key_ttl_ms = _ms(max(presence_ttl * 4, 60.0))
+        self._state_ttl_ms = _ms(state_ttl)
+        self._connect_timeout = connect_timeout
+        self._command_timeout = command_timeout
+        self._client: coredis.Redis[bytes] | None = None
+        # Part of every lease token: which process holds it (for operators reading Redis).
+        self._tag = secrets.token_hex(6)
+
+    def __repr__(self) -> str:
+        return f"<RedisStore {redact(self.url)}>"
+
+    async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
+        """Own the client for the store's life; ``BrokerUnavailable`` if Redis is unreachable."""
+        client: coredis.Redis[bytes] = coredis.Redis.from_url(self.url, decode_responses=False)
+        started = False
+        try:
+            async with client:
+                with trio.fail_after(self._connect_timeout):
+                    await client.ping()
+                self._client = client
+                started = True
+                task_status.started()
+                await trio.sleep_forever()
+        except BaseException as exc:
+            self._client = None
+            if started:
+                if isinstance(exc, BaseExceptionGroup):
+                    cancelled, _ = exc.split(trio.Cancelled)
+                    if cancelled is not None:
+                        raise cancelled from None
+                raise
+            errors = [e for e in leaves(exc) if not isinstance(e, trio.Cancelled)]
+            if not errors or not all(isinstance(e, BROKER_ERRORS) for e in errors):
+                raise
+            failure = f"{type(errors[0]).__name__}: {errors[0]}"
+        raise BrokerUnavailable(f"cannot reach the room store at {redact(self.url)}: {failure}")
+
+    def _keys(self, kind: str, room: str) -> str:
+        return f"{self._prefix}:{kind}:{room}"
+
+    def topics(self, room: str) -> Topics:
+        """``PREFIX:room:NAME`` and ``PREFIX:presence:NAME``."""
+        return Topics(self._keys("room", room), self._keys("presence", room))
+
+    async def _call(self, script: Script[Any], keys: list[str], args: list[Any]) -> Any:
+        client = self._client
+        if client is None:
+            raise BrokerUnavailable("the room store is not connected")
+        with trio.fail_after(self._command_timeout):
+            return await script(keys, args, client=client)
+
+    async def now(self) -> float:
+        """Redis's clock (``TIME``), in seconds."""
+        client = self._client
+        if client is None:
+            raise BrokerUnavailable("the room store is not connected")
+        with trio.fail_after(self._command_timeout):
+            return (await client.time()).timestamp()
+
+    # -- presence -------------------------------------------------------------------------
+
+    def _presence_keys(self, room: str) -> list[str]:
+        return [self._keys("presence", room), self._keys("members", room)]
+
+    async def join(self, room: str, entry: PresenceEntry) -> None:
+        """Add and announce ``entry`` in one script."""
+        await self._call(
+            _JOIN,
+            self._presence_keys(room),
+            [
+                entry.id,
+                _entry_json(entry),
+                self._lifetime_ms,
+                self._key_ttl_ms,
+                self.topics(room).presence,
+                pack(joined([entry])),
+            ],
+        )
+
+    async def leave(self, room: str, entry_id: str) -> None:
+        """Remove and announce the entry in one script, if it was there."""
+        await self._call(
+            _LEAVE,
+            self._presence_keys(room),
+            [entry_id, self.topics(room).presence, pack(left([entry_id]))],
+        )
+
+    async def heartbeat(self, room: str, entries: list[PresenceEntry]) -> None:
+        """Refresh ours, sweep everyone's expired entries, announce both, in one script."""
+        args: list[Any] = [
+            self._lifetime_ms,
+            self._key_ttl_ms,
+            self.topics(room).presence,
+            pack(""),
+        ]
+        for entry in entries:
+            args += [entry.id, _entry_json(entry)]
+        await self._call(_HEARTBEAT, self._presence_keys(room), args)
+
+    async def presence(self, room: str) -> list[PresenceEntry]:
+        """The live entries (those whose expiry is still ahead on Redis's clock)."""
+        live, flat = await self._call(_PRESENCE, self._presence_keys(room), [])
+        stored = {_text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
+        entries = []
+        for raw_id in live:
+            data = stored.get(_text(raw_id))
+            if data is None:
+                continue
+            try:
+                entries.append(entry_from_json(json.loads(data)))
+            except ValueError:
+                logger.warning("ignored a presence entry of %r that is not trioweb's", room)
+        return entries
+
+    # -- ownership ------------------------------------------------------------------------
+
+    async def acquire(self, room: str, ttl: float) -> Grant:
+        """``SET NX PX`` with a new fencing number, in one script."""
+        reply = await self._call(
+            _ACQUIRE,
+            [self._keys("owner", room), self._keys("fence", room)],
+            [self._tag, _ms(ttl), self._state_ttl_ms],
+        )
+        if reply[0] == 1:
+            return Grant(Lease(room, _text(reply[2]), int(reply[1])), 0.0)
+        remaining = int(reply[1])
+        return Grant(None, remaining / 1000 if remaining > 0 else ttl)
+
+    async def renew(self, lease: Lease, ttl: float) -> bool:
+        """Compare-and-extend; the room's state and fencing counter live on with it."""
+        reply = await self._call(
+            _RENEW,
+            [
+                self._keys("owner", lease.room),
+                self._keys("state", lease.room),
+                self._keys("fence", lease.room),
+            ],
+            [lease.token, _ms(ttl), self._state_ttl_ms],
+        )
+        return bool(reply == 1)
+
+    async def release(self, lease: Lease) -> None:
+        """Compare-and-delete, and announce it."""
+        await self._call(
+            _RELEASE,
+            [self._keys("owner", lease.room)],
+            [lease.token, self.topics(lease.room).presence, pack(released(lease.token))],
+        )
+
+    # -- state ----------------------------------------------------------------------------
+
+    async def read_state(self, room: str) -> tuple[int, dict[str, Any]]:
+        """``HMGET v doc``."""
+        client = self._client
+        if client is None:
+            raise BrokerUnavailable("the room store is not connected")
+        with trio.fail_after(self._command_timeout):
+            version, doc = await client.hmget(self._keys("state", room), ["v", "doc"])
+        return (int(version) if version else 0), (json.loads(doc) if doc else {})
+
+    async def write_state(
+        self,
+        room: str,
+        version: int,
+        state: dict[str, Any],
+        *,
+        lease: Lease | None,
+        announce: str | bytes | None,
+    ) -> StateWrite:
+        """Compare-and-set (and check the fencing token), publish ``announce``, in one script."""
+        reply = await self._call(
+            _WRITE_STATE,
+            [self._keys("state", room), self._keys("owner", room)],
+            [
+                version,
+                json.dumps(state, separators=(",", ":"), ensure_ascii=False),
+                self._state_ttl_ms,
+                "" if lease is None else lease.token,
+                self.topics(room).messages,
+                b"" if announce is None else pack(announce),
+            ],
+        )
+        if reply[0] == 1:
+            return StateWrite("applied", int(reply[1]))
+        outcome = "fenced" if reply[0] == -1 else "conflict"
+        return StateWrite(outcome, int(reply[1]), json.loads(reply[2]))
