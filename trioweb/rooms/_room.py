@@ -25,7 +25,8 @@ from __future__ import annotations
 import copy
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -191,6 +192,18 @@ class Member:
         :meth:`~trioweb.broadcast.Subscription.forward_to`: a member too slow for its buffer
         is closed with 1013 under the ``"close"`` policy)."""
         await self.messages.forward_to(ws, on_gap=on_gap)
+
+    @property
+    def failure(self) -> RoomFailed | None:
+        """Why the room ended this membership, if it failed under it."""
+        return self._failure
+
+    @contextmanager
+    def cancellable(self) -> Iterator[None]:
+        """The scope of the member's block: cancelled if the room fails under it."""
+        with trio.CancelScope() as scope:
+            self._scope = scope
+            yield
 
     def _fail(self, failure: RoomFailed) -> None:
         self._failure = failure

@@ -38,7 +38,8 @@ MAX_NAME = 200
 def _new_store(hub: Broadcast, prefix: str, presence_ttl: float, state_ttl: float) -> RoomStore:
     if hub.url is None:
         return MemoryStore(hub, prefix)
-    # Imported here: the Redis store needs the optional extra (coredis).
+    # Imported here, as the hub imports its Redis backend: the Redis store needs the optional
+    # extra (coredis), which an in-process app does not install.
     from .redis import RedisStore
 
     return RedisStore(hub.url, prefix, presence_ttl=presence_ttl, state_ttl=state_ttl)
@@ -263,8 +264,7 @@ class Rooms:
             except store.errors as exc:
                 raise RoomUnavailable(name, _describe(exc)) from exc
             opened.presence.add([member.entry])
-            with trio.CancelScope() as scope:
-                member._scope = scope
+            with member.cancellable():
                 yield member
         finally:
             opened.remove_member(member)
@@ -276,8 +276,8 @@ class Rooms:
                         # Not refreshed any more, the entry expires within the presence TTL.
                         logger.debug("room %r: leave not recorded (%s); it expires", name, exc)
             opened.unclaim()
-        if member._failure is not None:
-            raise member._failure
+        if member.failure is not None:
+            raise member.failure
 
 
 def _check_name(what: str, name: str) -> str:
