@@ -100,6 +100,7 @@ async def _own(room: Room, lease: Lease, owner_tasks: list[RoomTask], asked_at: 
                                 continue
                             valid_until = sent_at + ttl * (1 - MARGIN)
                     lost = True
+                    room.lease = None  # not ours from now on, even before the tasks end
                     owning.cancel()
 
                 async def run_owner_task(task: RoomTask) -> None:
@@ -111,6 +112,7 @@ async def _own(room: Room, lease: Lease, owner_tasks: list[RoomTask], asked_at: 
                         # Give ownership up here; it is contended for again.
                         logger.warning("room %r: owner task stopped: %s", room.name, exc)
                         lost = True
+                        room.lease = None
                         owning.cancel()
 
                 nursery.start_soon(keep_renewed)

@@ -78,6 +78,9 @@ class Presence:
     def __init__(self) -> None:
         self._entries: dict[str, PresenceEntry] = {}
         self._watchers: weakref.WeakSet[PresenceChanges] = weakref.WeakSet()
+        # This process's members that left before their join's announcement came back: that
+        # late announcement must not bring them back (their leave's announcement follows it).
+        self._departed: set[str] = set()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -118,7 +121,7 @@ class Presence:
     def add(self, entries: Iterable[PresenceEntry]) -> None:
         """These entries are present (already known ones change nothing)."""
         for entry in entries:
-            if entry.id in self._entries:
+            if entry.id in self._entries or entry.id in self._departed:
                 continue
             self._entries[entry.id] = entry
             for watcher in self._watchers:
@@ -127,14 +130,22 @@ class Presence:
     def remove(self, entry_ids: Iterable[str]) -> None:
         """These entries are gone (unknown ones change nothing)."""
         for entry_id in entry_ids:
+            self._departed.discard(entry_id)
             entry = self._entries.pop(entry_id, None)
             if entry is None:
                 continue
             for watcher in self._watchers:
                 watcher._remove(entry)
 
+    def depart(self, entry_id: str) -> None:
+        """This process's member ``entry_id`` left, and its leave will be announced: out of
+        the view now, and kept out until that announcement."""
+        self.remove([entry_id])
+        self._departed.add(entry_id)
+
     def replace(self, entries: Iterable[PresenceEntry]) -> None:
         """The whole presence is ``entries``: announce the difference to the watchers."""
+        self._departed.clear()
         fresh = {entry.id: entry for entry in entries}
         self.remove([entry_id for entry_id in self._entries if entry_id not in fresh])
         self.add(fresh.values())

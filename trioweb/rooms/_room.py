@@ -292,6 +292,10 @@ class Room:
         """A join ended (or never completed)."""
         self._users -= 1
         self._users_changed.set()
+        if self._users == 0 and self.settings.grace <= 0:
+            # Closed from this moment: the next join opens a new room, even while this one's
+            # task still finishes its cleanup.
+            self.open = False
 
     async def wait_ready(self) -> None:
         """Wait until the room is open; raise what made it fail to open."""
@@ -304,11 +308,15 @@ class Room:
         self._members[member.id] = member
         self._fanout.add(member.messages)
 
-    def remove_member(self, member: Member) -> None:
-        """``member`` left: no more deliveries, and out of the local presence view now."""
+    def remove_member(self, member: Member, *, announced: bool) -> None:
+        """``member`` left: no more deliveries, and out of the local presence view now (and,
+        if its join was ``announced``, until the announcement of its leave)."""
         self._members.pop(member.id, None)
         self._fanout.remove(member.messages)
-        self.presence.remove([member.id])
+        if announced:
+            self.presence.depart(member.id)
+        else:
+            self.presence.remove([member.id])
 
     def new_member(self, user: str, meta: dict[str, Any]) -> Member:
         """A member of this room (not added yet), with a fresh presence entry."""

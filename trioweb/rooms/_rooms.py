@@ -267,7 +267,7 @@ class Rooms:
             with member.cancellable():
                 yield member
         finally:
-            opened.remove_member(member)
+            opened.remove_member(member, announced=announced)
             if announced:
                 with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
                     try:

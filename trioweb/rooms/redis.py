@@ -52,6 +52,9 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 """
 
+# Redis's clock, exact (coredis's TIME -> datetime loses the microseconds' scale).
+_TIME = Script(script="return redis.call('TIME')")
+
 # KEYS: presence, members. ARGV: id, entry, lifetime ms, key ttl ms, channel, announcement.
 _JOIN = Script(
     script=_NOW
@@ -256,11 +259,8 @@ class RedisStore:
 
     async def now(self) -> float:
         """Redis's clock (``TIME``), in seconds."""
-        client = self._client
-        if client is None:
-            raise BrokerUnavailable("the room store is not connected")
-        with trio.fail_after(self._command_timeout):
-            return (await client.time()).timestamp()
+        seconds, microseconds = await self._call(_TIME, [], [])
+        return int(seconds) + int(microseconds) / 1_000_000
 
     # -- presence -------------------------------------------------------------------------
 
