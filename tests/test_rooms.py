@@ -320,3 +320,18 @@ async def test_over_a_real_server_a_disconnect_removes_the_member(rooms, caplog)
             assert room is not None and room.presence.users() == ["ann"]
     assert rooms.get("r") is None
     assert "Traceback" not in caplog.text
+
+
+async def test_state_outlives_the_room_for_state_ttl_then_is_forgotten(autojump_clock):
+    rooms = Rooms(Broadcast(), state_ttl=100.0)
+    async with rooms.hub.lifespan(), rooms.lifespan():
+        async with rooms.join("r", user="ann") as ann:
+            await ann.room.state.update(lambda s: {"high": 10})
+        await trio.sleep(50)
+        async with rooms.join("r", user="bob") as bob:
+            assert await bob.room.state.get() == {"high": 10}  # a new room, the same state
+        await trio.sleep(150)
+        async with rooms.join("other", user="cid"):
+            pass  # any use of the store forgets what is past its time
+        async with rooms.join("r", user="bob") as bob:
+            assert await bob.room.state.get() == {}

@@ -20,7 +20,7 @@ __all__ = ["MemoryStore"]
 
 
 class _Room:
-    __slots__ = ("fence", "owner", "owner_until", "presence", "state", "version")
+    __slots__ = ("fence", "owner", "owner_until", "presence", "state", "used", "version")
 
     def __init__(self) -> None:
         self.presence: dict[str, PresenceEntry] = {}
@@ -29,6 +29,9 @@ class _Room:
         self.fence = 0
         self.version = 0
         self.state: dict[str, Any] = {}
+        # When the room last had a member or an owner (trio's clock): its record, state
+        # included, is forgotten ``state_ttl`` after that, as Redis forgets it.
+        self.used = 0.0
 
 
 class MemoryStore:
@@ -36,20 +39,36 @@ class MemoryStore:
 
     errors: tuple[type[BaseException], ...] = ()
 
-    def __init__(self, hub: Broadcast, prefix: str) -> None:
+    def __init__(self, hub: Broadcast, prefix: str, *, state_ttl: float) -> None:
         self._hub = hub
         self._prefix = prefix
+        self._state_ttl = state_ttl
         self._rooms: dict[str, _Room] = {}
+        self._next_sweep = 0.0
         # One write and its announcement at a time, so announcements leave in write order
         # (trio does not promise which of two waking tasks runs first).
         self._lock = trio.Lock()
         self._tokens = itertools.count(1)
 
     def _room(self, room: str) -> _Room:
+        now = trio.current_time()
+        if now >= self._next_sweep:
+            self._forget_unused(now)
         found = self._rooms.get(room)
         if found is None:
             found = self._rooms[room] = _Room()
+        found.used = now
         return found
+
+    def _forget_unused(self, now: float) -> None:
+        """Drop the records of rooms unused for ``state_ttl`` (at most every tenth of it)."""
+        self._next_sweep = now + self._state_ttl / 10
+        for name, record in list(self._rooms.items()):
+            in_use = record.presence or (record.owner is not None and record.owner_until > now)
+            if in_use:
+                record.used = now
+            elif now - record.used >= self._state_ttl:
+                del self._rooms[name]
 
     async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Nothing to connect to."""

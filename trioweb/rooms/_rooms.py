@@ -37,7 +37,7 @@ MAX_NAME = 200
 
 def _new_store(hub: Broadcast, prefix: str, presence_ttl: float, state_ttl: float) -> RoomStore:
     if hub.url is None:
-        return MemoryStore(hub, prefix)
+        return MemoryStore(hub, prefix, state_ttl=state_ttl)
     # Imported here, as the hub imports its Redis backend: the Redis store needs the optional
     # extra (coredis), which an in-process app does not install.
     from .redis import RedisStore
@@ -58,7 +58,8 @@ class Rooms:
       seconds; a live owner renews its lease every third of it.
     - ``grace``: how long a room stays open in a process after its last local member left
       (its tasks keep running; a member joining meanwhile finds it as it was).
-    - ``state_ttl``: how long a room's state outlives the last renewal of its lease in Redis.
+    - ``state_ttl``: how long a room's state outlives its last use (in Redis: the last renewal
+      of its lease; in-process: the last member or owner).
     - ``max_buffer``, ``on_overflow``: each member's queue of room messages (see
       :class:`~trioweb.broadcast.Broadcast`).
 
