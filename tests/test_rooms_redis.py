@@ -13,7 +13,8 @@ import trio
 import trio.testing
 
 from trioweb.broadcast import Broadcast, BrokerUnavailable
-from trioweb.rooms import LeaseLost, Room, Rooms, RoomUnavailable
+from trioweb.rooms import LeaseLost, PresenceEntry, Room, Rooms, RoomUnavailable
+from trioweb.rooms.redis import RedisStore
 
 
 @asynccontextmanager
@@ -217,3 +218,16 @@ async def test_a_store_outage_gives_room_unavailable_and_recovers(redis_server):
                 await ann.room.state.update(lambda s: {"x": 1})
             async with here.join("r", user="bob") as bob:
                 assert bob.room.presence.users() == ["ann", "bob"]
+
+
+async def test_a_heartbeat_delayed_behind_a_leave_does_not_bring_the_member_back(redis_server):
+    store = RedisStore(redis_server.url, "trioweb", presence_ttl=5.0, state_ttl=60.0)
+    entry = PresenceEntry("e1", "ann", {})
+    async with trio.open_nursery() as nursery:
+        await nursery.start(store.run)
+        await store.join("r", entry)
+        # The heartbeat's entries were read before the leave; it reaches Redis after it.
+        await store.leave("r", entry.id)
+        await store.heartbeat("r", [entry])
+        assert await store.presence("r") == []
+        nursery.cancel_scope.cancel()

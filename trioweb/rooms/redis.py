@@ -7,6 +7,8 @@ the processes. Keys, for a room NAME under the prefix P:
 
 - ``P:presence:NAME``: sorted set, entry id -> expiry (Redis ms);
 - ``P:members:NAME``: hash, entry id -> the entry as JSON;
+- ``P:departed:NAME``: sorted set, ids that left recently -> until when they are remembered
+  (a heartbeat delayed behind a leave must not bring the entry back);
 - ``P:owner:NAME``: the lease: the owner's token, with the lease's time to live;
 - ``P:fence:NAME``: the last fencing number handed out;
 - ``P:state:NAME``: hash with the state document (``doc``, JSON) and its version (``v``).
@@ -68,10 +70,15 @@ return 1
 """
 )
 
-# KEYS: presence, members. ARGV: id, channel, announcement.
+# KEYS: presence, members, departed. ARGV: id, channel, announcement, departed ttl ms.
+# The id is remembered as departed for a while, so that a heartbeat sent before the leave but
+# run after it (another connection of the pool) does not bring the entry back.
 _LEAVE = Script(
-    script="""
+    script=_NOW
+    + """
 redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[4])
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
   redis.call('PUBLISH', ARGV[2], ARGV[3])
   return 1
@@ -80,17 +87,20 @@ return 0
 """
 )
 
-# KEYS: presence, members. ARGV: lifetime ms, key ttl ms, channel, text frame prefix, then
-# (id, entry) pairs. Refresh ours first (adding back, and announcing, any that expired), then
-# remove and announce everyone's expired entries.
+# KEYS: presence, members, departed. ARGV: lifetime ms, key ttl ms, channel, text frame
+# prefix, then (id, entry) pairs. Refresh ours first (adding back, and announcing, any that
+# expired, unless they left since), then remove and announce everyone's expired entries.
 _HEARTBEAT = Script(
     script=_NOW
     + """
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 local back = {}
 for i = 5, #ARGV, 2 do
-  if redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i]) == 1 then
-    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-    back[#back + 1] = ARGV[i + 1]
+  if not redis.call('ZSCORE', KEYS[3], ARGV[i]) then
+    if redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i]) == 1 then
+      redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+      back[#back + 1] = ARGV[i + 1]
+    end
   end
 end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
@@ -267,6 +277,9 @@ class RedisStore:
     def _presence_keys(self, room: str) -> list[str]:
         return [self._keys("presence", room), self._keys("members", room)]
 
+    def _departure_keys(self, room: str) -> list[str]:
+        return [*self._presence_keys(room), self._keys("departed", room)]
+
     async def join(self, room: str, entry: PresenceEntry) -> None:
         """Add and announce ``entry`` in one script."""
         await self._call(
@@ -286,8 +299,8 @@ class RedisStore:
         """Remove and announce the entry in one script, if it was there."""
         await self._call(
             _LEAVE,
-            self._presence_keys(room),
-            [entry_id, self.topics(room).presence, pack(left([entry_id]))],
+            self._departure_keys(room),
+            [entry_id, self.topics(room).presence, pack(left([entry_id])), self._key_ttl_ms],
         )
 
     async def heartbeat(self, room: str, entries: list[PresenceEntry]) -> None:
@@ -300,7 +313,7 @@ class RedisStore:
         ]
         for entry in entries:
             args += [entry.id, _entry_json(entry)]
-        await self._call(_HEARTBEAT, self._presence_keys(room), args)
+        await self._call(_HEARTBEAT, self._departure_keys(room), args)
 
     async def presence(self, room: str) -> list[PresenceEntry]:
         """The live entries (those whose expiry is still ahead on Redis's clock)."""
