@@ -238,6 +238,23 @@ async def test_the_countdown_ticks_each_second_then_sells_and_starts_a_new_lot(a
             assert await alice.receive_json() == {"type": "bid", "amount": 1, "by": "bob"}
 
 
+async def test_a_bid_as_the_lot_closes_does_not_carry_over(autojump_clock):
+    async with auction(lot_seconds=3) as client, client.websocket("/ws/lot?user=alice") as alice:
+        opened = trio.current_time()  # the fake clock has not moved since the lot opened
+        await welcome(alice)
+        # Past the deadline to the millisecond, but before the auctioneer wakes up to sell.
+        await trio.sleep_until(opened + 3 - 0.0002)
+        await alice.send_json({"type": "bid", "amount": 5})
+        for left in (2, 1):
+            assert await alice.receive_json() == {"type": "tick", "closes_in": left}
+        error = await alice.receive_json()
+        assert (error["type"], error["code"]) == ("error", "lot_closed")
+        assert await alice.receive_json() == {"type": "sold", "amount": None, "by": None}
+        assert await alice.receive_json() == {"type": "tick", "closes_in": 3}
+        async with client.websocket("/ws/lot?user=bob") as bob:
+            assert (await welcome(bob))["high"] is None
+
+
 async def test_a_lot_of_a_fraction_of_a_second_counts_whole_seconds(autojump_clock):
     async with auction(lot_seconds=2.5) as client, client.websocket("/ws/lot?user=a") as ws:
         start = trio.current_time()
@@ -318,3 +335,9 @@ async def test_a_room_name_too_long_is_refused():
             async with client.websocket(f"/ws/{'r' * 101}?user=alice"):
                 pass
     assert denied.value.status_code == 400
+
+
+@pytest.mark.parametrize("seconds", ["0", "-5", "0.5", "nan", "soon"])
+def test_a_lot_lasts_at_least_a_second(seconds):
+    with pytest.raises(ValueError):
+        make_app({"AUCTION_LOT_SECONDS": seconds})

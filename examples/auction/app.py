@@ -62,6 +62,8 @@ def parse(raw: str | bytes) -> dict[str, Any]:
 def make_app(env: Mapping[str, str] = os.environ) -> App:
     """The auction app, configured by ``env`` (see the package's docstring)."""
     lot_seconds = float(env.get("AUCTION_LOT_SECONDS", "60"))
+    if not lot_seconds >= 1:  # (NaN too) shorter lots would be sold many times a second
+        raise ValueError(f"AUCTION_LOT_SECONDS must be at least 1, not {lot_seconds}")
     hub = Broadcast(env.get("TRIOWEB_BROADCAST_URL") or None)
     rooms = Rooms(hub, presence_ttl=float(env.get("AUCTION_PRESENCE_TTL", "5")))
     app = App()
