@@ -9,21 +9,21 @@ Each room sells one lot after another: members bid and chat, and one countdown p
 - ``AUCTION_PRESENCE_TTL`` (default 5): how soon a crashed process's members leave the others'
   view, in seconds.
 
-The wire protocol, JSON text frames on ``/ws/{room}?user=NAME`` (no user: HTTP 401):
+The wire protocol, JSON text frames on ``/ws/{room}?user=NAME`` (no user: HTTP 401). The
+server sends:
 
-==========================================================  ===================================
-server -> client                                            when
-==========================================================  ===================================
-``{"type": "welcome", "you", "members", "high", "closes_in"}``  first, on join
-``{"type": "presence", "members": [...]}``                  someone came or went, anywhere
-``{"type": "bid", "amount", "by"}``                         a bid was accepted
-``{"type": "chat", "by", "text"}``                          someone said something
-``{"type": "tick", "closes_in": SECONDS}``                  each second; also as a lot starts
-``{"type": "sold", "amount", "by"}`` (``null`` if no bids)  the lot closed; the next one starts
-``{"type": "error", "code": "too_low", "high": N}``         to the bidder only
-``{"type": "error", "code": "lot_closed", "detail"}``       a bid arrived as its lot was sold
-``{"type": "error", "code": "bad_message", "detail"}``      to the sender only; stays open
-==========================================================  ===================================
+- ``{"type": "welcome", "you", "members", "high", "closes_in"}``: first, on join;
+- ``{"type": "presence", "members": [...]}``: someone came or went, anywhere (the member's
+  own join included);
+- ``{"type": "bid", "amount", "by"}``: a bid was accepted, to everyone, in acceptance order;
+- ``{"type": "chat", "by", "text"}``: someone said something;
+- ``{"type": "tick", "closes_in": SECONDS}``: each second, and as a new lot starts;
+- ``{"type": "sold", "amount", "by"}`` (``null`` values if nobody bid): the lot closed, the
+  next one starts with no high bid;
+- to the sender only: ``{"type": "error", "code": "too_low", "high": N}``, ``{"type":
+  "error", "code": "lot_closed", "detail"}`` (the bid came as its lot closed; not in the
+  issue's protocol) and ``{"type": "error", "code": "bad_message", "detail"}`` (the socket
+  stays open).
 
 Clients send ``{"type": "bid", "amount": N}`` (a positive integer) and ``{"type": "chat",
 "text": T}``. ``members`` is the sorted list of distinct user names in the room, in every

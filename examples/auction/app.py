@@ -132,7 +132,7 @@ def make_app(env: Mapping[str, str] = os.environ) -> App:
             return {"type": "error", "code": "too_low", "high": state["high"]["amount"]}
         # Not in the protocol: a bid racing with the sale must not carry over to the
         # next lot, and "too_low" would be a lie.
-        return {"type": "error", "code": "lot_closed", "detail": "this lot is sold"}
+        return {"type": "error", "code": "lot_closed", "detail": "this lot has closed"}
 
     @app.get("/")
     async def page(request: Request) -> FileResponse:
