@@ -1,0 +1,37 @@
+"""A live auction: ``trioweb run examples.auction:app``, then open http://127.0.0.1:8000/.
+
+Each room sells one lot after another: members bid and chat, and one countdown per room
+(whichever process owns the room runs it) sells the lot to the highest bidder when it ends.
+
+- ``TRIOWEB_BROADCAST_URL=redis://127.0.0.1:6379/0``: processes (``--workers 2``, or hosts)
+  share rooms through Redis; unset, everything lives in the one process.
+- ``AUCTION_LOT_SECONDS`` (default 60): how long a lot is on sale.
+- ``AUCTION_PRESENCE_TTL`` (default 5): how soon a crashed process's members leave the others'
+  view, in seconds.
+
+The wire protocol, JSON text frames on ``/ws/{room}?user=NAME`` (no user: HTTP 401). The
+server sends:
+
+- ``{"type": "welcome", "you", "members", "high", "closes_in"}``: first, on join;
+- ``{"type": "presence", "members": [...]}``: someone came or went, anywhere (the member's
+  own join included);
+- ``{"type": "bid", "amount", "by"}``: a bid was accepted, to everyone, in acceptance order;
+- ``{"type": "chat", "by", "text"}``: someone said something;
+- ``{"type": "tick", "closes_in": SECONDS}``: each second, and as a new lot starts;
+- ``{"type": "sold", "amount", "by"}`` (``null`` values if nobody bid): the lot closed, the
+  next one starts with no high bid;
+- to the sender only: ``{"type": "error", "code": "too_low", "high": N}``, ``{"type":
+  "error", "code": "lot_closed", "detail"}`` (the bid came as its lot closed; not in the
+  issue's protocol) and ``{"type": "error", "code": "bad_message", "detail"}`` (the socket
+  stays open).
+
+Clients send ``{"type": "bid", "amount": N}`` (a positive integer) and ``{"type": "chat",
+"text": T}``. ``members`` is the sorted list of distinct user names in the room, in every
+process; ``high`` is ``{"amount": N, "by": NAME}`` or ``null``. ``GET /rooms`` gives
+``{ROOM: {"members": N, "local": N}}`` (connections in every process, and in this one) for
+the rooms this process has members in.
+"""
+
+from .app import app, make_app
+
+__all__ = ["app", "make_app"]

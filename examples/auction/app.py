@@ -1,0 +1,177 @@
+"""A live auction per room: members, bids, chat and one countdown, across processes.
+
+What each piece of :mod:`trioweb.rooms` does here:
+
+- the lot on sale lives in ``room.state`` (``{"lot": n, "deadline": t, "high": ...}``): a bid
+  is one compare-and-set across processes, announced in the same step, so every member sees
+  the bids in the order they were accepted;
+- the countdown is an owner task: it runs in exactly one process, and the deadline it counts
+  down to is in the state, so a process taking over goes on where the last owner stopped;
+- each process tells its own members about presence changes (a room task).
+"""
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from trioweb import App, FileResponse, JSONResponse, Request, WebSocket, abort
+from trioweb.broadcast import Broadcast
+from trioweb.rooms import Room, Rooms
+
+MAX_NAME = 40  # a user's name, cut to this length
+MAX_ROOM = 100
+MAX_TEXT = 500
+MAX_AMOUNT = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER: the page reads it exactly
+
+
+def closes_in(lot: dict[str, Any], now: float) -> int:
+    """Whole seconds until the lot closes, rounded up: 1 until the very end, 0 once it is over
+    (to the millisecond first, so that float noise such as 2.0000000001 is not 3)."""
+    return max(0, math.ceil(round(lot["deadline"] - now, 3)))
+
+
+def parse(raw: str | bytes) -> dict[str, Any]:
+    """A client message, checked (``{"type": "bid", ...}`` or ``{"type": "chat", ...}``), or
+    ``ValueError`` saying what is wrong with it."""
+    try:
+        message = json.loads(raw)
+    except (ValueError, RecursionError) as exc:  # (UnicodeDecodeError is a ValueError)
+        raise ValueError(f"invalid JSON: {exc}") from None
+    kind = message.get("type") if isinstance(message, dict) else None
+    if kind == "bid":
+        amount = message.get("amount")
+        # bool is an int in Python: true must not bid 1.
+        if type(amount) is not int or not 0 < amount <= MAX_AMOUNT:
+            raise ValueError(f"amount must be a positive integer up to {MAX_AMOUNT}")
+    elif kind == "chat":
+        text = message.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("text must be a non-empty string")
+        if len(text) > MAX_TEXT:
+            raise ValueError(f"text is longer than {MAX_TEXT} characters")
+    else:
+        raise ValueError('expected an object whose "type" is "bid" or "chat"')
+    return message
+
+
+def make_app(env: Mapping[str, str] = os.environ) -> App:
+    """The auction app, configured by ``env`` (see the package's docstring)."""
+    lot_seconds = float(env.get("AUCTION_LOT_SECONDS", "60"))
+    if not lot_seconds >= 1:  # (NaN too) shorter lots would be sold many times a second
+        raise ValueError(f"AUCTION_LOT_SECONDS must be at least 1, not {lot_seconds}")
+    hub = Broadcast(env.get("TRIOWEB_BROADCAST_URL") or None)
+    rooms = Rooms(hub, presence_ttl=float(env.get("AUCTION_PRESENCE_TTL", "5")))
+    app = App()
+    app.use(hub)
+    app.use(rooms)
+
+    async def current_lot(room: Room) -> tuple[dict[str, Any], float]:
+        """The lot on sale (opening the room's first one if need be), and the store's time."""
+        now = await room.time()
+        first = {"lot": 1, "deadline": now + lot_seconds, "high": None}
+        update = await room.state.update(lambda state: None if state else first)
+        return update.state, now
+
+    @rooms.task  # in every process where the room is open
+    async def tell_presence(room: Room) -> None:
+        # Changes that pile up while we are busy come as one. Each sends the whole list, even
+        # if only a second tab of someone present came or went: a member's own join is a
+        # change, so the list sent after it is never older than the member's welcome.
+        async for _ in room.presence.changes():
+            room.send_local({"type": "presence", "members": room.presence.users()})
+
+    @rooms.owner_task  # in exactly one process; cancelled there if it loses the lease
+    async def auctioneer(room: Room) -> None:
+        while True:
+            # Read from the state each time: a new owner picks the countdown up at the
+            # deadline where the last one left it.
+            lot, now = await current_lot(room)
+            left = closes_in(lot, now)
+            if left == 0:
+                await sell(room, lot, now)
+                continue
+            # Sleep to the next whole second before the deadline, then say so.
+            await trio.sleep(lot["deadline"] - now - (left - 1))
+            if left > 1:
+                await room.publish({"type": "tick", "closes_in": left - 1})
+
+    async def sell(room: Room, lot: dict[str, Any], now: float) -> None:
+        """Sell ``lot`` to its high bidder and put the next one on sale."""
+        sold = {"type": "sold", **(lot["high"] or {"amount": None, "by": None})}
+        after = {"lot": lot["lot"] + 1, "deadline": now + lot_seconds, "high": None}
+        # Only the lot as read (a bid that slipped in since: the auctioneer reads again), and
+        # fenced: if another process has taken the room over, the write is refused
+        # (LeaseLost, which ends this task), so a lot is never sold twice.
+        update = await room.state.update(
+            lambda state: after if state == lot else None, announce=lambda _: sold, fenced=True
+        )
+        if update.applied:  # tell the new lot's length at once
+            await room.publish({"type": "tick", "closes_in": closes_in(after, now)})
+
+    async def bid(room: Room, user: str, amount: int) -> dict[str, Any] | None:
+        """Place a bid; ``None`` if accepted (announced to everyone), else the error."""
+        lot, now = await current_lot(room)
+
+        def place(state: dict[str, Any]) -> dict[str, Any] | None:
+            # On the lot the bidder saw, while it is open, and higher: else no write, no message.
+            high = state["high"]["amount"] if state["high"] else 0
+            if state["lot"] == lot["lot"] and closes_in(state, now) > 0 and amount > high:
+                return {**state, "high": {"amount": amount, "by": user}}
+            return None
+
+        update = await room.state.update(place, announce=lambda new: {"type": "bid", **new["high"]})
+        state = update.state
+        if update.applied:
+            return None
+        if state["lot"] == lot["lot"] and closes_in(state, now) > 0:
+            return {"type": "error", "code": "too_low", "high": state["high"]["amount"]}
+        # Not in the issue's protocol: a bid racing with the sale must not carry over to the
+        # next lot, and "too_low" would be a lie.
+        return {"type": "error", "code": "lot_closed", "detail": "this lot has closed"}
+
+    @app.get("/")
+    async def page(request: Request) -> FileResponse:
+        return FileResponse(Path(__file__).with_name("index.html"))
+
+    @app.get("/rooms")
+    async def open_rooms(request: Request) -> JSONResponse:
+        # Connections (a user with two tabs counts twice): in every process, and here.
+        counts = {r.name: {"members": len(r.presence), "local": len(r.members)} for r in rooms}
+        return JSONResponse({name: n for name, n in counts.items() if n["local"]})
+
+    @app.websocket("/ws/{name}")
+    async def auction(ws: WebSocket, nursery: trio.Nursery, name: str) -> None:
+        user = ws.query_params.get("user", "").strip()[:MAX_NAME]
+        if not user:
+            abort(401, "a user name is required: /ws/ROOM?user=NAME")  # before the accept
+        if len(name) > MAX_ROOM:
+            abort(400, f"a room name is at most {MAX_ROOM} characters")
+        async with ws, rooms.join(name, user=user) as member:
+            room = member.room
+            # The members right at the join, before any await: a presence change after this
+            # moment is a later "presence" message (see tell_presence).
+            welcome = {"type": "welcome", "you": user, "members": room.presence.users()}
+            lot, now = await current_lot(room)
+            await ws.send_json({**welcome, "high": lot["high"], "closes_in": closes_in(lot, now)})
+            # The room's messages (queued since the join) only after the welcome.
+            nursery.start_soon(member.forward_to, ws)
+            async for raw in ws:
+                try:
+                    message = parse(raw)
+                except ValueError as exc:  # the sender's mistake: tell them, stay connected
+                    await ws.send_json({"type": "error", "code": "bad_message", "detail": str(exc)})
+                    continue
+                if message["type"] == "chat":
+                    await room.publish({"type": "chat", "by": user, "text": message["text"]})
+                elif (error := await bid(room, user, message["amount"])) is not None:
+                    await ws.send_json(error)
+
+    return app
+
+
+app = make_app()
