@@ -11,8 +11,6 @@ import trio
 import trio.testing
 
 from examples.auction import make_app
-from trioweb.broadcast import Broadcast
-from trioweb.rooms import Rooms
 from trioweb.testing import TestClient, WebSocketDenied
 
 
@@ -360,44 +358,3 @@ async def test_a_room_name_too_long_is_refused():
 def test_a_lot_lasts_at_least_a_second(seconds):
     with pytest.raises(ValueError):
         make_app({"AUCTION_LOT_SECONDS": seconds})
-
-
-# -- what the auction found in trioweb.rooms ---------------------------------------------------
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="trioweb.rooms: Room.remove_member takes a leaving member out of the local "
-    "presence view at once, but the store's 'joined' announcement of that member, if still in "
-    "flight, is applied afterwards and adds it back (Presence.add has no memory of the leave) "
-    "until the 'left' announcement arrives; with Redis, a presence.changes() watcher (the "
-    "auction's presence task is one) saw [alice, bob], [alice], [alice, bob], [alice] for "
-    "one quick join and leave of bob",
-)
-async def test_rooms_a_member_who_left_is_not_back_in_the_local_presence():
-    hub = Broadcast()
-    rooms = Rooms(hub)
-    async with hub.lifespan(), rooms.lifespan():
-        async with rooms.join("r", user="alice") as alice:
-            # bob leaves before this process has read the announcement of his join.
-            async with rooms.join("r", user="bob"):
-                pass
-            assert alice.room.presence.users() == ["alice"]
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="trioweb.rooms: the in-process store (MemoryStore, 'the semantics of the Redis "
-    "store') ignores state_ttl: a room's state, presence dict and lease fields stay in "
-    "MemoryStore._rooms for the life of the process, so every room name a client ever joined "
-    "(the auction's /ws/{room}) is kept forever",
-)
-async def test_rooms_in_process_state_expires_after_state_ttl_as_in_redis(autojump_clock):
-    hub = Broadcast()
-    rooms = Rooms(hub, state_ttl=60)
-    async with hub.lifespan(), rooms.lifespan():
-        async with rooms.join("r", user="alice") as alice:
-            await alice.room.state.update(lambda state: {"n": 1})
-        await trio.sleep(120)  # (in Redis, the state key has expired by now)
-        async with rooms.join("r", user="alice") as alice:
-            assert await alice.room.state.get() == {}
