@@ -224,10 +224,13 @@ class Rooms:
         except BaseException as exc:
             errors = [e for e in leaves(exc) if not isinstance(e, trio.Cancelled)]
             if not errors:
-                raise  # cancelled: the app is stopping
+                # Cancelled: the rooms are stopping. A join waiting for the room, and a member
+                # still in it, must not wait for a room that is gone.
+                room.fail(RoomUnavailable(room.name, "the rooms stopped"))
+                raise
             unavailable = [e for e in errors if isinstance(e, RoomUnavailable)]
             if unavailable and len(unavailable) == len(errors):
-                logger.warning("room %r could not open: %s", room.name, unavailable[0].detail)
+                logger.warning("room %r closed: %s", room.name, unavailable[0].detail)
                 room.fail(unavailable[0])
             else:
                 logger.error("room %r failed; its members are closed", room.name, exc_info=exc)
