@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .._failures import leaves
 from ..broadcast import Broadcast, Gap, OverflowPolicy, SubscriberTooSlow, Subscription
 from ..broadcast._fanout import Fanout
 from ..broadcast.hub import encode
@@ -340,10 +341,15 @@ class Room:
                 self._nursery = nursery
                 if settings.owner_tasks:
                     nursery.start_soon(
-                        hold_ownership, self, settings.owner_tasks, self._released_event
+                        self._guarded,
+                        hold_ownership,
+                        self,
+                        settings.owner_tasks,
+                        self._released_event,
+                        name=hold_ownership,
                     )
                 for task in settings.tasks:
-                    nursery.start_soon(task, self)
+                    nursery.start_soon(self._guarded, task, self, name=task)
                 self._ready.set()
                 await self._stay_while_used()
                 self.open = False
@@ -359,6 +365,16 @@ class Room:
         self._ready.set()
         for member in list(self._members.values()):
             member._fail(failure)
+
+    async def _guarded(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run a task of the room's; if it fails, the room is closed from that moment (the next
+        join opens a new one), while its other tasks are being cancelled."""
+        try:
+            await fn(*args)
+        except BaseException as exc:
+            if any(not isinstance(e, trio.Cancelled) for e in leaves(exc)):
+                self.open = False
+            raise
 
     async def _stay_while_used(self) -> None:
         grace = self.settings.grace
