@@ -254,9 +254,11 @@ class Rooms:
         """
         name = _check_name("room", room)
         _check_name("user", user)
+        # Before the claim: nothing may raise between it and the ``try`` that undoes it.
+        meta = dict(meta or {})
         opened = self._open(name)
         opened.claim()
-        member = opened.new_member(user, dict(meta or {}))
+        member = opened.new_member(user, meta)
         announced = False
         store = opened.settings.store
         try:
