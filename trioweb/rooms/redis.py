@@ -188,7 +188,8 @@ def _text(value: Any) -> str:
 class RedisStore:
     """Rooms shared by every process connected to one Redis server."""
 
-    errors: tuple[type[BaseException], ...] = BROKER_ERRORS
+    #: The broker's errors, and "not connected" (before the store starts, after it stops).
+    errors: tuple[type[BaseException], ...] = (*BROKER_ERRORS, BrokerUnavailable)
 
     def __init__(
         self,
