@@ -277,7 +277,10 @@ class Rooms:
             if announced:
                 with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
                     try:
-                        await store.leave(name, member.id)
+                        if not await store.leave(name, member.id):
+                            # The store never had it (the join was cancelled before it got
+                            # there): no leave will be announced to end its departure.
+                            opened.presence.remove([member.id])
                     except store.errors as exc:
                         # Not refreshed any more, the entry expires within the presence TTL.
                         logger.debug("room %r: leave not recorded (%s); it expires", name, exc)

@@ -283,13 +283,14 @@ class RedisStore:
             ],
         )
 
-    async def leave(self, room: str, entry_id: str) -> None:
+    async def leave(self, room: str, entry_id: str) -> bool:
         """Remove and announce the entry in one script, if it was there."""
-        await self._call(
+        reply = await self._call(
             _LEAVE,
             self._presence_keys(room),
             [entry_id, self.topics(room).presence, pack(left([entry_id]))],
         )
+        return bool(reply == 1)
 
     async def heartbeat(self, room: str, entries: list[PresenceEntry]) -> None:
         """Refresh ours, sweep everyone's expired entries, announce both, in one script."""
