@@ -181,6 +181,12 @@ class Rooms:
                 entries = [member.entry for member in room.members]
                 try:
                     await store.heartbeat(room.name, entries)
+                    # A member that left while the heartbeat was on its way was put back by it
+                    # (it adds back what it does not find): take it out again, now.
+                    here = {member.id for member in room.members}
+                    for entry in entries:
+                        if entry.id not in here:
+                            await store.leave(room.name, entry.id)
                 except store.errors as exc:
                     if not failing:
                         logger.warning("presence heartbeat failed (%s); retrying", exc)
