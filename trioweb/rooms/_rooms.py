@@ -58,8 +58,8 @@ class Rooms:
       seconds; a live owner renews its lease every third of it.
     - ``grace``: how long a room stays open in a process after its last local member left
       (its tasks keep running; a member joining meanwhile finds it as it was).
-    - ``state_ttl``: how long a room's state outlives its last use (in Redis: the last renewal
-      of its lease; in-process: the last member or owner).
+    - ``state_ttl``: how long a room's state outlives its last use (its last member or owner
+      in any process).
     - ``max_buffer``, ``on_overflow``: each member's queue of room messages (see
       :class:`~trioweb.broadcast.Broadcast`).
 

@@ -12,9 +12,10 @@ the processes. Keys, for a room NAME under the prefix P:
 - ``P:state:NAME``: hash with the state document (``doc``, JSON) and its version (``v``).
 
 Presence keys expire on their own once no process refreshes them; the state and the fencing
-counter live ``state_ttl`` after the room's owner last renewed its lease. Redis Cluster is not
-supported (a script's keys would need one hash slot): one Redis server, or a primary with
-replicas (see the guide for what a failover does to leases).
+counter live ``state_ttl`` after the room's last use: the last heartbeat of a process with
+members in it, or renewal of its lease. Redis Cluster is not supported (a script's keys would
+need one hash slot): one Redis server, or a primary with replicas (see the guide for what a
+failover does to leases).
 """
 
 from __future__ import annotations
@@ -80,14 +81,19 @@ return 0
 """
 )
 
-# KEYS: presence, members. ARGV: lifetime ms, key ttl ms, channel, text frame prefix, then
-# (id, entry) pairs. Refresh ours first (adding back, and announcing, any that expired), then
-# remove and announce everyone's expired entries.
+# KEYS: presence, members, state, fence. ARGV: lifetime ms, key ttl ms, channel, text frame
+# prefix, state ttl ms, then (id, entry) pairs. Refresh ours first (adding back, and announcing,
+# any that expired), then remove and announce everyone's expired entries. A room with members
+# is in use: its state and fencing counter live on.
 _HEARTBEAT = Script(
     script=_NOW
     + """
+if #ARGV > 5 then
+  redis.call('PEXPIRE', KEYS[3], ARGV[5])
+  redis.call('PEXPIRE', KEYS[4], ARGV[5])
+end
 local back = {}
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   if redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i]) == 1 then
     redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
     back[#back + 1] = ARGV[i + 1]
@@ -293,16 +299,19 @@ class RedisStore:
         return bool(reply == 1)
 
     async def heartbeat(self, room: str, entries: list[PresenceEntry]) -> None:
-        """Refresh ours, sweep everyone's expired entries, announce both, in one script."""
+        """Refresh ours (and, with members here, the room's state), sweep everyone's expired
+        entries, announce both, in one script."""
         args: list[Any] = [
             self._lifetime_ms,
             self._key_ttl_ms,
             self.topics(room).presence,
             pack(""),
+            self._state_ttl_ms,
         ]
         for entry in entries:
             args += [entry.id, _entry_json(entry)]
-        await self._call(_HEARTBEAT, self._presence_keys(room), args)
+        keys = [*self._presence_keys(room), self._keys("state", room), self._keys("fence", room)]
+        await self._call(_HEARTBEAT, keys, args)
 
     async def presence(self, room: str) -> list[PresenceEntry]:
         """The live entries (those whose expiry is still ahead on Redis's clock)."""
