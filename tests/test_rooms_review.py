@@ -339,3 +339,29 @@ async def test_the_state_of_a_room_in_use_outlives_state_ttl_without_owner_tasks
             await ann.room.state.update(lambda s: {"topic": "rust"})
             await trio.sleep(1.5)  # the state's time to live, and more, in use all along
             assert await ann.room.state.get() == {"topic": "rust"}
+
+
+async def test_a_room_name_utf8_cannot_encode_is_refused_and_the_hub_lives_on(redis_server):
+    # JSON from a client may carry a lone surrogate ("\udc80" is valid JSON): taken as a room
+    # name, it reached the broker's SUBSCRIBE, whose encoding error stopped the whole hub.
+    rooms = Rooms(Broadcast(redis_server.url))
+    async with rooms.hub.lifespan(), rooms.lifespan():
+        for room, user in (("\udc80", "ann"), ("r", "\udc80")):
+            with trio.fail_after(5), pytest.raises(ValueError):
+                async with rooms.join(room, user=user):
+                    pass
+        with trio.fail_after(5):
+            async with rooms.join("r", user="bob") as bob:
+                assert await bob.room.publish("still here")
+                assert await bob.messages.receive() == "still here"
+
+
+async def test_meta_and_state_with_a_lone_surrogate_are_stored_in_redis(redis_server):
+    async with two_processes(redis_server.url) as (here, there):
+        with trio.fail_after(5):
+            async with here.join("r", user="ann", meta={"nick": "\udc80"}) as ann:
+                await ann.room.state.update(lambda s: {"title": "\udc80"})
+                async with there.join("r", user="bob") as bob:
+                    (entry,) = [e for e in bob.room.presence if e.user == "ann"]
+                    assert entry.meta == {"nick": "\udc80"}
+                    assert await bob.room.state.get() == {"title": "\udc80"}
