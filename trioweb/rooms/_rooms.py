@@ -300,6 +300,12 @@ def _check_name(what: str, name: str) -> str:
         raise ValueError(f"a {what} name must be a non-empty string, not {name!r}")
     if len(name) > MAX_NAME:
         raise ValueError(f"a {what} name is at most {MAX_NAME} characters ({len(name)} given)")
+    try:
+        # A lone surrogate (JSON from a client may carry one) cannot reach Redis: in a topic
+        # name it would stop the broadcast hub's reader, and with it every subscription.
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"a {what} name must be valid Unicode text, not {name!r}") from None
     return name
 
 

@@ -30,6 +30,7 @@ import trio
 from coredis.commands.script import Script
 
 from .._failures import leaves
+from .._json import json_text
 from ..broadcast.errors import BrokerUnavailable
 from ..broadcast.redis import BROKER_ERRORS, check_url, pack, redact
 from ._store import (
@@ -180,11 +181,8 @@ def _ms(seconds: float) -> int:
 
 
 def _entry_json(entry: PresenceEntry) -> str:
-    return json.dumps(
-        {"id": entry.id, "user": entry.user, "meta": entry.meta},
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    # json_text: a lone surrogate (which UTF-8, hence Redis, cannot take) is escaped.
+    return json_text({"id": entry.id, "user": entry.user, "meta": entry.meta})
 
 
 def _text(value: Any) -> str:
@@ -389,7 +387,7 @@ class RedisStore:
             [self._keys("state", room), self._keys("owner", room)],
             [
                 version,
-                json.dumps(state, separators=(",", ":"), ensure_ascii=False),
+                json_text(state),
                 self._state_ttl_ms,
                 "" if lease is None else lease.token,
                 self.topics(room).messages,
