@@ -90,13 +90,14 @@ class MemoryStore:
             self._room(room).presence[entry.id] = entry
             await self._hub.publish(self.topics(room).presence, joined([entry]))
 
-    async def leave(self, room: str, entry_id: str) -> None:
+    async def leave(self, room: str, entry_id: str) -> bool:
         """Remove the entry and announce it, if it was there."""
         async with self._lock:
             state = self._rooms.get(room)
             if state is None or state.presence.pop(entry_id, None) is None:
-                return
+                return False
             await self._hub.publish(self.topics(room).presence, left([entry_id]))
+            return True
 
     async def heartbeat(self, room: str, entries: list[PresenceEntry]) -> None:
         """Nothing expires in one process."""

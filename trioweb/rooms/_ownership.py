@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .._failures import leaves
 from ._store import Lease
 from .errors import LeaseLost, RoomUnavailable
 
@@ -107,10 +108,16 @@ async def _own(room: Room, lease: Lease, owner_tasks: list[RoomTask], asked_at: 
                     nonlocal lost
                     try:
                         await task(room)
-                    except (LeaseLost, RoomUnavailable) as exc:
-                        # The store is out of reach or the lease went: not a bug of the task's.
-                        # Give ownership up here; it is contended for again.
-                        logger.warning("room %r: owner task stopped: %s", room.name, exc)
+                    except BaseException as exc:
+                        # The store is out of reach or the lease went: not a bug of the task's,
+                        # even from a nursery of its own (in a group). Give ownership up here;
+                        # it is contended for again.
+                        errors = [e for e in leaves(exc) if not isinstance(e, trio.Cancelled)]
+                        if not errors or not all(
+                            isinstance(e, (LeaseLost, RoomUnavailable)) for e in errors
+                        ):
+                            raise
+                        logger.warning("room %r: owner task stopped: %s", room.name, errors[0])
                         lost = True
                         room.lease = None
                         owning.cancel()

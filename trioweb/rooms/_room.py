@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from .._failures import leaves
 from ..broadcast import Broadcast, Gap, OverflowPolicy, SubscriberTooSlow, Subscription
 from ..broadcast._fanout import Fanout
 from ..broadcast.hub import encode
@@ -170,7 +171,7 @@ class Member:
         #: :class:`~trioweb.broadcast.Gap`.
         self.messages = messages
         self._scope: trio.CancelScope | None = None
-        self._failure: RoomFailed | None = None
+        self._failure: RoomFailed | RoomUnavailable | None = None
 
     def __repr__(self) -> str:
         return f"<Member {self.entry.user!r} of room {self.room.name!r}>"
@@ -194,18 +195,21 @@ class Member:
         await self.messages.forward_to(ws, on_gap=on_gap)
 
     @property
-    def failure(self) -> RoomFailed | None:
-        """Why the room ended this membership, if it failed under it."""
+    def failure(self) -> RoomFailed | RoomUnavailable | None:
+        """Why the room ended this membership, if it ended under it: :class:`RoomFailed` if it
+        failed, :class:`RoomUnavailable` if it lost the store or the rooms stopped."""
         return self._failure
 
     @contextmanager
     def cancellable(self) -> Iterator[None]:
-        """The scope of the member's block: cancelled if the room fails under it."""
+        """The scope of the member's block: cancelled if the room ends under it."""
         with trio.CancelScope() as scope:
             self._scope = scope
+            if self._failure is not None:
+                scope.cancel()  # the room ended while the join was still on its way
             yield
 
-    def _fail(self, failure: RoomFailed) -> None:
+    def _fail(self, failure: RoomFailed | RoomUnavailable) -> None:
         self._failure = failure
         if self._scope is not None:
             self._scope.cancel()
@@ -337,10 +341,15 @@ class Room:
                 self._nursery = nursery
                 if settings.owner_tasks:
                     nursery.start_soon(
-                        hold_ownership, self, settings.owner_tasks, self._released_event
+                        self._guarded,
+                        hold_ownership,
+                        self,
+                        settings.owner_tasks,
+                        self._released_event,
+                        name=hold_ownership,
                     )
                 for task in settings.tasks:
-                    nursery.start_soon(task, self)
+                    nursery.start_soon(self._guarded, task, self, name=task)
                 self._ready.set()
                 await self._stay_while_used()
                 self.open = False
@@ -349,13 +358,23 @@ class Room:
             self.open = False
 
     def fail(self, failure: RoomFailed | RoomUnavailable) -> None:
-        """The room ended on an error: cancel its members' blocks, with ``failure``."""
+        """The room ended on an error (or under the stopping rooms): joins waiting for it
+        raise ``failure``, and its members' blocks are cancelled with it."""
         self.open = False
         self._failure = failure
         self._ready.set()
-        if isinstance(failure, RoomFailed):
-            for member in list(self._members.values()):
-                member._fail(failure)
+        for member in list(self._members.values()):
+            member._fail(failure)
+
+    async def _guarded(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        """Run a task of the room's; if it fails, the room is closed from that moment (the next
+        join opens a new one), while its other tasks are being cancelled."""
+        try:
+            await fn(*args)
+        except BaseException as exc:
+            if any(not isinstance(e, trio.Cancelled) for e in leaves(exc)):
+                self.open = False
+            raise
 
     async def _stay_while_used(self) -> None:
         grace = self.settings.grace

@@ -58,8 +58,8 @@ class Rooms:
       seconds; a live owner renews its lease every third of it.
     - ``grace``: how long a room stays open in a process after its last local member left
       (its tasks keep running; a member joining meanwhile finds it as it was).
-    - ``state_ttl``: how long a room's state outlives its last use (in Redis: the last renewal
-      of its lease; in-process: the last member or owner).
+    - ``state_ttl``: how long a room's state outlives its last use (its last member or owner
+      in any process).
     - ``max_buffer``, ``on_overflow``: each member's queue of room messages (see
       :class:`~trioweb.broadcast.Broadcast`).
 
@@ -224,10 +224,13 @@ class Rooms:
         except BaseException as exc:
             errors = [e for e in leaves(exc) if not isinstance(e, trio.Cancelled)]
             if not errors:
-                raise  # cancelled: the app is stopping
+                # Cancelled: the rooms are stopping. A join waiting for the room, and a member
+                # still in it, must not wait for a room that is gone.
+                room.fail(RoomUnavailable(room.name, "the rooms stopped"))
+                raise
             unavailable = [e for e in errors if isinstance(e, RoomUnavailable)]
             if unavailable and len(unavailable) == len(errors):
-                logger.warning("room %r could not open: %s", room.name, unavailable[0].detail)
+                logger.warning("room %r closed: %s", room.name, unavailable[0].detail)
                 room.fail(unavailable[0])
             else:
                 logger.error("room %r failed; its members are closed", room.name, exc_info=exc)
@@ -251,9 +254,11 @@ class Rooms:
         """
         name = _check_name("room", room)
         _check_name("user", user)
+        # Before the claim: nothing may raise between it and the ``try`` that undoes it.
+        meta = dict(meta or {})
         opened = self._open(name)
         opened.claim()
-        member = opened.new_member(user, dict(meta or {}))
+        member = opened.new_member(user, meta)
         announced = False
         store = opened.settings.store
         try:
@@ -272,7 +277,10 @@ class Rooms:
             if announced:
                 with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
                     try:
-                        await store.leave(name, member.id)
+                        if not await store.leave(name, member.id):
+                            # The store never had it (the join was cancelled before it got
+                            # there): no leave will be announced to end its departure.
+                            opened.presence.remove([member.id])
                     except store.errors as exc:
                         # Not refreshed any more, the entry expires within the presence TTL.
                         logger.debug("room %r: leave not recorded (%s); it expires", name, exc)
@@ -286,6 +294,12 @@ def _check_name(what: str, name: str) -> str:
         raise ValueError(f"a {what} name must be a non-empty string, not {name!r}")
     if len(name) > MAX_NAME:
         raise ValueError(f"a {what} name is at most {MAX_NAME} characters ({len(name)} given)")
+    try:
+        # A lone surrogate (JSON from a client may carry one) cannot reach Redis: in a topic
+        # name it would stop the broadcast hub's reader, and with it every subscription.
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"a {what} name must be valid Unicode text, not {name!r}") from None
     return name
 
 

@@ -115,8 +115,9 @@ class RoomStore(Protocol):
     async def join(self, room: str, entry: PresenceEntry) -> None:
         """Add ``entry`` to the room's presence and announce it."""
 
-    async def leave(self, room: str, entry_id: str) -> None:
-        """Remove an entry from the room's presence and announce it (if it was there)."""
+    async def leave(self, room: str, entry_id: str) -> bool:
+        """Remove an entry from the room's presence and announce it, if it was there; False if
+        it was not (nothing is announced then)."""
 
     async def heartbeat(self, room: str, entries: list[PresenceEntry]) -> None:
         """Keep this process's ``entries`` alive (adding back, and announcing, any that expired)

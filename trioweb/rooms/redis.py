@@ -14,9 +14,10 @@ the processes. Keys, for a room NAME under the prefix P:
 - ``P:state:NAME``: hash with the state document (``doc``, JSON) and its version (``v``).
 
 Presence keys expire on their own once no process refreshes them; the state and the fencing
-counter live ``state_ttl`` after the room's owner last renewed its lease. Redis Cluster is not
-supported (a script's keys would need one hash slot): one Redis server, or a primary with
-replicas (see the guide for what a failover does to leases).
+counter live ``state_ttl`` after the room's last use: the last heartbeat of a process with
+members in it, or renewal of its lease. Redis Cluster is not supported (a script's keys would
+need one hash slot): one Redis server, or a primary with replicas (see the guide for what a
+failover does to leases).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import trio
 from coredis.commands.script import Script
 
 from .._failures import leaves
+from .._json import json_text
 from ..broadcast.errors import BrokerUnavailable
 from ..broadcast.redis import BROKER_ERRORS, check_url, pack, redact
 from ._store import (
@@ -87,15 +89,20 @@ return 0
 """
 )
 
-# KEYS: presence, members, departed. ARGV: lifetime ms, key ttl ms, channel, text frame
-# prefix, then (id, entry) pairs. Refresh ours first (adding back, and announcing, any that
-# expired, unless they left since), then remove and announce everyone's expired entries.
+# KEYS: presence, members, departed, state, fence. ARGV: lifetime ms, key ttl ms, channel,
+# text frame prefix, state ttl ms, then (id, entry) pairs. Refresh ours first (adding back, and
+# announcing, any that expired, unless they left since), then remove and announce everyone's
+# expired entries. A room with members is in use: its state and fencing counter live on.
 _HEARTBEAT = Script(
     script=_NOW
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+if #ARGV > 5 then
+  redis.call('PEXPIRE', KEYS[4], ARGV[5])
+  redis.call('PEXPIRE', KEYS[5], ARGV[5])
+end
 local back = {}
-for i = 5, #ARGV, 2 do
+for i = 6, #ARGV, 2 do
   if not redis.call('ZSCORE', KEYS[3], ARGV[i]) then
     if redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i]) == 1 then
       redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
@@ -184,11 +191,8 @@ def _ms(seconds: float) -> int:
 
 
 def _entry_json(entry: PresenceEntry) -> str:
-    return json.dumps(
-        {"id": entry.id, "user": entry.user, "meta": entry.meta},
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
+    # json_text: a lone surrogate (which UTF-8, hence Redis, cannot take) is escaped.
+    return json_text({"id": entry.id, "user": entry.user, "meta": entry.meta})
 
 
 def _text(value: Any) -> str:
@@ -198,7 +202,8 @@ def _text(value: Any) -> str:
 class RedisStore:
     """Rooms shared by every process connected to one Redis server."""
 
-    errors: tuple[type[BaseException], ...] = BROKER_ERRORS
+    #: The broker's errors, and "not connected" (before the store starts, after it stops).
+    errors: tuple[type[BaseException], ...] = (*BROKER_ERRORS, BrokerUnavailable)
 
     def __init__(
         self,
@@ -295,25 +300,29 @@ class RedisStore:
             ],
         )
 
-    async def leave(self, room: str, entry_id: str) -> None:
+    async def leave(self, room: str, entry_id: str) -> bool:
         """Remove and announce the entry in one script, if it was there."""
-        await self._call(
+        reply = await self._call(
             _LEAVE,
             self._departure_keys(room),
             [entry_id, self.topics(room).presence, pack(left([entry_id])), self._key_ttl_ms],
         )
+        return bool(reply == 1)
 
     async def heartbeat(self, room: str, entries: list[PresenceEntry]) -> None:
-        """Refresh ours, sweep everyone's expired entries, announce both, in one script."""
+        """Refresh ours (and, with members here, the room's state), sweep everyone's expired
+        entries, announce both, in one script."""
         args: list[Any] = [
             self._lifetime_ms,
             self._key_ttl_ms,
             self.topics(room).presence,
             pack(""),
+            self._state_ttl_ms,
         ]
         for entry in entries:
             args += [entry.id, _entry_json(entry)]
-        await self._call(_HEARTBEAT, self._departure_keys(room), args)
+        keys = [*self._departure_keys(room), self._keys("state", room), self._keys("fence", room)]
+        await self._call(_HEARTBEAT, keys, args)
 
     async def presence(self, room: str) -> list[PresenceEntry]:
         """The live entries (those whose expiry is still ahead on Redis's clock)."""
@@ -391,7 +400,7 @@ class RedisStore:
             [self._keys("state", room), self._keys("owner", room)],
             [
                 version,
-                json.dumps(state, separators=(",", ":"), ensure_ascii=False),
+                json_text(state),
                 self._state_ttl_ms,
                 "" if lease is None else lease.token,
                 self.topics(room).messages,
