@@ -20,8 +20,9 @@ async def ws(ws, nursery, name):
 """
 
 from ._presence import Presence, PresenceChange, PresenceChanges
-from ._room import Member, Room, RoomState, RoomTask, StateUpdate
+from ._room import Member, Room, RoomTask
 from ._rooms import Rooms
+from ._state import RoomState, StateUpdate
 from ._store import Lease, PresenceEntry
 from .errors import LeaseLost, RoomFailed, RoomUnavailable
 

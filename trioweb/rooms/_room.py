@@ -22,7 +22,6 @@ one, even while the old one still finishes its cleanup.
 
 from __future__ import annotations
 
-import copy
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterator
@@ -38,13 +37,14 @@ from ..broadcast._fanout import Fanout
 from ..broadcast.hub import encode
 from ._ownership import hold_ownership
 from ._presence import Presence
+from ._state import RoomState, describe
 from ._store import Lease, PresenceEntry, RoomStore, Topics, parse_announcement
-from .errors import LeaseLost, RoomFailed, RoomUnavailable
+from .errors import RoomFailed, RoomUnavailable
 
 if TYPE_CHECKING:
     from ..websocket import WebSocket
 
-__all__ = ["Member", "Room", "RoomSettings", "RoomState", "RoomTask", "StateUpdate"]
+__all__ = ["Member", "Room", "RoomSettings", "RoomTask"]
 
 logger = logging.getLogger("trioweb.rooms")
 
@@ -72,84 +72,6 @@ class RoomSettings:
     on_overflow: OverflowPolicy
     tasks: list[RoomTask] = field(default_factory=list)
     owner_tasks: list[RoomTask] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class StateUpdate:
-    """What :meth:`RoomState.update` did."""
-
-    #: True if the state was written (the function returned a new state).
-    applied: bool
-    #: The state after the update (the current one if nothing was written).
-    state: dict[str, Any]
-    #: The state's version after the update.
-    version: int
-
-
-class RoomState:
-    """A small JSON document per room, shared by every process, with atomic updates.
-
-    ``update(fn)`` reads the state, calls ``fn`` with a copy, and writes what ``fn`` returns
-    only if nobody wrote in between (compare-and-set); otherwise it reads again and calls
-    ``fn`` again. So "accept this bid only if it is higher than the high bid" is one atomic
-    step across processes. The state outlives owners and members (see ``state_ttl``).
-    """
-
-    def __init__(self, room: Room) -> None:
-        self._room = room
-
-    async def get(self) -> dict[str, Any]:
-        """The room's current state (``{}`` before the first write)."""
-        room = self._room
-        try:
-            _, state = await room.settings.store.read_state(room.name)
-        except room.settings.store.errors as exc:
-            raise RoomUnavailable(room.name, _describe(exc)) from exc
-        return state
-
-    async def update(
-        self,
-        fn: Callable[[dict[str, Any]], dict[str, Any] | None],
-        *,
-        announce: Callable[[dict[str, Any]], Any] | None = None,
-        fenced: bool = False,
-        attempts: int = 100,
-    ) -> StateUpdate:
-        """Apply ``fn`` to the state atomically; ``fn`` returns the new state, or ``None`` to
-        leave it as it is (and announce nothing).
-
-        ``announce(new_state)`` gives a message published to the room in the same atomic step
-        as the write, so that every member sees announcements in the order of the writes
-        (concurrent bids from two processes arrive in the order they were accepted).
-        ``fenced=True`` (for owner tasks) refuses the write, raising :class:`LeaseLost`, if
-        this process no longer holds the room's lease. ``fn`` may be called several times
-        under contention: keep it free of side effects.
-        """
-        room = self._room
-        store = room.settings.store
-        lease = room.lease if fenced else None
-        if fenced and lease is None:
-            raise LeaseLost(f"this process does not own room {room.name!r}")
-        try:
-            version, current = await store.read_state(room.name)
-            for _ in range(attempts):
-                new = fn(copy.deepcopy(current))
-                if new is None:
-                    return StateUpdate(False, current, version)
-                message = None if announce is None else encode(announce(new))
-                written = await store.write_state(
-                    room.name, version, new, lease=lease, announce=message
-                )
-                if written.outcome == "applied":
-                    return StateUpdate(True, new, written.version)
-                if written.outcome == "fenced":
-                    raise LeaseLost(f"this process no longer owns room {room.name!r}")
-                version, current = written.version, written.current or {}
-        except store.errors as exc:
-            raise RoomUnavailable(room.name, _describe(exc)) from exc
-        raise RuntimeError(
-            f"room {room.name!r}: the state changed under {attempts} updates in a row"
-        )
 
 
 class Member:
@@ -283,7 +205,7 @@ class Room:
         try:
             return await self.settings.store.now()
         except self.settings.store.errors as exc:
-            raise RoomUnavailable(self.name, _describe(exc)) from exc
+            raise RoomUnavailable(self.name, describe(exc)) from exc
 
     # -- members (called by Rooms.join) ---------------------------------------------------
 
@@ -425,7 +347,7 @@ class Room:
             try:
                 self.presence.replace(await store.presence(self.name))
             except store.errors as exc:
-                raise RoomUnavailable(self.name, _describe(exc)) from exc
+                raise RoomUnavailable(self.name, describe(exc)) from exc
             task_status.started()
             dropped = announcements.dropped
             async for item in announcements:
@@ -458,7 +380,3 @@ class Room:
             local = [member.entry for member in self._members.values()]
             self.presence.replace([*entries, *local])
             return
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

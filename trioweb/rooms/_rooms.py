@@ -21,6 +21,7 @@ from ..broadcast import Broadcast, BrokerUnavailable, OverflowPolicy
 from ..broadcast._fanout import check_policy
 from ._memory import MemoryStore
 from ._room import CLEANUP_TIMEOUT, Member, Room, RoomSettings, RoomTask
+from ._state import describe
 from ._store import RoomStore
 from .errors import RoomFailed, RoomUnavailable
 
@@ -234,7 +235,7 @@ class Rooms:
                 room.fail(unavailable[0])
             else:
                 logger.error("room %r failed; its members are closed", room.name, exc_info=exc)
-                room.fail(RoomFailed(room.name, "; ".join(_describe(e) for e in errors)))
+                room.fail(RoomFailed(room.name, "; ".join(describe(e) for e in errors)))
         finally:
             if self._rooms.get(room.name) is room:
                 del self._rooms[room.name]
@@ -268,7 +269,7 @@ class Rooms:
             try:
                 await store.join(name, member.entry)
             except store.errors as exc:
-                raise RoomUnavailable(name, _describe(exc)) from exc
+                raise RoomUnavailable(name, describe(exc)) from exc
             opened.presence.add([member.entry])
             with member.cancellable():
                 yield member
@@ -301,7 +302,3 @@ def _check_name(what: str, name: str) -> str:
     except UnicodeEncodeError:
         raise ValueError(f"a {what} name must be valid Unicode text, not {name!r}") from None
     return name
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
