@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import logging
+import pickle
 from typing import Any
 
 import pytest
@@ -13,7 +15,7 @@ from trio_websocket import open_websocket_url
 
 from trioweb import App, WebSocket
 from trioweb.broadcast import Broadcast
-from trioweb.rooms import LeaseLost, Room, Rooms
+from trioweb.rooms import LeaseLost, Room, RoomFailed, Rooms, RoomUnavailable
 from trioweb.testing import TestClient
 
 
@@ -335,3 +337,15 @@ async def test_state_outlives_the_room_for_state_ttl_then_is_forgotten(autojump_
             pass  # any use of the store forgets what is past its time
         async with rooms.join("r", user="bob") as bob:
             assert await bob.room.state.get() == {}
+
+
+def test_room_errors_copy_and_pickle_with_their_details():
+    for error in (RoomFailed("r", "ZeroDivisionError"), RoomUnavailable("r", "OSError")):
+        for again in (copy.copy(error), pickle.loads(pickle.dumps(error))):
+            assert type(again) is type(error)
+            assert (again.room, again.detail, again.code, str(again)) == (
+                error.room,
+                error.detail,
+                error.code,
+                str(error),
+            )

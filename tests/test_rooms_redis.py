@@ -231,3 +231,20 @@ async def test_a_heartbeat_delayed_behind_a_leave_does_not_bring_the_member_back
         await store.heartbeat("r", [entry])
         assert await store.presence("r") == []
         nursery.cancel_scope.cancel()
+
+
+async def test_one_rooms_failing_heartbeat_does_not_starve_the_others(redis_server, caplog):
+    async with two_processes(redis_server.url, presence_ttl=0.4) as (here, there):
+        async with here.join("bad", user="ann"), here.join("good", user="ann") as good:
+            client = coredis.Redis.from_url(redis_server.url)
+            async with client:
+                # Room "bad"'s presence key is broken: each heartbeat of it fails (WRONGTYPE).
+                await client.delete(["trioweb:presence:bad"])
+                await client.set("trioweb:presence:bad", "not a sorted set")
+            async with there.join("good", user="bob") as bob:
+                changes = bob.room.presence.changes()
+                await trio.sleep(2.0)  # five TTLs: ann must stay present in "good" throughout
+                assert bob.room.presence.users() == ["ann", "bob"]
+                assert changes._left == {}
+            await until_present(good.room, ["ann"])
+    assert "presence heartbeat failed for 1 room(s)" in caplog.text

@@ -17,7 +17,6 @@ Rooms guide says what else to expect, and what a network partition does.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -38,6 +37,8 @@ logger = logging.getLogger("trioweb.rooms")
 MARGIN = 0.2
 #: Renewals per time to live.
 RENEWALS = 3
+#: Past the reported expiry, so that the next attempt does not find the lease a hair alive.
+EXPIRY_SLACK = 0.005
 
 
 async def hold_ownership(
@@ -61,11 +62,10 @@ async def hold_ownership(
             continue
         unreachable = False
         if grant.lease is None:
-            # Someone owns it: try again as its lease would expire (a little jitter so that
-            # several contenders do not all knock at the same instant), or at once when it is
-            # given up.
-            wait = min(grant.retry_after, ttl) + random.uniform(0, ttl / 20)
-            with trio.move_on_after(wait):
+            # Someone owns it: try again the moment its lease would expire, or at once when it
+            # is given up. (No jitter: the acquisition is atomic, so contenders knocking at the
+            # same instant cost a call each, and a crashed owner is replaced within the TTL.)
+            with trio.move_on_after(min(grant.retry_after, ttl) + EXPIRY_SLACK):
                 await given_up.wait()
             continue
         await _own(room, grant.lease, owner_tasks, asked_at)

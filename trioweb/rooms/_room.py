@@ -22,6 +22,7 @@ one, even while the old one still finishes its cleanup.
 
 from __future__ import annotations
 
+import copy
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Iterator
@@ -227,7 +228,7 @@ class Room:
         """Wait until the room is open; raise what made it fail to open."""
         await self._ready.wait()
         if self._failure is not None:
-            raise self._failure
+            raise copy.copy(self._failure)  # each waiter its own (a traceback per task)
 
     def add_member(self, member: Member) -> None:
         """Deliver the room's messages to ``member`` from now on."""
@@ -286,7 +287,7 @@ class Room:
         self._failure = failure
         self._ready.set()
         for member in list(self._members.values()):
-            member._fail(failure)
+            member._fail(copy.copy(failure))
 
     async def _guarded(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
         """Run a task of the room's; if it fails, the room is closed from that moment (the next

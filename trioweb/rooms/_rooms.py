@@ -32,6 +32,8 @@ __all__ = ["Rooms"]
 
 logger = logging.getLogger("trioweb.rooms")
 
+#: How many rooms' heartbeats are on their way to the store at once.
+HEARTBEAT_CONCURRENCY = 8
 #: The longest room name and user name accepted (they end up in Redis keys and messages).
 MAX_NAME = 200
 
@@ -85,8 +87,8 @@ class Rooms:
                 raise ValueError(f"{label} must be a positive number of seconds, not {value!r}")
         if not (grace >= 0 and math.isfinite(grace)):
             raise ValueError(f"grace must be zero or more seconds, not {grace!r}")
-        if not (state_ttl > 0):
-            raise ValueError(f"state_ttl must be positive, not {state_ttl!r}")
+        if not (state_ttl > 0 and math.isfinite(state_ttl)):
+            raise ValueError(f"state_ttl must be a positive number of seconds, not {state_ttl!r}")
         if max_buffer < 1:
             raise ValueError(f"max_buffer must be at least 1, not {max_buffer}")
         if not prefix or ":" in prefix[-1:]:
@@ -173,24 +175,39 @@ class Rooms:
             self._rooms.clear()
 
     async def _heartbeat(self, store: RoomStore) -> None:
-        """Keep this process's presences alive and sweep the dead ones, room by room."""
+        """Keep this process's presences alive and sweep the dead ones, every quarter TTL.
+
+        Rooms are refreshed a few at a time, each on its own: a round must end well within an
+        entry's lifetime (three rounds) however many rooms there are, and a room whose call
+        fails must not hold up the others.
+        """
         interval = self.presence_ttl / 4
+        limiter = trio.CapacityLimiter(HEARTBEAT_CONCURRENCY)
+        failures: list[BaseException] = []
         failing = False
+
+        async def refresh(room: Room) -> None:
+            async with limiter:
+                try:
+                    await store.heartbeat(room.name, [member.entry for member in room.members])
+                except store.errors as exc:
+                    failures.append(exc)
+
         while True:
             await trio.sleep(interval)
-            for room in list(self._rooms.values()):
-                entries = [member.entry for member in room.members]
-                try:
-                    await store.heartbeat(room.name, entries)
-                except store.errors as exc:
-                    if not failing:
-                        logger.warning("presence heartbeat failed (%s); retrying", exc)
-                    failing = True
-                    break
-            else:
-                if failing:
-                    logger.warning("presence heartbeat works again")
-                failing = False
+            failures.clear()
+            async with trio.open_nursery() as nursery:
+                for room in list(self._rooms.values()):
+                    nursery.start_soon(refresh, room)
+            if failures and not failing:
+                logger.warning(
+                    "presence heartbeat failed for %d room(s) (%s); retrying",
+                    len(failures),
+                    describe(failures[0]),
+                )
+            elif failing and not failures:
+                logger.warning("presence heartbeat works again")
+            failing = bool(failures)
 
     # -- rooms ----------------------------------------------------------------------------
 

@@ -23,6 +23,10 @@ class RoomFailed(WebSocketClose):
     def __str__(self) -> str:
         return f"room {self.room!r} failed: {self.detail}"
 
+    def __reduce__(self) -> tuple[type[RoomFailed], tuple[str, str]]:
+        # Copied for each member it ends (one exception object per task), and picklable.
+        return (type(self), (self.room, self.detail))
+
 
 class RoomUnavailable(WebSocketClose):
     """The room store (Redis) could not be reached for a join or a state operation.
@@ -40,6 +44,9 @@ class RoomUnavailable(WebSocketClose):
 
     def __str__(self) -> str:
         return f"room {self.room!r}: the room store is unreachable ({self.detail})"
+
+    def __reduce__(self) -> tuple[type[RoomUnavailable], tuple[str, str]]:
+        return (type(self), (self.room, self.detail))
 
 
 class LeaseLost(RuntimeError):
