@@ -476,25 +476,43 @@ async def test_tutorial_rooms() -> None:
 
 
 async def test_tutorial_presence() -> None:
-    async with TestClient(snippet("chat_presence").app) as client:
+    chat = snippet("chat_presence")
+    async with TestClient(chat.app) as client:
         async with client.websocket("/chat/a?name=ann") as ann:
-            assert await ann.receive_json() == {"type": "join", "name": "ann"}
+            assert await ann.receive_json() == {"type": "presence", "names": ["ann"]}
             async with client.websocket("/chat/a?name=ben") as ben:
-                assert await ann.receive_json() == {"type": "join", "name": "ben"}
+                both = {"type": "presence", "names": ["ann", "ben"]}
+                assert await ann.receive_json() == both
+                assert await ben.receive_json() == both
                 await ben.send_json({"text": "bye"})
                 assert (await ann.receive_json())["text"] == "bye"
                 await ben.close()  # the client leaves: ben's handler is cancelled
-            assert await ann.receive_json() == {"type": "leave", "name": "ben"}
+            assert await ann.receive_json() == {"type": "presence", "names": ["ann"]}
+            async with client.websocket("/chat/a?name=ann") as second_tab:
+                # Two presences of one user: one name.
+                assert await second_tab.receive_json() == {"type": "presence", "names": ["ann"]}
+                presence = chat.rooms.get("a").presence
+                assert (len(presence), presence.users()) == (2, ["ann"])
+                assert [len(entries) for entries in presence.by_user().values()] == [2]
 
 
 async def test_tutorial_chat_on_redis(redis_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two workers of the final chat.py share rooms, presence included, through Redis."""
     monkeypatch.setenv("CHAT_BROKER_URL", redis_server.url)
-    chat = snippet("chat")
-    assert chat.hub.url == redis_server.url
-    async with TestClient(chat.app) as client, client.websocket("/chat/r?name=ann") as ann:
-        assert await ann.receive_json() == {"type": "join", "name": "ann"}
-        await ann.send_json({"text": "over redis"})
-        assert (await ann.receive_json())["text"] == "over redis"
+    first, second = snippet("chat"), snippet("chat")
+    assert first.hub.url == redis_server.url
+    with trio.fail_after(10):
+        async with TestClient(first.app) as one, TestClient(second.app) as two:
+            async with one.websocket("/chat/r?name=ann") as ann:
+                assert await ann.receive_json() == {"type": "presence", "names": ["ann"]}
+                async with two.websocket("/chat/r?name=ben") as ben:
+                    both = {"type": "presence", "names": ["ann", "ben"]}
+                    assert await ben.receive_json() == both
+                    assert await ann.receive_json() == both
+                    await ann.send_json({"text": "over redis"})
+                    assert (await ben.receive_json())["text"] == "over redis"
+                    assert (await ann.receive_json())["text"] == "over redis"
+                assert await ann.receive_json() == {"type": "presence", "names": ["ann"]}
 
 
 # Home and concepts.
