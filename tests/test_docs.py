@@ -77,6 +77,7 @@ import trio.testing
 
 import trioweb
 import trioweb.broadcast
+import trioweb.rooms
 import trioweb.testing
 from trioweb.cli import AppLoadError, _parser, load_app
 from trioweb.testing import TestClient, WebSocketClosed, WebSocketDenied
@@ -226,6 +227,9 @@ USUAL_NAMES: dict[str, tuple[Any, ...]] = {
     "sub": (trioweb.broadcast.Subscription,),
     "subscription": (trioweb.broadcast.Subscription,),
     "client": (trioweb.testing.TestClient,),
+    "rooms": (trioweb.rooms.Rooms,),
+    "room": (trioweb.rooms.Room,),
+    "member": (trioweb.rooms.Member,),
     "nursery": (trioweb.ConnectionNursery, trio.Nursery),
     "trioweb": (trioweb,),
 }
@@ -472,25 +476,43 @@ async def test_tutorial_rooms() -> None:
 
 
 async def test_tutorial_presence() -> None:
-    async with TestClient(snippet("chat_presence").app) as client:
+    chat = snippet("chat_presence")
+    async with TestClient(chat.app) as client:
         async with client.websocket("/chat/a?name=ann") as ann:
-            assert await ann.receive_json() == {"type": "join", "name": "ann"}
+            assert await ann.receive_json() == {"type": "presence", "names": ["ann"]}
             async with client.websocket("/chat/a?name=ben") as ben:
-                assert await ann.receive_json() == {"type": "join", "name": "ben"}
+                both = {"type": "presence", "names": ["ann", "ben"]}
+                assert await ann.receive_json() == both
+                assert await ben.receive_json() == both
                 await ben.send_json({"text": "bye"})
                 assert (await ann.receive_json())["text"] == "bye"
                 await ben.close()  # the client leaves: ben's handler is cancelled
-            assert await ann.receive_json() == {"type": "leave", "name": "ben"}
+            assert await ann.receive_json() == {"type": "presence", "names": ["ann"]}
+            async with client.websocket("/chat/a?name=ann") as second_tab:
+                # Two presences of one user: one name.
+                assert await second_tab.receive_json() == {"type": "presence", "names": ["ann"]}
+                presence = chat.rooms.get("a").presence
+                assert (len(presence), presence.users()) == (2, ["ann"])
+                assert [len(entries) for entries in presence.by_user().values()] == [2]
 
 
 async def test_tutorial_chat_on_redis(redis_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two workers of the final chat.py share rooms, presence included, through Redis."""
     monkeypatch.setenv("CHAT_BROKER_URL", redis_server.url)
-    chat = snippet("chat")
-    assert chat.hub.url == redis_server.url
-    async with TestClient(chat.app) as client, client.websocket("/chat/r?name=ann") as ann:
-        assert await ann.receive_json() == {"type": "join", "name": "ann"}
-        await ann.send_json({"text": "over redis"})
-        assert (await ann.receive_json())["text"] == "over redis"
+    first, second = snippet("chat"), snippet("chat")
+    assert first.hub.url == redis_server.url
+    with trio.fail_after(10):
+        async with TestClient(first.app) as one, TestClient(second.app) as two:
+            async with one.websocket("/chat/r?name=ann") as ann:
+                assert await ann.receive_json() == {"type": "presence", "names": ["ann"]}
+                async with two.websocket("/chat/r?name=ben") as ben:
+                    both = {"type": "presence", "names": ["ann", "ben"]}
+                    assert await ben.receive_json() == both
+                    assert await ann.receive_json() == both
+                    await ann.send_json({"text": "over redis"})
+                    assert (await ben.receive_json())["text"] == "over redis"
+                    assert (await ann.receive_json())["text"] == "over redis"
+                assert await ann.receive_json() == {"type": "presence", "names": ["ann"]}
 
 
 # Home and concepts.
@@ -782,6 +804,51 @@ async def test_broadcast_feed(autojump_clock: trio.testing.MockClock) -> None:
             assert await ws.receive_json() == {"home": goal, "away": 0}
 
 
+async def test_auction_across_two_processes_on_redis(
+    redis_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rooms guide's auction in two processes (two apps on one Redis): presence, bids and
+    their announcements cross over, and when the owner's process closes the room, the other
+    takes over at once and closes the auction at the deadline kept in the room's state."""
+    monkeypatch.setenv("AUCTION_BROKER_URL", redis_server.url)
+    first, second = snippet("auction"), snippet("auction")
+    for process in (first, second):
+        process.BIDDING_TIME = 1.0
+    with trio.fail_after(10):
+        async with (
+            TestClient(first.app) as one,
+            TestClient(second.app) as two,
+            contextlib.AsyncExitStack() as ann_here,
+        ):
+            ann = await ann_here.enter_async_context(one.websocket("/auction/lamp?user=ann"))
+            assert (await ann.receive_json())["type"] == "state"
+            assert await ann.receive_json() == {"type": "watchers", "people": 1, "tabs": 1}
+            # ann's process owns the room (no event says when it got the lease: poll).
+            while first.rooms.get("lamp").lease is None:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+            async with two.websocket("/auction/lamp?user=bob") as bob:
+                assert (await bob.receive_json())["type"] == "state"
+                two_watchers = {"type": "watchers", "people": 2, "tabs": 2}
+                assert await bob.receive_json() == two_watchers
+                assert await ann.receive_json() == two_watchers
+                await bob.send_json({"bid": 7})
+                said = {"type": "bid", "price": 7, "bidder": "bob"}
+                assert await ann.receive_json() == said
+                assert await bob.receive_json() == said
+                assert second.rooms.get("lamp").lease is None  # one owner
+                deadline = (await second.rooms.get("lamp").state.get())["closes_at"]
+                await ann_here.aclose()  # ann leaves: the room closes in her process
+                assert first.rooms.get("lamp") is None
+                assert await bob.receive_json() == {"type": "watchers", "people": 1, "tabs": 1}
+                # The lease was released: bob's process took the room over at once, found
+                # the deadline in the room's state (it did not start the clock again), and
+                # closed the auction.
+                assert await bob.receive_json() == {"type": "sold", "price": 7, "bidder": "bob"}
+                assert second.rooms.get("lamp").lease is not None
+                state = await second.rooms.get("lamp").state.get()
+                assert (state["closes_at"], state["closed"]) == (deadline, True)
+
+
 async def test_migration_from_quart(autojump_clock: trio.testing.MockClock) -> None:
     async with TestClient(snippet("from_quart").app) as client:
         with pytest.raises(WebSocketDenied) as anonymous:
@@ -901,7 +968,7 @@ async def test_serving_tls_directly(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_the_api_reference_has_every_public_name() -> None:
     reference = "".join(p.read_text() for p in DOCS.glob("api*.md"))
-    for module in (trioweb, trioweb.testing, trioweb.broadcast):
+    for module in (trioweb, trioweb.testing, trioweb.broadcast, trioweb.rooms):
         for name in module.__all__:
             assert f"::: {module.__name__}.{name}\n" in reference, f"{module.__name__}.{name}"
 
