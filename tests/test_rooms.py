@@ -349,3 +349,33 @@ def test_room_errors_copy_and_pickle_with_their_details():
                 error.code,
                 str(error),
             )
+
+
+async def test_a_name_from_the_client_that_is_refused_closes_with_1008(rooms, caplog):
+    async with TestClient(room_app(rooms)) as client:
+        async with client.websocket("/ws/" + "x" * 201 + "?user=ann") as ws:
+            closed = await closed_with(ws)
+            assert closed.code == 1008
+            assert closed.reason == "a room name is at most 200 characters (201 given)"
+    assert "Traceback" not in caplog.text
+
+
+async def test_a_room_task_sees_the_first_join(rooms):
+    seen: list[str] = []
+
+    @rooms.task
+    async def watch(room: Room) -> None:
+        async for change in room.presence.changes():
+            seen.extend(entry.user for entry in change.joined)
+
+    async with rooms.hub.lifespan(), rooms.lifespan(), rooms.join("r", user="ann"):
+        await trio.testing.wait_all_tasks_blocked()
+        assert seen == ["ann"]
+
+
+async def test_meta_must_be_json_in_process_as_on_redis(rooms):
+    async with rooms.hub.lifespan(), rooms.lifespan():
+        with pytest.raises(TypeError):
+            async with rooms.join("r", user="ann", meta={"when": object()}):
+                pass
+        assert len(rooms) == 0

@@ -24,9 +24,10 @@ from ._room import Member, Room, RoomTask
 from ._rooms import Rooms
 from ._state import RoomState, StateUpdate
 from ._store import Lease, PresenceEntry
-from .errors import LeaseLost, RoomFailed, RoomUnavailable
+from .errors import InvalidName, LeaseLost, RoomFailed, RoomUnavailable
 
 __all__ = [
+    "InvalidName",
     "Lease",
     "LeaseLost",
     "Member",

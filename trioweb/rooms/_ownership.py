@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from .._failures import leaves
+from ._state import describe
 from ._store import Lease
 from .errors import LeaseLost, RoomUnavailable
 
@@ -56,7 +57,9 @@ async def hold_ownership(
             grant = await store.acquire(room.name, ttl)
         except store.errors as exc:
             if not unreachable:
-                logger.warning("room %r: cannot reach the store for its lease: %s", room.name, exc)
+                logger.warning(
+                    "room %r: cannot reach the store for its lease: %s", room.name, describe(exc)
+                )
                 unreachable = True
             await trio.sleep(ttl / RENEWALS)
             continue
@@ -97,7 +100,9 @@ async def _own(room: Room, lease: Lease, owner_tasks: list[RoomTask], asked_at: 
                                 if not await store.renew(lease, ttl):
                                     break
                             except store.errors as exc:
-                                logger.debug("room %r: renewal failed: %s", room.name, exc)
+                                logger.debug(
+                                    "room %r: renewal failed: %s", room.name, describe(exc)
+                                )
                                 continue
                             valid_until = sent_at + ttl * (1 - MARGIN)
                     lost = True
@@ -134,4 +139,6 @@ async def _own(room: Room, lease: Lease, owner_tasks: list[RoomTask], asked_at: 
                 try:
                     await store.release(lease)
                 except store.errors as exc:
-                    logger.debug("room %r: release failed (it expires): %s", room.name, exc)
+                    logger.debug(
+                        "room %r: release failed (it expires): %s", room.name, describe(exc)
+                    )

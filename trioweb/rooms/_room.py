@@ -25,8 +25,8 @@ from __future__ import annotations
 import copy
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -78,9 +78,10 @@ class RoomSettings:
 class Member:
     """One connection's membership of a room, from :meth:`Rooms.join`.
 
-    The room's messages reach :attr:`messages` from the join on; send them to the socket with
-    ``nursery.start_soon(member.forward_to, ws)`` once the member has its first message (the
-    room's current state), or read them yourself.
+    The room's messages reach :attr:`messages` from the join on, and wait there. Send the
+    member what it needs first yourself (the room's current state, say), then start
+    ``nursery.start_soon(member.forward_to, ws)``: nothing published since the join is lost,
+    and nothing overtakes your first message. Or read :attr:`messages` yourself.
     """
 
     __slots__ = ("_failure", "_scope", "entry", "messages", "room")
@@ -208,14 +209,55 @@ class Room:
         except self.settings.store.errors as exc:
             raise RoomUnavailable(self.name, describe(exc)) from exc
 
-    # -- members (called by Rooms.join) ---------------------------------------------------
+    # -- members ------------------------------------------------------------------------
 
-    def claim(self) -> None:
+    @asynccontextmanager
+    async def membership(self, user: str, meta: dict[str, Any]) -> AsyncIterator[Member]:
+        """A member of this room for the block (see :meth:`Rooms.join`, which opens the room
+        and checks the names first)."""
+        self._claim()
+        entry = PresenceEntry(secrets.token_hex(8), user, meta)
+        messages = Subscription(self.name, self.settings.max_buffer, self.settings.on_overflow)
+        member = Member(self, entry, messages)
+        store = self.settings.store
+        announced = False
+        try:
+            await self._wait_ready()
+            self._members[member.id] = member
+            self._fanout.add(messages)  # the room's messages from now on
+            announced = True  # from here, the store may have it even if we are cancelled
+            try:
+                await store.join(self.name, entry)
+            except store.errors as exc:
+                raise RoomUnavailable(self.name, describe(exc)) from exc
+            self.presence.add([entry])
+            with member.cancellable():
+                yield member
+        finally:
+            self._members.pop(member.id, None)
+            self._fanout.remove(messages)
+            if announced:
+                # Out of the view now, and kept out until its leave's announcement.
+                self.presence.depart(member.id)
+                with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
+                    try:
+                        if not await store.leave(self.name, member.id):
+                            # The store never had it (the join was cancelled before it got
+                            # there): no leave will be announced to end its departure.
+                            self.presence.remove([member.id])
+                    except store.errors as exc:
+                        # Not refreshed any more, the entry expires within the presence TTL.
+                        logger.debug("room %r: leave not recorded (%s)", self.name, describe(exc))
+            self._unclaim()
+        if member.failure is not None:
+            raise member.failure
+
+    def _claim(self) -> None:
         """A join is on its way: keep the room open."""
         self._users += 1
         self._users_changed.set()
 
-    def unclaim(self) -> None:
+    def _unclaim(self) -> None:
         """A join ended (or never completed)."""
         self._users -= 1
         self._users_changed.set()
@@ -224,37 +266,38 @@ class Room:
             # task still finishes its cleanup.
             self.open = False
 
-    async def wait_ready(self) -> None:
+    async def _wait_ready(self) -> None:
         """Wait until the room is open; raise what made it fail to open."""
         await self._ready.wait()
         if self._failure is not None:
             raise copy.copy(self._failure)  # each waiter its own (a traceback per task)
 
-    def add_member(self, member: Member) -> None:
-        """Deliver the room's messages to ``member`` from now on."""
-        self._members[member.id] = member
-        self._fanout.add(member.messages)
-
-    def remove_member(self, member: Member, *, announced: bool) -> None:
-        """``member`` left: no more deliveries, and out of the local presence view now (and,
-        if its join was ``announced``, until the announcement of its leave)."""
-        self._members.pop(member.id, None)
-        self._fanout.remove(member.messages)
-        if announced:
-            self.presence.depart(member.id)
-        else:
-            self.presence.remove([member.id])
-
-    def new_member(self, user: str, meta: dict[str, Any]) -> Member:
-        """A member of this room (not added yet), with a fresh presence entry."""
-        entry = PresenceEntry(secrets.token_hex(8), user, meta)
-        messages = Subscription(self.name, self.settings.max_buffer, self.settings.on_overflow)
-        return Member(self, entry, messages)
-
     # -- life -----------------------------------------------------------------------------
 
-    async def run(self) -> None:
-        """Open the room, run it while it has users, then close it. Raises what failed."""
+    async def live(self) -> None:
+        """Open the room, run it while it has users, then close it (run by :class:`Rooms`).
+
+        A failure is the room's, never its caller's: it is logged, and the room's members and
+        the joins waiting for it end with :class:`RoomFailed` (a task raised) or
+        :class:`RoomUnavailable` (the store was out of reach). Cancelled (the rooms are
+        stopping), they end with :class:`RoomUnavailable`, and the cancellation goes on.
+        """
+        try:
+            await self._run()
+        except BaseException as exc:
+            errors = [e for e in leaves(exc) if not isinstance(e, trio.Cancelled)]
+            if not errors:
+                self._fail(RoomUnavailable(self.name, "the rooms stopped"))
+                raise
+            unavailable = [e for e in errors if isinstance(e, RoomUnavailable)]
+            if len(unavailable) == len(errors):
+                logger.warning("room %r closed: %s", self.name, unavailable[0].detail)
+                self._fail(unavailable[0])
+            else:
+                logger.error("room %r failed; its members are closed", self.name, exc_info=exc)
+                self._fail(RoomFailed(self.name, "; ".join(describe(e) for e in errors)))
+
+    async def _run(self) -> None:
         settings = self.settings
         try:
             async with trio.open_nursery() as nursery:
@@ -263,7 +306,7 @@ class Room:
                 await nursery.start(self._follow_presence)
                 self._nursery = nursery
                 if settings.owner_tasks:
-                    nursery.start_soon(
+                    await nursery.start(
                         self._guarded,
                         hold_ownership,
                         self,
@@ -271,8 +314,10 @@ class Room:
                         self._released_event,
                         name=hold_ownership,
                     )
+                # Each task runs up to its first checkpoint before the first member is in:
+                # a task that starts with ``room.presence.changes()`` sees every join.
                 for task in settings.tasks:
-                    nursery.start_soon(self._guarded, task, self, name=task)
+                    await nursery.start(self._guarded, task, self, name=task)
                 self._ready.set()
                 await self._stay_while_used()
                 self.open = False
@@ -280,7 +325,7 @@ class Room:
         finally:
             self.open = False
 
-    def fail(self, failure: RoomFailed | RoomUnavailable) -> None:
+    def _fail(self, failure: RoomFailed | RoomUnavailable) -> None:
         """The room ended on an error (or under the stopping rooms): joins waiting for it
         raise ``failure``, and its members' blocks are cancelled with it."""
         self.open = False
@@ -289,9 +334,15 @@ class Room:
         for member in list(self._members.values()):
             member._fail(copy.copy(failure))
 
-    async def _guarded(self, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+    async def _guarded(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        *args: Any,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         """Run a task of the room's; if it fails, the room is closed from that moment (the next
         join opens a new one), while its other tasks are being cancelled."""
+        task_status.started()
         try:
             await fn(*args)
         except BaseException as exc:
@@ -373,7 +424,7 @@ class Room:
             try:
                 entries = await store.presence(self.name)
             except store.errors as exc:
-                logger.debug("room %r: presence not readable yet: %s", self.name, exc)
+                logger.debug("room %r: presence not readable yet: %s", self.name, describe(exc))
                 await trio.sleep(RESYNC_RETRY)
                 continue
             # Our own members are present even if the store lost them: the heartbeat puts

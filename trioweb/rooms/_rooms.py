@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from .._failures import leaves
+from .._json import json_text
 from ..broadcast import Broadcast, BrokerUnavailable, OverflowPolicy
 from ..broadcast._fanout import check_policy
 from ._memory import MemoryStore
-from ._room import CLEANUP_TIMEOUT, Member, Room, RoomSettings, RoomTask
+from ._room import Member, Room, RoomSettings, RoomTask
 from ._state import describe
 from ._store import RoomStore
-from .errors import RoomFailed, RoomUnavailable
+from .errors import InvalidName
 
 if TYPE_CHECKING:
     from ..app import App
@@ -57,8 +57,9 @@ class Rooms:
 
     - ``presence_ttl``: a crashed process's members leave every other process's view within
       this many seconds (heartbeats every quarter of it).
-    - ``lease_ttl``: a crashed owner's room is taken over by another process within this many
-      seconds; a live owner renews its lease every third of it.
+    - ``lease_ttl``: a crashed owner's room is taken over within this many seconds (plus a
+      round trip) by another process that has the room open; a live owner renews its lease
+      every third of it.
     - ``grace``: how long a room stays open in a process after its last local member left
       (its tasks keep running; a member joining meanwhile finds it as it was).
     - ``state_ttl``: how long a room's state outlives its last use (its last member or owner
@@ -236,23 +237,9 @@ class Rooms:
         return room
 
     async def _host(self, room: Room) -> None:
-        """Run ``room`` until it closes or fails; a failure is the room's, never the app's."""
+        """Run ``room`` until it closes or fails, then take it out of the registry."""
         try:
-            await room.run()
-        except BaseException as exc:
-            errors = [e for e in leaves(exc) if not isinstance(e, trio.Cancelled)]
-            if not errors:
-                # Cancelled: the rooms are stopping. A join waiting for the room, and a member
-                # still in it, must not wait for a room that is gone.
-                room.fail(RoomUnavailable(room.name, "the rooms stopped"))
-                raise
-            unavailable = [e for e in errors if isinstance(e, RoomUnavailable)]
-            if unavailable and len(unavailable) == len(errors):
-                logger.warning("room %r closed: %s", room.name, unavailable[0].detail)
-                room.fail(unavailable[0])
-            else:
-                logger.error("room %r failed; its members are closed", room.name, exc_info=exc)
-                room.fail(RoomFailed(room.name, "; ".join(describe(e) for e in errors)))
+            await room.live()
         finally:
             if self._rooms.get(room.name) is room:
                 del self._rooms[room.name]
@@ -268,54 +255,27 @@ class Rooms:
         return, an error, the connection's cancellation at disconnect), removes the member; a
         join cancelled halfway leaves nothing behind. If the room fails, the block is
         cancelled and :class:`RoomFailed` raised (uncaught: close 1011); if the store cannot
-        be reached, :class:`RoomUnavailable` (uncaught: close 1013).
+        be reached, :class:`RoomUnavailable` (uncaught: close 1013). A room or user name that
+        is empty, longer than 200 characters or not valid Unicode raises :class:`InvalidName`
+        (uncaught: close 1008); ``meta`` must be a JSON object's worth of JSON-able values.
         """
         name = _check_name("room", room)
         _check_name("user", user)
-        # Before the claim: nothing may raise between it and the ``try`` that undoes it.
-        meta = dict(meta or {})
-        opened = self._open(name)
-        opened.claim()
-        member = opened.new_member(user, meta)
-        announced = False
-        store = opened.settings.store
-        try:
-            await opened.wait_ready()
-            opened.add_member(member)
-            announced = True  # from here, the store may have it even if we are cancelled
-            try:
-                await store.join(name, member.entry)
-            except store.errors as exc:
-                raise RoomUnavailable(name, describe(exc)) from exc
-            opened.presence.add([member.entry])
-            with member.cancellable():
-                yield member
-        finally:
-            opened.remove_member(member, announced=announced)
-            if announced:
-                with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
-                    try:
-                        if not await store.leave(name, member.id):
-                            # The store never had it (the join was cancelled before it got
-                            # there): no leave will be announced to end its departure.
-                            opened.presence.remove([member.id])
-                    except store.errors as exc:
-                        # Not refreshed any more, the entry expires within the presence TTL.
-                        logger.debug("room %r: leave not recorded (%s); it expires", name, exc)
-            opened.unclaim()
-        if member.failure is not None:
-            raise member.failure
+        entry_meta = dict(meta or {})
+        json_text(entry_meta)  # JSON-able, as the Redis store needs it: fail alike in-process
+        async with self._open(name).membership(user, entry_meta) as member:
+            yield member
 
 
 def _check_name(what: str, name: str) -> str:
     if not isinstance(name, str) or not name:
-        raise ValueError(f"a {what} name must be a non-empty string, not {name!r}")
+        raise InvalidName(f"a {what} name must be a non-empty string, not {name!r}")
     if len(name) > MAX_NAME:
-        raise ValueError(f"a {what} name is at most {MAX_NAME} characters ({len(name)} given)")
+        raise InvalidName(f"a {what} name is at most {MAX_NAME} characters ({len(name)} given)")
     try:
         # A lone surrogate (JSON from a client may carry one) cannot reach Redis: in a topic
         # name it would stop the broadcast hub's reader, and with it every subscription.
         name.encode("utf-8")
     except UnicodeEncodeError:
-        raise ValueError(f"a {what} name must be valid Unicode text, not {name!r}") from None
+        raise InvalidName(f"a {what} name must be valid Unicode text, not {name!r}") from None
     return name

@@ -59,7 +59,9 @@ class Lease:
     #: Unique per acquisition, and increasing: the fencing token state writes are checked
     #: against, so an owner that lost its lease (a long pause) cannot write any more.
     token: str
-    #: The fencing number inside :attr:`token`: each new owner of the room gets a higher one.
+    #: The fencing number inside :attr:`token`: each new owner of the room gets a higher one,
+    #: as long as the store keeps the room's counter (``state_ttl`` after the room's last use;
+    #: a Redis that lost its data starts again from 1). Writes are fenced by the whole token.
     fence: int
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..close_codes import CloseCode
 from ..exceptions import WebSocketClose
 
-__all__ = ["LeaseLost", "RoomFailed", "RoomUnavailable"]
+__all__ = ["InvalidName", "LeaseLost", "RoomFailed", "RoomUnavailable"]
 
 
 class RoomFailed(WebSocketClose):
@@ -55,3 +55,20 @@ class LeaseLost(RuntimeError):
     Raised by ``room.state.update(..., fenced=True)``; the owner's tasks are being cancelled
     already, so there is nothing to do but let it propagate.
     """
+
+
+class InvalidName(WebSocketClose, ValueError):
+    """A room or user name given to :meth:`Rooms.join` is empty, too long or not valid Unicode.
+
+    Names often come from clients (a URL path, a query): uncaught, it closes the socket with
+    1008 (policy violation) and the reason, rather than logging an app error.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(CloseCode.POLICY_VIOLATION, reason)
+
+    def __str__(self) -> str:
+        return self.reason
+
+    def __reduce__(self) -> tuple[type[InvalidName], tuple[str]]:
+        return (type(self), (self.reason,))

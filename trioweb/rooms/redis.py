@@ -14,10 +14,10 @@ the processes. Keys, for a room NAME under the prefix P:
 - ``P:state:NAME``: hash with the state document (``doc``, JSON) and its version (``v``).
 
 Presence keys expire on their own once no process refreshes them; the state and the fencing
-counter live ``state_ttl`` after the room's last use: the last heartbeat of a process with
-members in it, or renewal of its lease. Redis Cluster is not supported (a script's keys would
-need one hash slot): one Redis server, or a primary with replicas (see the guide for what a
-failover does to leases).
+counter live ``state_ttl`` after the room's last use: a write, the last heartbeat of a process
+with members in it, or a renewal of its lease. Redis Cluster is not supported (a script's keys
+would need one hash slot): one Redis server, or a primary with replicas (see the guide for what
+a failover does to leases).
 """
 
 from __future__ import annotations
