@@ -908,6 +908,12 @@ def rooms_run(plan: RoomsPlan, pin_cpus: bool, logs: Path) -> dict[str, Any]:
     finally:
         if redis is not None:
             redis.stop()
+    for rounds in raw.values():
+        # A command an operation ran in one round but not in another counts as 0 there.
+        counted = {key for values in rounds for key in values if ".cmd." in key}
+        for values in rounds:
+            for key in counted:
+                values.setdefault(key, 0.0)
     info = machine()
     info["versions"]["redis-server"] = redis.version if redis is not None else "not installed"
     with contextlib.suppress(Exception):
