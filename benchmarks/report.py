@@ -651,6 +651,18 @@ def rooms_table(results: dict[str, Any]) -> str:
             cpu = get(store, f"{key}.cpu_us")
             cells.append(text if cpu is None else f"{text} ({_num(cpu)})")
         lines.append(row(title, cells))
+    if get("redis", "ping.p50_us") is not None:
+        lines.append(
+            row(
+                "for reference: a bare PING through coredis",
+                [
+                    NONE
+                    if store != "redis"
+                    else f"{timing(store, 'ping')} ({_num(get(store, 'ping.cpu_us'))})"
+                    for store in stores
+                ],
+            )
+        )
 
     if red:
         lines += [

@@ -421,6 +421,19 @@ async def opening(
     windows.out.update(spread(close, [h.exit_ns for h in opened]))
 
 
+async def pings(client: Any, count: int) -> dict[str, float]:
+    """The reference for a round trip: ``count`` bare PINGs through coredis, one at a time."""
+    for _ in range(20):
+        await client.ping()
+    times = []
+    cpu = time.process_time()
+    for _ in range(count):
+        started = time.perf_counter_ns()
+        await client.ping()
+        times.append(time.perf_counter_ns() - started)
+    return {**spread("ping", times), "ping.cpu_us": 1e6 * (time.process_time() - cpu) / count}
+
+
 async def own_forever(room: Any) -> None:
     """The owner task of the rooms that have one: holds the lease, does nothing."""
     await trio.sleep_forever()
@@ -461,6 +474,8 @@ async def part_joins(plan: RoomsPlan, url: str | None) -> dict[str, float]:
             windows.out.update(spread("join", [m.enter_ns for m in members]))
             windows.out.update(spread("leave", [m.exit_ns for m in members]))
             await leave_all([anchor])
+            if meter is not None:
+                windows.out.update(await pings(meter.client, n))
 
             # The first join, which opens the room in this process (and on Redis subscribes
             # to its two topics and reads its presence), and the last leave, which closes it.
