@@ -567,8 +567,6 @@ ROOMS_START = "<!-- bench:rooms:start -->"
 ROOMS_END = "<!-- bench:rooms:end -->"
 ROOMS_STORES = {"memory": "in-process", "redis": "Redis"}
 TIMES = "\N{MULTIPLICATION SIGN}"
-#: The heartbeat part's pause between passes: a quarter of its ``presence_ttl`` of 1 s.
-HEARTBEAT_INTERVAL = 0.25
 #: The commands a client sends; the others in a row run inside its scripts.
 _CLIENT_COMMANDS = ("evalsha", "eval", "subscribe", "unsubscribe")
 
@@ -692,6 +690,7 @@ def rooms_table(results: dict[str, Any]) -> str:
                     ],
                 )
             )
+        ttls = results["ttls"]
         rates = []
         for r, m in plan["heartbeats"]:
             rate = get("redis", f"heartbeat.{r}x{m}.per_room_s")
@@ -699,15 +698,16 @@ def rooms_table(results: dict[str, Any]) -> str:
             if rate and r >= 20:
                 # The loop sleeps a quarter of the TTL, then beats each room in turn (with one
                 # room, the count of passes in the window is too coarse to tell).
-                pass_ms = 1000 * (1 / rate - HEARTBEAT_INTERVAL) / r
+                pass_ms = 1000 * (1 / rate - ttls["presence"] / 4) / r
                 text += f", a pass taking {pass_ms:.2f} ms per room"
             rates.append(text)
         lines += [
             "",
-            "Measured at `presence_ttl=1` (a pass over the rooms every 0.25 s plus the pass "
-            "itself), per room per second: "
+            f"Measured at `presence_ttl={ttls['presence']:g}` (a pass over the rooms every "
+            f"{ttls['presence'] / 4:g} s plus the pass itself), per room per second: "
             + "; ".join(rates)
-            + f". At `lease_ttl=0.6`, {_num(get('redis', 'renew.per_room_s'), 1)} renewals per "
+            + f". At `lease_ttl={ttls['lease']:g}`, {_num(get('redis', 'renew.per_room_s'), 1)} "
+            "renewals per "
             "owned room per second.",
         ]
 

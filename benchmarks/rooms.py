@@ -55,9 +55,11 @@ PARTS: dict[str, tuple[str, ...]] = {
 }
 #: Long enough that no heartbeat or renewal falls into a window that does not measure them.
 NEVER = 24 * 3600.0
-#: The presence TTL and lease TTL of the heartbeat part: a heartbeat every quarter second.
+#: The presence TTL of the heartbeat part (a pass over the rooms every quarter second), and
+#: its lease TTL (a renewal every half second: at 200 rooms, shorter ones lose leases to a
+#: busy CPU, and the window then counts acquisitions too).
 HEARTBEAT_TTL = 1.0
-RENEW_TTL = 0.6
+RENEW_TTL = 1.5
 #: What the fan-out publishes (a short chat message).
 MESSAGE = '{"type":"chat","user":"ada","text":"hello, room"}'
 #: The longest any single wait in a part may take before the part fails.
@@ -944,6 +946,7 @@ def rooms_run(plan: RoomsPlan, pin_cpus: bool, logs: Path) -> dict[str, Any]:
         },
         "machine": info,
         "commit": commit(),
+        "ttls": {"presence": HEARTBEAT_TTL, "lease": RENEW_TTL},
         "rounds": raw,
         "skipped": skipped,
         "failures": failures,
