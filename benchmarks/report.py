@@ -649,18 +649,20 @@ def rooms_table(results: dict[str, Any]) -> str:
             cpu = get(store, f"{key}.cpu_us")
             cells.append(text if cpu is None else f"{text} ({_num(cpu)})")
         lines.append(row(title, cells))
-    if get("redis", "ping.p50_us") is not None:
-        lines.append(
-            row(
-                "for reference: a bare PING through coredis",
-                [
-                    NONE
-                    if store != "redis"
-                    else f"{timing(store, 'ping')} ({_num(get(store, 'ping.cpu_us'))})"
-                    for store in stores
-                ],
-            )
-        )
+    for key, title in (
+        ("ping", "for reference: a bare PING through coredis"),
+        ("evalsha", "for reference: EVALSHA of a script that does nothing"),
+        ("publish", "for reference: a hub publish nobody receives"),
+        ("publish_receive", "for reference: a hub publish, received back"),
+    ):
+        if get("redis", f"ref.{key}.p50_us") is not None:
+            cells = [
+                NONE
+                if store != "redis"
+                else f"{timing(store, f'ref.{key}')} ({_num(get(store, f'ref.{key}.cpu_us'))})"
+                for store in stores
+            ]
+            lines.append(row(title, cells))
 
     if red:
         lines += [

@@ -423,17 +423,38 @@ async def opening(
     windows.out.update(spread(close, [h.exit_ns for h in opened]))
 
 
-async def pings(client: Any, count: int) -> dict[str, float]:
-    """The reference for a round trip: ``count`` bare PINGs through coredis, one at a time."""
+async def timed(name: str, count: int, action: Callable[[], Awaitable[Any]]) -> dict[str, float]:
+    """``action()`` ``count`` times, one after the other (after 20 not counted): the median
+    and p95 of its time, and this process's CPU time per call, in µs."""
     for _ in range(20):
-        await client.ping()
+        await action()
     times = []
     cpu = time.process_time()
     for _ in range(count):
         started = time.perf_counter_ns()
-        await client.ping()
+        await action()
         times.append(time.perf_counter_ns() - started)
-    return {**spread("ping", times), "ping.cpu_us": 1e6 * (time.process_time() - cpu) / count}
+    return {**spread(name, times), f"{name}.cpu_us": 1e6 * (time.process_time() - cpu) / count}
+
+
+async def references(client: Any, hub: Any, count: int) -> dict[str, float]:
+    """What a join's parts cost alone through the same client library: a bare PING, the
+    EVALSHA of a script that does nothing, a hub publish nobody receives, and a hub publish
+    received back over pub/sub."""
+    from coredis.commands.script import Script
+
+    nothing_script = Script(script="return 1")
+    out = await timed("ref.ping", count, client.ping)
+    out |= await timed("ref.evalsha", count, partial(nothing_script, [], [], client=client))
+    out |= await timed("ref.publish", count, partial(hub.publish, "bench:nobody", "x"))
+    async with hub.subscribe("bench:echo") as subscription:
+
+        async def echo() -> None:
+            await hub.publish("bench:echo", "x")
+            await subscription.receive()
+
+        out |= await timed("ref.publish_receive", count, echo)
+    return out
 
 
 async def own_forever(room: Any) -> None:
@@ -477,7 +498,7 @@ async def part_joins(plan: RoomsPlan, url: str | None) -> dict[str, float]:
             windows.out.update(spread("leave", [m.exit_ns for m in members]))
             await leave_all([anchor])
             if meter is not None:
-                windows.out.update(await pings(meter.client, n))
+                windows.out.update(await references(meter.client, hub, n))
 
             # The first join, which opens the room in this process (and on Redis subscribes
             # to its two topics and reads its presence), and the last leave, which closes it.
