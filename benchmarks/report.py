@@ -559,3 +559,270 @@ def update_compression_docs(results: dict[str, Any], docs: Path) -> list[Path]:
     )
     _replace_section(page, COMPRESSION_START, COMPRESSION_END, section)
     return [page]
+
+
+# -- rooms ---------------------------------------------------------------------------------
+
+ROOMS_START = "<!-- bench:rooms:start -->"
+ROOMS_END = "<!-- bench:rooms:end -->"
+ROOMS_STORES = {"memory": "in-process", "redis": "Redis"}
+TIMES = "\N{MULTIPLICATION SIGN}"
+#: The commands a client sends; the others in a row run inside its scripts.
+_CLIENT_COMMANDS = ("evalsha", "eval", "subscribe", "unsubscribe")
+
+
+def _rooms_operations(plan: dict[str, Any]) -> list[tuple[str, str]]:
+    """The operations of the Redis cost table: key prefix and what it is."""
+    rows = [
+        ("join", "join an open room"),
+        ("leave", "leave it (others stay)"),
+        ("open", "first join, opening the room here"),
+        ("close", "last leave, closing it here"),
+        ("open_owned", "first join, with an owner task"),
+        ("close_owned", "last leave, with an owner task"),
+    ]
+    for rooms, members in plan["heartbeats"]:
+        rows.append((f"heartbeat.{rooms}x{members}", f"heartbeat of one room of {members} members"))
+    rows.append(("renew", "lease renewal of one owned room"))
+    return rows
+
+
+def _commands(values: dict[str, float], prefix: str) -> str:
+    """``EVALSHA (TIME, ZADD, ...)``: what one operation has Redis run, from its counts."""
+    counts = {
+        key[len(prefix) + 5 :]: value
+        for key, value in values.items()
+        if key.startswith(f"{prefix}.cmd.") and value >= 0.05
+    }
+
+    def one(name: str) -> str:
+        count = counts[name]
+        shown = name.upper()
+        if abs(count - 1) < 0.05:
+            return shown
+        digits = 0 if abs(count - round(count)) < 0.05 else 1
+        return f"{shown} {TIMES}{count:.{digits}f}"
+
+    sent = [one(n) for n in _CLIENT_COMMANDS if n in counts]
+    inside = [one(n) for n in sorted(counts) if n not in _CLIENT_COMMANDS]
+    text = ", ".join(sent) or NONE
+    return text + (f" ({', '.join(inside)})" if inside else "")
+
+
+def rooms_table(results: dict[str, Any]) -> str:
+    """The rooms benchmark as Markdown tables."""
+    med: dict[str, dict[str, float]] = results["medians"]
+    plan = results["plan"]
+    stores = [s for s in ("memory", "redis") if s in med]
+    mem, red = med.get("memory", {}), med.get("redis", {})
+
+    def row(title: str, cells: list[str]) -> str:
+        return "| " + " | ".join([title, *cells]) + " |"
+
+    def get(store: str, key: str) -> float | None:
+        return _get(med, store, key)
+
+    def timing(store: str, key: str, digits: int = 0, unit: str = "us") -> str:
+        p50, p95 = get(store, f"{key}.p50_{unit}"), get(store, f"{key}.p95_{unit}")
+        if p50 is None:
+            return NONE
+        return f"{_num(p50, digits)} / {_num(p95, digits)}"
+
+    head = [ROOMS_STORES[s] for s in stores]
+    rule = "|" + "---|" * (len(stores) + 1)
+    lines = [
+        f"Medians over {plan['rounds']} round(s); each part runs in a process of its own, every "
+        "member, subscriber and watcher a task of its own.",
+        "",
+        f"**Join and leave**, µs: median / p95 of {plan['joins']:,} members joining one open "
+        f"room one after the other (then leaving), and of {plan['opens']:,} first joins "
+        "(then last leaves); in brackets, this process's CPU time per operation, the processing "
+        "of its presence announcement included.",
+        "",
+        row("", head),
+        rule,
+    ]
+    for key, title in _rooms_operations(plan)[:6]:
+        cells = []
+        for store in stores:
+            text = timing(store, key)
+            cpu = get(store, f"{key}.cpu_us")
+            cells.append(text if cpu is None else f"{text} ({_num(cpu)})")
+        lines.append(row(title, cells))
+    for key, title in (
+        ("ping", "for reference: a bare PING through coredis"),
+        ("evalsha", "for reference: EVALSHA of a script that does nothing"),
+        ("publish", "for reference: a hub publish nobody receives"),
+        ("publish_receive", "for reference: a hub publish, received back"),
+    ):
+        if get("redis", f"ref.{key}.p50_us") is not None:
+            cells = [
+                NONE
+                if store != "redis"
+                else f"{timing(store, f'ref.{key}')} ({_num(get(store, f'ref.{key}.cpu_us'))})"
+                for store in stores
+            ]
+            lines.append(row(title, cells))
+
+    if red:
+        lines += [
+            "",
+            "**Redis per operation**: round trips (commands the client sends), commands Redis "
+            "runs (those inside the scripts included), bytes to and from Redis (the pub/sub "
+            "deliveries to this process included), redis-server's CPU time and this process's:",
+            "",
+            "| | round trips | commands run | bytes to / from Redis | Redis CPU µs "
+            "| this process's CPU µs | what runs |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for key, title in _rooms_operations(plan):
+            if get("redis", f"{key}.commands") is None:
+                continue
+            lines.append(
+                row(
+                    title,
+                    [
+                        _num(get("redis", f"{key}.round_trips"), 1),
+                        _num(get("redis", f"{key}.commands"), 1),
+                        f"{_num(get('redis', f'{key}.bytes_in'))} / "
+                        f"{_num(get('redis', f'{key}.bytes_out'))}",
+                        _num(get("redis", f"{key}.redis_us")),
+                        _num(get("redis", f"{key}.cpu_us")),
+                        _commands(red, key),
+                    ],
+                )
+            )
+        ttls = results["ttls"]
+        rates = []
+        for r, m in plan["heartbeats"]:
+            rate = get("redis", f"heartbeat.{r}x{m}.per_room_s")
+            text = f"{r} room{'s' if r != 1 else ''} of {m}: {_num(rate, 1)} heartbeats"
+            if rate and r >= 20:
+                # The loop sleeps a quarter of the TTL, then beats each room in turn (with one
+                # room, the count of passes in the window is too coarse to tell).
+                pass_ms = 1000 * (1 / rate - ttls["presence"] / 4) / r
+                text += f", a pass taking {pass_ms:.2f} ms per room"
+            rates.append(text)
+        lines += [
+            "",
+            f"Measured at `presence_ttl={ttls['presence']:g}` (a pass over the rooms every "
+            f"{ttls['presence'] / 4:g} s plus the pass itself), per room per second: "
+            + "; ".join(rates)
+            + f". At `lease_ttl={ttls['lease']:g}`, {_num(get('redis', 'renew.per_room_s'), 1)} "
+            "renewals per "
+            "owned room per second.",
+        ]
+
+    if mem.get("memory.members"):
+        n, spread_rooms = int(mem["memory.members"]), int(mem["memory.rooms"])
+        task = get("memory", "memory.task.kib")
+
+        def kib(key: str) -> str:
+            value = get("memory", key)
+            text = _num(value, 2)
+            if value is not None and task is not None and key != "memory.task.kib":
+                text += f" ({value - task:+.2f})"
+            return text
+
+        lines += [
+            "",
+            f"**Memory**, KiB per holder task (traced by tracemalloc, in-process store), "
+            f"{n:,} held at once; in brackets, over a parked task that holds nothing:",
+            "",
+            f"| | in one topic or room | in {spread_rooms} of {n // spread_rooms} |",
+            "|---|---|---|",
+            row("a parked task, holding nothing", [kib("memory.task.kib"), NONE]),
+            row(
+                "a bare hub subscription",
+                [kib("memory.subscription.kib"), kib("memory.subscription_spread.kib")],
+            ),
+            row("a room member", [kib("memory.member.kib"), kib("memory.member_spread.kib")]),
+        ]
+        one, many = get("memory", "memory.member.kib"), get("memory", "memory.member_spread.kib")
+        if one is not None and many is not None:
+            lines.append(
+                f"\nAn open room costs {(many - one) * n / spread_rooms:,.1f} KiB over its "
+                "members (the difference between the two columns, per room)."
+            )
+
+    lines += [
+        "",
+        f"**Presence**, ms: median / p95 of {plan['presence_changes']:,} joins (and leaves) "
+        "until another view of the room has them. In-process: another task watching the same "
+        "room's `presence.changes()`; Redis: another `Rooms` on another hub, in the same "
+        "process.",
+        "",
+        row("", head),
+        rule,
+        row("join, until seen", [timing(s, "presence.join", 2, "ms") for s in stores]),
+        row("leave, until seen", [timing(s, "presence.leave", 2, "ms") for s in stores]),
+        "",
+        "**Fan-out**, `room.publish` against `hub.publish` to as many subscribers (each a "
+        "task reading its queue), one publish at a time until all have it, windows of each "
+        f"alternating ({plan['fanout_windows']} of {plan['fanout_publishes']} publishes): "
+        "this process's CPU µs per delivery, hub / room (the median of the windows' ratios), "
+        "and µs from the publish until the last subscriber has it (median), hub / room:",
+        "",
+        row("", [f"{ROOMS_STORES[s]}, {what}" for s in stores for what in ("CPU", "time")]),
+        "|" + "---|" * (2 * len(stores) + 1),
+    ]
+    for size in plan["fanout_sizes"]:
+        cells = []
+        for store in stores:
+            hub = get(store, f"fanout.{size}.hub.us_per_delivery")
+            room = get(store, f"fanout.{size}.room.us_per_delivery")
+            ratio = get(store, f"fanout.{size}.cpu_ratio")
+            cells.append(
+                f"{_num(hub, 1)} / {_num(room, 1)}" + ("" if ratio is None else f" ({ratio:.2f}x)")
+            )
+            cells.append(
+                f"{_num(get(store, f'fanout.{size}.hub.publish.p50_us'))} / "
+                f"{_num(get(store, f'fanout.{size}.room.publish.p50_us'))}"
+            )
+        lines.append(row(f"{size:,} subscriber{'s' if size != 1 else ''}", cells))
+    return "\n".join(lines)
+
+
+def describe_rooms_run(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(m["versions"].items()))
+    pinning = results["pinning"]
+    pinned = (
+        f"the measuring process pinned to CPU {pinning['bench']}, redis-server to "
+        f"{pinning['redis']}"
+        if pinning.get("bench")
+        else "no CPU pinning"
+    )
+    return "\n".join(
+        [
+            f"- Command: `{results['command']}`.",
+            f"- Run: `{results['plan']['name']}` plan, {results['plan']['rounds']} round(s), "
+            f"{results['seconds']:.0f} s, on {m['date']}, commit `{results['commit']}`.",
+            f"- Machine: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, "
+            f"Python {m['python']}; {pinned}; redis-server on a unix socket.",
+            f"- Versions: {versions}.",
+        ]
+        + (
+            ["- redis-server was not installed: no Redis figures."]
+            if results.get("skipped")
+            else []
+        )
+    )
+
+
+def update_rooms_docs(results: dict[str, Any], docs: Path) -> list[Path]:
+    """Rewrite the generated part of the Rooms section of ``docs/performance.md``."""
+    page = docs / "performance.md"
+    section = "\n".join(
+        [
+            ROOMS_START,
+            "<!-- Written by `python -m benchmarks --rooms`: edits here are lost. -->",
+            "",
+            describe_rooms_run(results),
+            "",
+            rooms_table(results),
+            ROOMS_END,
+        ]
+    )
+    _replace_section(page, ROOMS_START, ROOMS_END, section)
+    return [page]

@@ -790,12 +790,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="also run trioweb imported from TREE (a checkout of another commit) as "
         "'trioweb@base', side by side with this tree's in every round",
     )
-    parser.add_argument(
+    kind = parser.add_mutually_exclusive_group()
+    kind.add_argument(
         "--compression",
         action="store_true",
         help="instead of the comparison of frameworks, compare trioweb's compression settings "
         "(and the bare app on hypercorn's deflate): memory per browser-like socket and echo "
         "of 1 KiB JSON with deflate offered",
+    )
+    kind.add_argument(
+        "--rooms",
+        action="store_true",
+        help="instead of the comparison of frameworks, measure trioweb.rooms in-process and on a "
+        "redis-server of its own (started on a unix socket, stopped at the end): joins and "
+        "leaves, Redis commands, memory per member, presence propagation, room fan-out",
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and clients")
     docs = parser.add_mutually_exclusive_group()
@@ -819,6 +827,10 @@ def main(argv: list[str] | None = None) -> int:
     docs = args.docs or (plan.name == "full" and not args.no_docs and args.base is None)
     if args.compression:
         return compression_main(args, plan, out, docs)
+    if args.rooms:
+        from .rooms import rooms_main
+
+        return rooms_main(args, plan.name, out, docs)
 
     wanted = args.servers.split(",") if args.servers else list(NAMES)
     unknown = [name for name in wanted if name not in NAMES]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -231,3 +232,59 @@ def test_compression_table(tmp_path: Path) -> None:
     body = page.read_text()
     assert "results" in body and "After." in body and "old" not in body
     assert "- Command: `python -m benchmarks --compression --quick`." in body
+
+
+def test_rooms_smoke_run(tmp_path: Path) -> None:
+    """``--rooms --smoke``: every part runs, in-process and (with redis-server) on Redis."""
+    redis = shutil.which("redis-server") is not None
+    if not redis and os.environ.get("CI"):
+        pytest.fail("redis-server is not installed; CI must install it (.ci/run does)")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--rooms", "--smoke", "--no-docs", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads((out / "rooms.json").read_text())
+    assert results["failures"] == []
+    assert results["stores"] == (["memory", "redis"] if redis else ["memory"])
+    stores = results["medians"]
+    for store in results["stores"]:
+        for key in (
+            "join.p50_us",
+            "leave.p95_us",
+            "open.p50_us",
+            "close_owned.p50_us",
+            "presence.join.p50_ms",
+            "presence.leave.p95_ms",
+            "fanout.1.hub.us_per_delivery",
+            "fanout.20.room.us_per_delivery",
+            "fanout.20.cpu_ratio",
+        ):
+            assert stores[store][key] > 0, (store, key)
+    for key in ("task", "subscription", "member", "subscription_spread", "member_spread"):
+        assert stores["memory"][f"memory.{key}.kib"] > 0, key
+    if redis:
+        measured = stores["redis"]
+        # The scripts say what one operation has Redis run: the counts come out exact.
+        assert measured["join.round_trips"] == 1  # one EVALSHA
+        assert measured["join.commands"] == 7  # EVALSHA, TIME, ZADD, HSET, PEXPIRE x2, PUBLISH
+        assert measured["leave.commands"] == 4  # EVALSHA, HDEL, ZREM, PUBLISH
+        assert measured["open.cmd.subscribe"] == 2  # the room's messages and its presence
+        assert measured["open_owned.cmd.incr"] == 1  # the lease's fencing number
+        assert measured["heartbeat.5x4.cmd.zadd"] == 4  # one per local member
+        assert measured["renew.round_trips"] == 1
+        assert "| join an open room | 1.0 | 7.0 |" in proc.stdout
+    assert "**Join and leave**" in proc.stdout  # the table went to stdout
+    assert "round 1/1 · joins, memory store" in proc.stderr  # and the progress to stderr
+    page = tmp_path / "performance.md"
+    page.write_text(f"# Performance\n\n{report.ROOMS_START}\nstale\n{report.ROOMS_END}\n\nAfter.\n")
+    report.update_rooms_docs(results, tmp_path)
+    body = page.read_text()
+    assert "stale" not in body and "After." in body and body.count(report.ROOMS_START) == 1
+    assert "- Command: `python -m benchmarks --rooms --smoke`." in body
+    assert f"commit `{results['commit']}`" in body
