@@ -228,7 +228,7 @@ async def test_a_heartbeat_delayed_behind_a_leave_does_not_bring_the_member_back
         await store.join("r", entry)
         # The heartbeat's entries were read before the leave; it reaches Redis after it.
         await store.leave("r", entry.id)
-        await store.heartbeat("r", [entry])
+        await store.heartbeat([("r", [entry])])
         assert await store.presence("r") == []
         nursery.cancel_scope.cancel()
 

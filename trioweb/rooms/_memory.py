@@ -99,7 +99,7 @@ class MemoryStore:
             await self._hub.publish(self.topics(room).presence, left([entry_id]))
             return True
 
-    async def heartbeat(self, room: str, entries: list[PresenceEntry]) -> None:
+    async def heartbeat(self, rooms: list[tuple[str, list[PresenceEntry]]]) -> None:
         """Nothing expires in one process."""
         await trio.lowlevel.checkpoint()
 

@@ -302,8 +302,10 @@ class Room:
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self._fanout.wake_subscribers)
-                await nursery.start(self._relay)
-                await nursery.start(self._follow_presence)
+                # The two topics' subscriptions at once: each waits for the broker's answer.
+                async with trio.open_nursery() as starting:
+                    starting.start_soon(nursery.start, self._relay)
+                    starting.start_soon(nursery.start, self._follow_presence)
                 self._nursery = nursery
                 if settings.owner_tasks:
                     await nursery.start(

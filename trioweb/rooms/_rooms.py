@@ -22,7 +22,7 @@ from ..broadcast._fanout import check_policy
 from ._memory import MemoryStore
 from ._room import Member, Room, RoomSettings, RoomTask
 from ._state import describe
-from ._store import RoomStore
+from ._store import PresenceEntry, RoomStore
 from .errors import InvalidName
 
 if TYPE_CHECKING:
@@ -32,8 +32,10 @@ __all__ = ["Rooms"]
 
 logger = logging.getLogger("trioweb.rooms")
 
-#: How many rooms' heartbeats are on their way to the store at once.
-HEARTBEAT_CONCURRENCY = 8
+#: How many rooms one heartbeat call to the store refreshes, and how many calls are on their
+#: way at once.
+HEARTBEAT_BATCH = 50
+HEARTBEAT_CONCURRENCY = 4
 #: The longest room name and user name accepted (they end up in Redis keys and messages).
 MAX_NAME = 200
 
@@ -178,28 +180,41 @@ class Rooms:
     async def _heartbeat(self, store: RoomStore) -> None:
         """Keep this process's presences alive and sweep the dead ones, every quarter TTL.
 
-        Rooms are refreshed a few at a time, each on its own: a round must end well within an
-        entry's lifetime (three rounds) however many rooms there are, and a room whose call
-        fails must not hold up the others.
+        Rooms go to the store in batches (one script each), a few batches at once: a round
+        must end well within an entry's lifetime (three rounds) however many rooms there are.
+        A batch that fails is retried room by room, so that one broken room does not hold up
+        the others.
         """
         interval = self.presence_ttl / 4
         limiter = trio.CapacityLimiter(HEARTBEAT_CONCURRENCY)
         failures: list[BaseException] = []
         failing = False
 
-        async def refresh(room: Room) -> None:
+        async def refresh(batch: list[tuple[str, list[PresenceEntry]]]) -> None:
             async with limiter:
                 try:
-                    await store.heartbeat(room.name, [member.entry for member in room.members])
+                    await store.heartbeat(batch)
+                    return
                 except store.errors as exc:
-                    failures.append(exc)
+                    if len(batch) == 1:
+                        failures.append(exc)
+                        return
+                for one in batch:
+                    try:
+                        await store.heartbeat([one])
+                    except store.errors as exc:
+                        failures.append(exc)
 
         while True:
             await trio.sleep(interval)
             failures.clear()
+            rooms = [
+                (room.name, [member.entry for member in room.members])
+                for room in self._rooms.values()
+            ]
             async with trio.open_nursery() as nursery:
-                for room in list(self._rooms.values()):
-                    nursery.start_soon(refresh, room)
+                for start in range(0, len(rooms), HEARTBEAT_BATCH):
+                    nursery.start_soon(refresh, rooms[start : start + HEARTBEAT_BATCH])
             if failures and not failing:
                 logger.warning(
                     "presence heartbeat failed for %d room(s) (%s); retrying",

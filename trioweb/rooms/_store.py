@@ -121,9 +121,10 @@ class RoomStore(Protocol):
         """Remove an entry from the room's presence and announce it, if it was there; False if
         it was not (nothing is announced then)."""
 
-    async def heartbeat(self, room: str, entries: list[PresenceEntry]) -> None:
-        """Keep this process's ``entries`` alive (adding back, and announcing, any that expired)
-        and remove, announcing, the entries of other processes that expired."""
+    async def heartbeat(self, rooms: list[tuple[str, list[PresenceEntry]]]) -> None:
+        """For each room and this process's entries in it: keep them alive (adding back, and
+        announcing, any that expired), and remove, announcing, the entries of other processes
+        that expired. One call for many rooms; it fails as a whole."""
 
     async def presence(self, room: str) -> list[PresenceEntry]:
         """Every live entry of the room, oldest first."""

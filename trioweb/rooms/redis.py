@@ -89,41 +89,52 @@ return 0
 """
 )
 
-# KEYS: presence, members, departed, state, fence. ARGV: lifetime ms, key ttl ms, channel,
-# text frame prefix, state ttl ms, then (id, entry) pairs. Refresh ours first (adding back, and
-# announcing, any that expired, unless they left since), then remove and announce everyone's
-# expired entries. A room with members is in use: its state and fencing counter live on.
+# Rooms, one after another. KEYS: per room, presence, members, departed, state, fence. ARGV:
+# lifetime ms, key ttl ms, text frame prefix, state ttl ms, then per room: its channel, how many
+# entries of ours, and those (id, entry) pairs. For each room: refresh ours first (adding back,
+# and announcing, any that expired, unless they left since), then remove and announce
+# everyone's expired entries. A room with members here is in use: its state and fencing
+# counter live on.
 _HEARTBEAT = Script(
     script=_NOW
     + """
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
-if #ARGV > 5 then
-  redis.call('PEXPIRE', KEYS[4], ARGV[5])
-  redis.call('PEXPIRE', KEYS[5], ARGV[5])
-end
-local back = {}
-for i = 6, #ARGV, 2 do
-  if not redis.call('ZSCORE', KEYS[3], ARGV[i]) then
-    if redis.call('ZADD', KEYS[1], now + tonumber(ARGV[1]), ARGV[i]) == 1 then
-      redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-      back[#back + 1] = ARGV[i + 1]
+local swept = 0
+local a = 5
+for r = 0, #KEYS / 5 - 1 do
+  local presence, members, departed = KEYS[r * 5 + 1], KEYS[r * 5 + 2], KEYS[r * 5 + 3]
+  local channel, count = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  redis.call('ZREMRANGEBYSCORE', departed, '-inf', now)
+  if count > 0 then
+    redis.call('PEXPIRE', KEYS[r * 5 + 4], ARGV[4])
+    redis.call('PEXPIRE', KEYS[r * 5 + 5], ARGV[4])
+  end
+  local back = {}
+  for i = a, a + count * 2 - 1, 2 do
+    if not redis.call('ZSCORE', departed, ARGV[i]) then
+      if redis.call('ZADD', presence, now + tonumber(ARGV[1]), ARGV[i]) == 1 then
+        redis.call('HSET', members, ARGV[i], ARGV[i + 1])
+        back[#back + 1] = ARGV[i + 1]
+      end
     end
   end
+  a = a + count * 2
+  local expired = redis.call('ZRANGEBYSCORE', presence, '-inf', now)
+  for _, id in ipairs(expired) do
+    redis.call('ZREM', presence, id)
+    redis.call('HDEL', members, id)
+  end
+  if #expired > 0 then
+    redis.call('PUBLISH', channel, ARGV[3] .. cjson.encode({left = expired}))
+  end
+  if #back > 0 then
+    redis.call('PUBLISH', channel, ARGV[3] .. '{"joined":[' .. table.concat(back, ',') .. ']}')
+  end
+  redis.call('PEXPIRE', presence, ARGV[2])
+  redis.call('PEXPIRE', members, ARGV[2])
+  swept = swept + #expired
 end
-local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
-for _, id in ipairs(expired) do
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('HDEL', KEYS[2], id)
-end
-if #expired > 0 then
-  redis.call('PUBLISH', ARGV[3], ARGV[4] .. cjson.encode({left = expired}))
-end
-if #back > 0 then
-  redis.call('PUBLISH', ARGV[3], ARGV[4] .. '{"joined":[' .. table.concat(back, ',') .. ']}')
-end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return #expired
+return swept
 """
 )
 
@@ -309,19 +320,20 @@ class RedisStore:
         )
         return bool(reply == 1)
 
-    async def heartbeat(self, room: str, entries: list[PresenceEntry]) -> None:
-        """Refresh ours (and, with members here, the room's state), sweep everyone's expired
-        entries, announce both, in one script."""
-        args: list[Any] = [
-            self._lifetime_ms,
-            self._key_ttl_ms,
-            self.topics(room).presence,
-            pack(""),
-            self._state_ttl_ms,
-        ]
-        for entry in entries:
-            args += [entry.id, _entry_json(entry)]
-        keys = [*self._departure_keys(room), self._keys("state", room), self._keys("fence", room)]
+    async def heartbeat(self, rooms: list[tuple[str, list[PresenceEntry]]]) -> None:
+        """For each room, refresh ours (and, with members here, the room's state), sweep
+        everyone's expired entries, announce both: one script for all ``rooms``."""
+        keys: list[str] = []
+        args: list[Any] = [self._lifetime_ms, self._key_ttl_ms, pack(""), self._state_ttl_ms]
+        for room, entries in rooms:
+            keys += [
+                *self._departure_keys(room),
+                self._keys("state", room),
+                self._keys("fence", room),
+            ]
+            args += [self.topics(room).presence, len(entries)]
+            for entry in entries:
+                args += [entry.id, _entry_json(entry)]
         await self._call(_HEARTBEAT, keys, args)
 
     async def presence(self, room: str) -> list[PresenceEntry]:
