@@ -35,6 +35,17 @@ from .._failures import leaves
 from .._json import json_text
 from ..broadcast.errors import BrokerUnavailable
 from ..broadcast.redis import BROKER_ERRORS, check_url, pack, redact
+from ._redis_scripts import (
+    ACQUIRE,
+    HEARTBEAT,
+    JOIN,
+    LEAVE,
+    PRESENCE,
+    RELEASE,
+    RENEW,
+    TIME,
+    WRITE_STATE,
+)
 from ._store import (
     Grant,
     Lease,
@@ -50,151 +61,6 @@ from ._store import (
 __all__ = ["RedisStore"]
 
 logger = logging.getLogger("trioweb.rooms")
-
-_NOW = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-"""
-
-# Redis's clock, exact (coredis's TIME -> datetime loses the microseconds' scale).
-_TIME = Script(script="return redis.call('TIME')")
-
-# KEYS: presence, members. ARGV: id, entry, lifetime ms, key ttl ms, channel, announcement.
-_JOIN = Script(
-    script=_NOW
-    + """
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-redis.call('PUBLISH', ARGV[5], ARGV[6])
-return 1
-"""
-)
-
-# KEYS: presence, members, departed. ARGV: id, channel, announcement, departed ttl ms.
-# The id is remembered as departed for a while, so that a heartbeat sent before the leave but
-# run after it (another connection of the pool) does not bring the entry back.
-_LEAVE = Script(
-    script=_NOW
-    + """
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[3], now + tonumber(ARGV[4]), ARGV[1])
-redis.call('PEXPIRE', KEYS[3], ARGV[4])
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 1 then
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
-  return 1
-end
-return 0
-"""
-)
-
-# Rooms, one after another. KEYS: per room, presence, members, departed, state, fence. ARGV:
-# lifetime ms, key ttl ms, text frame prefix, state ttl ms, then per room: its channel, how many
-# entries of ours, and those (id, entry) pairs. For each room: refresh ours first (adding back,
-# and announcing, any that expired, unless they left since), then remove and announce
-# everyone's expired entries. A room with members here is in use: its state and fencing
-# counter live on.
-_HEARTBEAT = Script(
-    script=_NOW
-    + """
-local swept = 0
-local a = 5
-for r = 0, #KEYS / 5 - 1 do
-  local presence, members, departed = KEYS[r * 5 + 1], KEYS[r * 5 + 2], KEYS[r * 5 + 3]
-  local channel, count = ARGV[a], tonumber(ARGV[a + 1])
-  a = a + 2
-  redis.call('ZREMRANGEBYSCORE', departed, '-inf', now)
-  if count > 0 then
-    redis.call('PEXPIRE', KEYS[r * 5 + 4], ARGV[4])
-    redis.call('PEXPIRE', KEYS[r * 5 + 5], ARGV[4])
-  end
-  local back = {}
-  for i = a, a + count * 2 - 1, 2 do
-    if not redis.call('ZSCORE', departed, ARGV[i]) then
-      if redis.call('ZADD', presence, now + tonumber(ARGV[1]), ARGV[i]) == 1 then
-        redis.call('HSET', members, ARGV[i], ARGV[i + 1])
-        back[#back + 1] = ARGV[i + 1]
-      end
-    end
-  end
-  a = a + count * 2
-  local expired = redis.call('ZRANGEBYSCORE', presence, '-inf', now)
-  for _, id in ipairs(expired) do
-    redis.call('ZREM', presence, id)
-    redis.call('HDEL', members, id)
-  end
-  if #expired > 0 then
-    redis.call('PUBLISH', channel, ARGV[3] .. cjson.encode({left = expired}))
-  end
-  if #back > 0 then
-    redis.call('PUBLISH', channel, ARGV[3] .. '{"joined":[' .. table.concat(back, ',') .. ']}')
-  end
-  redis.call('PEXPIRE', presence, ARGV[2])
-  redis.call('PEXPIRE', members, ARGV[2])
-  swept = swept + #expired
-end
-return swept
-"""
-)
-
-# KEYS: presence, members. The live entries' ids, then every stored entry (a flat HGETALL).
-_PRESENCE = Script(
-    script=_NOW
-    + """
-return {redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf'), redis.call('HGETALL', KEYS[2])}
-"""
-)
-
-# KEYS: owner, fence. ARGV: process tag, ttl ms, fence ttl ms.
-_ACQUIRE = Script(
-    script="""
-local pttl = redis.call('PTTL', KEYS[1])
-if pttl ~= -2 then return {0, pttl} end
-local fence = redis.call('INCR', KEYS[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-local token = fence .. ':' .. ARGV[1]
-redis.call('SET', KEYS[1], token, 'PX', ARGV[2])
-return {1, fence, token}
-"""
-)
-
-# KEYS: owner, state, fence. ARGV: token, ttl ms, state ttl ms.
-_RENEW = Script(
-    script="""
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-redis.call('PEXPIRE', KEYS[3], ARGV[3])
-return 1
-"""
-)
-
-# KEYS: owner. ARGV: token, channel, announcement.
-_RELEASE = Script(
-    script="""
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 1
-"""
-)
-
-# KEYS: state, owner. ARGV: expected version, doc, state ttl ms, lease token or '', channel,
-# announcement or ''.
-_WRITE_STATE = Script(
-    script="""
-local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
-if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[4] then
-  return {-1, v, redis.call('HGET', KEYS[1], 'doc') or '{}'}
-end
-if v ~= tonumber(ARGV[1]) then return {0, v, redis.call('HGET', KEYS[1], 'doc') or '{}'} end
-redis.call('HSET', KEYS[1], 'v', v + 1, 'doc', ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
-return {1, v + 1}
-"""
-)
 
 
 def _ms(seconds: float) -> int:
@@ -285,7 +151,7 @@ class RedisStore:
 
     async def now(self) -> float:
         """Redis's clock (``TIME``), in seconds."""
-        seconds, microseconds = await self._call(_TIME, [], [])
+        seconds, microseconds = await self._call(TIME, [], [])
         return int(seconds) + int(microseconds) / 1_000_000
 
     # -- presence -------------------------------------------------------------------------
@@ -299,7 +165,7 @@ class RedisStore:
     async def join(self, room: str, entry: PresenceEntry) -> None:
         """Add and announce ``entry`` in one script."""
         await self._call(
-            _JOIN,
+            JOIN,
             self._presence_keys(room),
             [
                 entry.id,
@@ -314,7 +180,7 @@ class RedisStore:
     async def leave(self, room: str, entry_id: str) -> bool:
         """Remove and announce the entry in one script, if it was there."""
         reply = await self._call(
-            _LEAVE,
+            LEAVE,
             self._departure_keys(room),
             [entry_id, self.topics(room).presence, pack(left([entry_id])), self._key_ttl_ms],
         )
@@ -334,11 +200,11 @@ class RedisStore:
             args += [self.topics(room).presence, len(entries)]
             for entry in entries:
                 args += [entry.id, _entry_json(entry)]
-        await self._call(_HEARTBEAT, keys, args)
+        await self._call(HEARTBEAT, keys, args)
 
     async def presence(self, room: str) -> list[PresenceEntry]:
         """The live entries (those whose expiry is still ahead on Redis's clock)."""
-        live, flat = await self._call(_PRESENCE, self._presence_keys(room), [])
+        live, flat = await self._call(PRESENCE, self._presence_keys(room), [])
         stored = {_text(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
         entries = []
         for raw_id in live:
@@ -356,7 +222,7 @@ class RedisStore:
     async def acquire(self, room: str, ttl: float) -> Grant:
         """``SET NX PX`` with a new fencing number, in one script."""
         reply = await self._call(
-            _ACQUIRE,
+            ACQUIRE,
             [self._keys("owner", room), self._keys("fence", room)],
             [self._tag, _ms(ttl), self._state_ttl_ms],
         )
@@ -368,7 +234,7 @@ class RedisStore:
     async def renew(self, lease: Lease, ttl: float) -> bool:
         """Compare-and-extend; the room's state and fencing counter live on with it."""
         reply = await self._call(
-            _RENEW,
+            RENEW,
             [
                 self._keys("owner", lease.room),
                 self._keys("state", lease.room),
@@ -381,7 +247,7 @@ class RedisStore:
     async def release(self, lease: Lease) -> None:
         """Compare-and-delete, and announce it."""
         await self._call(
-            _RELEASE,
+            RELEASE,
             [self._keys("owner", lease.room)],
             [lease.token, self.topics(lease.room).presence, pack(released(lease.token))],
         )
@@ -408,7 +274,7 @@ class RedisStore:
     ) -> StateWrite:
         """Compare-and-set (and check the fencing token), publish ``announce``, in one script."""
         reply = await self._call(
-            _WRITE_STATE,
+            WRITE_STATE,
             [self._keys("state", room), self._keys("owner", room)],
             [
                 version,
