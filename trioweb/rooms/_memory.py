@@ -9,20 +9,46 @@ from __future__ import annotations
 
 import copy
 import itertools
+import time
+from collections import deque
 from typing import Any
 
 import trio
 
 from ..broadcast import Broadcast
-from ._store import Grant, Lease, PresenceEntry, StateWrite, Topics, joined, left, released
+from ._store import (
+    Grant,
+    Lease,
+    PresenceEntry,
+    Recovery,
+    StateWrite,
+    Topics,
+    joined,
+    left,
+    released,
+    with_offset,
+)
 
 __all__ = ["MemoryStore"]
 
 
 class _Room:
-    __slots__ = ("fence", "owner", "owner_until", "presence", "state", "used", "version")
+    __slots__ = (
+        "fence",
+        "history",
+        "offset",
+        "owner",
+        "owner_until",
+        "presence",
+        "state",
+        "used",
+        "version",
+    )
 
-    def __init__(self) -> None:
+    def __init__(self, history: int) -> None:
+        self.history: deque[tuple[int, str]] = deque(maxlen=history)
+        # The last offset given (0: none yet).
+        self.offset = 0
         self.presence: dict[str, PresenceEntry] = {}
         self.owner: str | None = None
         self.owner_until = 0.0
@@ -39,8 +65,9 @@ class MemoryStore:
 
     errors: tuple[type[BaseException], ...] = ()
 
-    def __init__(self, hub: Broadcast, prefix: str, *, state_ttl: float) -> None:
+    def __init__(self, hub: Broadcast, prefix: str, *, state_ttl: float, history: int) -> None:
         self._hub = hub
+        self._history = history
         self._prefix = prefix
         self._state_ttl = state_ttl
         self._rooms: dict[str, _Room] = {}
@@ -56,7 +83,7 @@ class MemoryStore:
             self._forget_unused(now)
         found = self._rooms.get(room)
         if found is None:
-            found = self._rooms[room] = _Room()
+            found = self._rooms[room] = _Room(self._history)
         found.used = now
         return found
 
@@ -140,6 +167,39 @@ class MemoryStore:
             state.owner = None
             await self._hub.publish(self.topics(lease.room).presence, released(lease.token))
 
+    def _store(self, record: _Room, body: str) -> tuple[str, str]:
+        """The next offset, and ``body`` stored with it."""
+        if record.offset == 0:
+            # A new counter starts at the wall clock in microseconds: above any offset this
+            # room had in an earlier life (a restart, a forgotten record).
+            newest = record.history[-1][0] if record.history else 0
+            record.offset = max(time.time_ns() // 1000, newest + 1)
+        else:
+            record.offset += 1
+        message = with_offset(body, record.offset)
+        record.history.append((record.offset, message))
+        return str(record.offset), message
+
+    async def append(self, room: str, body: str) -> str:
+        """Store and publish, under the store's lock (offsets leave in their order)."""
+        async with self._lock:
+            offset, message = self._store(self._room(room), body)
+            await self._hub.publish(self.topics(room).messages, message)
+            return offset
+
+    async def recover(self, room: str, since: int) -> Recovery:
+        """What the history holds after ``since``, if that is everything since."""
+        await trio.lowlevel.checkpoint()
+        record = self._rooms.get(room)
+        last = 0 if record is None else record.offset
+        if record is None or since > last:
+            return Recovery(False)
+        if not record.history:
+            return Recovery(since == last)
+        if since < record.history[0][0] - 1:
+            return Recovery(False)
+        return Recovery(True, tuple(m for offset, m in record.history if offset > since))
+
     async def read_state(self, room: str) -> tuple[int, dict[str, Any]]:
         """A copy of the state, and its version."""
         await trio.lowlevel.checkpoint()
@@ -156,6 +216,7 @@ class MemoryStore:
         *,
         lease: Lease | None,
         announce: str | bytes | None,
+        history: bool = False,
     ) -> StateWrite:
         """Compare-and-set, then announce, under the store's lock."""
         async with self._lock:
@@ -168,6 +229,9 @@ class MemoryStore:
                 return StateWrite("conflict", current.version, copy.deepcopy(current.state))
             current.version += 1
             current.state = copy.deepcopy(state)
+            offset = None
             if announce is not None:
+                if history and isinstance(announce, str):
+                    offset, announce = self._store(current, announce)
                 await self._hub.publish(self.topics(room).messages, announce)
-            return StateWrite("applied", current.version)
+            return StateWrite("applied", current.version, offset=offset)

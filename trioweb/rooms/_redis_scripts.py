@@ -12,10 +12,12 @@ from coredis.commands.script import Script
 
 __all__ = [
     "ACQUIRE",
+    "APPEND",
     "HEARTBEAT",
     "JOIN",
     "LEAVE",
     "PRESENCE",
+    "RECOVER",
     "RELEASE",
     "RENEW",
     "TIME",
@@ -151,10 +153,81 @@ return 1
 """
 )
 
-# KEYS: state, owner. ARGV: expected version, doc, state ttl ms, lease token or '', channel,
-# announcement or ''.
-WRITE_STATE = Script(
+# A Lua function that stores one message in a room's history: the next offset (a counter
+# that starts, for a room with no counter, at Redis's clock in microseconds, above any offset
+# the room had before: a client holding an offset from a lost history can never take new
+# messages for the ones it missed), the message with "offset" put first in its JSON object,
+# XADD with the offset as the entry's id, bounded to MAXLEN entries. Returns the offset and
+# the message.
+_APPEND = """
+local function append(history, offsets, body, maxlen, ttl)
+  local n = redis.call('INCR', offsets)
+  if n == 1 then
+    local t = redis.call('TIME')
+    n = tonumber(t[1]) * 1000000 + tonumber(t[2])
+    local newest = redis.call('XREVRANGE', history, '+', '-', 'COUNT', 1)
+    if #newest > 0 then
+      local id = tonumber(string.match(newest[1][1], '^(%d+)'))
+      if id >= n then n = id + 1 end
+    end
+    redis.call('SET', offsets, string.format('%.0f', n))
+  end
+  local offset = string.format('%.0f', n)
+  local message
+  if body == '{}' then
+    message = '{"offset":"' .. offset .. '"}'
+  else
+    message = '{"offset":"' .. offset .. '",' .. string.sub(body, 2)
+  end
+  redis.call('XADD', history, 'MAXLEN', maxlen, offset .. '-0', 'm', message)
+  redis.call('PEXPIRE', history, ttl)
+  redis.call('PEXPIRE', offsets, ttl)
+  return offset, message
+end
+"""
+
+# KEYS: history, offsets. ARGV: a JSON object's text, max length, state ttl ms, channel, text
+# frame prefix. Store and publish one message; return its offset.
+APPEND = Script(
+    script=_APPEND
+    + """
+local offset, message = append(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[5] .. message)
+return offset
+"""
+)
+
+# KEYS: history, offsets. ARGV: the offset after which to read (digits), at most how many.
+# {1, message...} if the history holds everything published after the offset (nothing was
+# trimmed in between, and the offset is not from the future or another life of the room), else
+# {0}.
+RECOVER = Script(
     script="""
+local since = tonumber(ARGV[1])
+local last = tonumber(redis.call('GET', KEYS[2]) or '0')
+if since == nil or since > last then return {0} end
+local oldest = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', 1)
+if #oldest == 0 then
+  if since == last then return {1} end
+  return {0}
+end
+if since < tonumber(string.match(oldest[1][1], '^(%d+)')) - 1 then return {0} end
+local out = {1}
+local after = '(' .. ARGV[1] .. '-0'
+for _, entry in ipairs(redis.call('XRANGE', KEYS[1], after, '+', 'COUNT', ARGV[2])) do
+  out[#out + 1] = entry[2][2]
+end
+return out
+"""
+)
+
+# KEYS: state, owner, history, offsets. ARGV: expected version, doc, state ttl ms, lease token
+# or '', channel, frame prefix, announcement ('' for none), history max length ('0': the
+# announcement is not stored). {1, version, offset or ''} when written; {0 or -1, version,
+# doc} when not (a conflict, or fenced out).
+WRITE_STATE = Script(
+    script=_APPEND
+    + """
 local v = tonumber(redis.call('HGET', KEYS[1], 'v') or '0')
 if ARGV[4] ~= '' and redis.call('GET', KEYS[2]) ~= ARGV[4] then
   return {-1, v, redis.call('HGET', KEYS[1], 'doc') or '{}'}
@@ -162,7 +235,14 @@ end
 if v ~= tonumber(ARGV[1]) then return {0, v, redis.call('HGET', KEYS[1], 'doc') or '{}'} end
 redis.call('HSET', KEYS[1], 'v', v + 1, 'doc', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-if ARGV[6] ~= '' then redis.call('PUBLISH', ARGV[5], ARGV[6]) end
-return {1, v + 1}
+local offset = ''
+if ARGV[7] ~= '' then
+  local message = ARGV[7]
+  if ARGV[8] ~= '0' then
+    offset, message = append(KEYS[3], KEYS[4], ARGV[7], ARGV[8], ARGV[3])
+  end
+  redis.call('PUBLISH', ARGV[5], ARGV[6] .. message)
+end
+return {1, v + 1, offset}
 """
 )

@@ -25,8 +25,8 @@ from __future__ import annotations
 import copy
 import logging
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,6 +36,8 @@ from .._failures import leaves
 from ..broadcast import Broadcast, Gap, OverflowPolicy, SubscriberTooSlow, Subscription
 from ..broadcast._fanout import Fanout
 from ..broadcast.hub import encode
+from ._history import RoomHistory
+from ._member import Member
 from ._ownership import hold_ownership
 from ._presence import Presence
 from ._state import RoomState, describe
@@ -43,7 +45,7 @@ from ._store import Lease, PresenceEntry, RoomStore, Topics, parse_announcement
 from .errors import RoomFailed, RoomUnavailable
 
 if TYPE_CHECKING:
-    from ..websocket import WebSocket
+    pass
 
 __all__ = ["Member", "Room", "RoomSettings", "RoomTask"]
 
@@ -75,70 +77,6 @@ class RoomSettings:
     owner_tasks: list[RoomTask] = field(default_factory=list)
 
 
-class Member:
-    """One connection's membership of a room, from :meth:`Rooms.join`.
-
-    The room's messages reach :attr:`messages` from the join on, and wait there. Send the
-    member what it needs first yourself (the room's current state, say), then start
-    ``nursery.start_soon(member.forward_to, ws)``: nothing published since the join is lost,
-    and nothing overtakes your first message. Or read :attr:`messages` yourself.
-    """
-
-    __slots__ = ("_failure", "_scope", "entry", "messages", "room")
-
-    def __init__(self, room: Room, entry: PresenceEntry, messages: Subscription) -> None:
-        #: The room joined.
-        self.room = room
-        #: This member's presence entry (its id, user and metadata).
-        self.entry = entry
-        #: What is published to the room, from the join on: ``str``, ``bytes`` or a
-        #: :class:`~trioweb.broadcast.Gap`.
-        self.messages = messages
-        self._scope: trio.CancelScope | None = None
-        self._failure: RoomFailed | RoomUnavailable | None = None
-
-    def __repr__(self) -> str:
-        return f"<Member {self.entry.user!r} of room {self.room.name!r}>"
-
-    @property
-    def id(self) -> str:
-        """The presence entry's id: unique per join."""
-        return self.entry.id
-
-    @property
-    def user(self) -> str:
-        """Who this member is."""
-        return self.entry.user
-
-    async def forward_to(
-        self, ws: WebSocket, *, on_gap: Callable[[Gap], Awaitable[Any]] | None = None
-    ) -> None:
-        """Send the room's messages to ``ws`` until the member leaves (see
-        :meth:`~trioweb.broadcast.Subscription.forward_to`: a member too slow for its buffer
-        is closed with 1013 under the ``"close"`` policy)."""
-        await self.messages.forward_to(ws, on_gap=on_gap)
-
-    @property
-    def failure(self) -> RoomFailed | RoomUnavailable | None:
-        """Why the room ended this membership, if it ended under it: :class:`RoomFailed` if it
-        failed, :class:`RoomUnavailable` if it lost the store or the rooms stopped."""
-        return self._failure
-
-    @contextmanager
-    def cancellable(self) -> Iterator[None]:
-        """The scope of the member's block: cancelled if the room ends under it."""
-        with trio.CancelScope() as scope:
-            self._scope = scope
-            if self._failure is not None:
-                scope.cancel()  # the room ended while the join was still on its way
-            yield
-
-    def _fail(self, failure: RoomFailed | RoomUnavailable) -> None:
-        self._failure = failure
-        if self._scope is not None:
-            self._scope.cancel()
-
-
 class Room:
     """A room, as this process sees it while it has members in it.
 
@@ -158,6 +96,8 @@ class Room:
         self.settings = settings
         #: Who is present, in every process.
         self.presence = Presence()
+        #: The messages kept for members that resume.
+        self.history = RoomHistory(self)
         #: The shared state.
         self.state = RoomState(self)
         #: The lease, while this process owns the room.
@@ -212,7 +152,9 @@ class Room:
     # -- members ------------------------------------------------------------------------
 
     @asynccontextmanager
-    async def membership(self, user: str, meta: dict[str, Any]) -> AsyncIterator[Member]:
+    async def membership(
+        self, user: str, meta: dict[str, Any], since: str | None = None
+    ) -> AsyncIterator[Member]:
         """A member of this room for the block (see :meth:`Rooms.join`, which opens the room
         and checks the names first)."""
         self._claim()
@@ -231,6 +173,10 @@ class Room:
             except store.errors as exc:
                 raise RoomUnavailable(self.name, describe(exc)) from exc
             self.presence.add([entry])
+            if since is not None:
+                # After the member's queue is filled (from the start of the join on): what the
+                # history has, then the live messages it has not (see Member.forward_to).
+                member.resume(await self.history.recover(since))
             with member.cancellable():
                 yield member
         finally:
@@ -334,7 +280,7 @@ class Room:
         self._failure = failure
         self._ready.set()
         for member in list(self._members.values()):
-            member._fail(copy.copy(failure))
+            member.fail(copy.copy(failure))
 
     async def _guarded(
         self,

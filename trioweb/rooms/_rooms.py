@@ -40,14 +40,18 @@ HEARTBEAT_CONCURRENCY = 4
 MAX_NAME = 200
 
 
-def _new_store(hub: Broadcast, prefix: str, presence_ttl: float, state_ttl: float) -> RoomStore:
+def _new_store(
+    hub: Broadcast, prefix: str, presence_ttl: float, state_ttl: float, history: int
+) -> RoomStore:
     if hub.url is None:
-        return MemoryStore(hub, prefix, state_ttl=state_ttl)
+        return MemoryStore(hub, prefix, state_ttl=state_ttl, history=history)
     # Imported here, as the hub imports its Redis backend: the Redis store needs the optional
     # extra (coredis), which an in-process app does not install.
     from .redis import RedisStore
 
-    return RedisStore(hub.url, prefix, presence_ttl=presence_ttl, state_ttl=state_ttl)
+    return RedisStore(
+        hub.url, prefix, presence_ttl=presence_ttl, state_ttl=state_ttl, history=history
+    )
 
 
 class Rooms:
@@ -66,6 +70,8 @@ class Rooms:
       (its tasks keep running; a member joining meanwhile finds it as it was).
     - ``state_ttl``: how long a room's state outlives its last use (its last member or owner
       in any process).
+    - ``history``: how many messages stored with ``room.history.append`` (or a state update
+      with ``history=True``) each room keeps for members that resume (``join(..., since=)``).
     - ``max_buffer``, ``on_overflow``: each member's queue of room messages (see
       :class:`~trioweb.broadcast.Broadcast`).
 
@@ -82,6 +88,7 @@ class Rooms:
         lease_ttl: float = 5.0,
         grace: float = 0.0,
         state_ttl: float = 24 * 3600.0,
+        history: int = 1000,
         max_buffer: int = 256,
         on_overflow: OverflowPolicy = "close",
     ) -> None:
@@ -94,6 +101,8 @@ class Rooms:
             raise ValueError(f"state_ttl must be a positive number of seconds, not {state_ttl!r}")
         if max_buffer < 1:
             raise ValueError(f"max_buffer must be at least 1, not {max_buffer}")
+        if history < 1:
+            raise ValueError(f"history must be at least 1 message, not {history}")
         if not prefix or ":" in prefix[-1:]:
             raise ValueError(f"prefix must be a non-empty name without a trailing ':' ({prefix!r})")
         self.hub = hub
@@ -102,6 +111,7 @@ class Rooms:
         self.lease_ttl = lease_ttl
         self.grace = grace
         self.state_ttl = state_ttl
+        self.history = history
         self.max_buffer = max_buffer
         self.on_overflow = check_policy(on_overflow)
         self._tasks: list[RoomTask] = []
@@ -144,7 +154,7 @@ class Rooms:
         """Connect the room store for the duration of the block (``app.use`` does this)."""
         if self._settings is not None:
             raise RuntimeError("these Rooms are already running")
-        store = _new_store(self.hub, self.prefix, self.presence_ttl, self.state_ttl)
+        store = _new_store(self.hub, self.prefix, self.presence_ttl, self.state_ttl, self.history)
         try:
             async with trio.open_nursery() as connection:
                 await connection.start(store.run)
@@ -261,7 +271,12 @@ class Rooms:
 
     @asynccontextmanager
     async def join(
-        self, room: str, *, user: str, meta: dict[str, Any] | None = None
+        self,
+        room: str,
+        *,
+        user: str,
+        meta: dict[str, Any] | None = None,
+        since: str | None = None,
     ) -> AsyncIterator[Member]:
         """Be a member of ``room`` (opening it in this process if needed) for the block.
 
@@ -273,12 +288,17 @@ class Rooms:
         be reached, :class:`RoomUnavailable` (uncaught: close 1013). A room or user name that
         is empty, longer than 200 characters or not valid Unicode raises :class:`InvalidName`
         (uncaught: close 1008); ``meta`` must be a JSON object's worth of JSON-able values.
+
+        ``since``, the last offset a reconnecting client saw, resumes it: ``member.recovery``
+        says whether the room's history had everything published after it (``exact``), and
+        :meth:`Member.forward_to` sends those messages first, then the live ones, with none
+        twice. Without it, ``member.recovery`` is ``None``.
         """
         name = _check_name("room", room)
         _check_name("user", user)
         entry_meta = dict(meta or {})
         json_text(entry_meta)  # JSON-able, as the Redis store needs it: fail alike in-process
-        async with self._open(name).membership(user, entry_meta) as member:
+        async with self._open(name).membership(user, entry_meta, since) as member:
             yield member
 
 

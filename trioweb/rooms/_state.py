@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..broadcast.hub import encode
+from ._store import object_text
 from .errors import LeaseLost, RoomUnavailable
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ class StateUpdate:
     state: dict[str, Any]
     #: The state's version after the update.
     version: int
+    #: The announcement's offset in the room's history (with ``history=True``, when written).
+    offset: str | None = None
 
 
 class RoomState:
@@ -65,6 +68,7 @@ class RoomState:
         *,
         announce: Callable[[dict[str, Any]], Any] | None = None,
         fenced: bool = False,
+        history: bool = False,
         attempts: int = 100,
     ) -> StateUpdate:
         """Apply ``fn`` to the state atomically; ``fn`` returns the new state, or ``None`` to
@@ -74,8 +78,10 @@ class RoomState:
         as the write, so that every member sees announcements in the order of the writes
         (concurrent bids from two processes arrive in the order they were accepted).
         ``fenced=True`` (for owner tasks) refuses the write, raising :class:`LeaseLost`, if
-        this process no longer holds the room's lease. ``fn`` may be called several times
-        under contention: keep it free of side effects.
+        this process no longer holds the room's lease. ``history=True`` keeps the
+        announcement (a JSON object) in the room's history, as
+        :meth:`RoomHistory.append` does: it gets an offset (``StateUpdate.offset``). ``fn`` may
+        be called several times under contention: keep it free of side effects.
         """
         room = self._room
         store = room.settings.store
@@ -88,12 +94,15 @@ class RoomState:
                 new = fn(copy.deepcopy(current))
                 if new is None:
                     return StateUpdate(False, current, version)
-                message = None if announce is None else encode(announce(new))
+                message: str | bytes | None = None
+                if announce is not None:
+                    said = announce(new)
+                    message = object_text(said) if history else encode(said)
                 written = await store.write_state(
-                    room.name, version, new, lease=lease, announce=message
+                    room.name, version, new, lease=lease, announce=message, history=history
                 )
                 if written.outcome == "applied":
-                    return StateUpdate(True, new, written.version)
+                    return StateUpdate(True, new, written.version, written.offset)
                 if written.outcome == "fenced":
                     raise LeaseLost(f"this process no longer owns room {room.name!r}")
                 version, current = written.version, written.current or {}

@@ -19,18 +19,22 @@ import trio
 from .._json import json_text
 
 __all__ = [
+    "OFFSET_PREFIX",
     "Announcement",
     "Grant",
     "Lease",
     "PresenceEntry",
+    "Recovery",
     "RoomStore",
     "StateWrite",
     "Topics",
     "entry_from_json",
     "joined",
     "left",
+    "object_text",
     "parse_announcement",
     "released",
+    "with_offset",
 ]
 
 
@@ -86,6 +90,19 @@ class StateWrite:
     version: int
     #: The state as it is now, when the write was not applied.
     current: dict[str, Any] | None = None
+    #: The offset of the announcement in the room's history, if it was stored there.
+    offset: str | None = None
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What a room's history holds after an offset a client last saw."""
+
+    #: True if the history has everything published after that offset: nothing was trimmed in
+    #: between, and the offset is one this room gave (not from before its history was lost).
+    exact: bool
+    #: Those messages, oldest first (each a JSON object text with its ``"offset"``), when exact.
+    messages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -143,6 +160,16 @@ class RoomStore(Protocol):
 
     # -- state ----------------------------------------------------------------------------
 
+    # -- history --------------------------------------------------------------------------
+
+    async def append(self, room: str, body: str) -> str:
+        """Give ``body`` (a JSON object's text) the room's next offset, store it in the room's
+        history (bounded) and publish it to the room's messages topic, in one step; return
+        the offset."""
+
+    async def recover(self, room: str, since: int) -> Recovery:
+        """What the room's history holds after offset ``since``."""
+
     async def read_state(self, room: str) -> tuple[int, dict[str, Any]]:
         """The room's state and its version (0 and ``{}`` for a room never written)."""
 
@@ -154,10 +181,12 @@ class RoomStore(Protocol):
         *,
         lease: Lease | None,
         announce: str | bytes | None,
+        history: bool = False,
     ) -> StateWrite:
         """Replace the state if its version is still ``version`` (and, with ``lease``, if the
         lease is still the room's); on success publish ``announce`` to the room's messages
-        topic in the same step, so that announcements are in the order of the writes."""
+        topic in the same step, so that announcements are in the order of the writes. With
+        ``history``, ``announce`` (a JSON object's text) is stored as by :meth:`append`."""
 
 
 # -- what a store announces on a room's presence topic (JSON text) ---------------------------
@@ -218,3 +247,34 @@ def parse_announcement(message: str | bytes) -> Announcement:
     if "released" in data:
         return Announcement(released=True)
     raise ValueError("not a presence announcement")
+
+
+# -- what a stored message looks like --------------------------------------------------------
+
+#: How every stored message begins: its offset is its JSON object's first key. (The Redis
+#: store's scripts build the same shape.)
+OFFSET_PREFIX = '{"offset":"'
+
+
+def with_offset(body: str, offset: int) -> str:
+    """``body``, a JSON object's text, with ``"offset"`` put first."""
+    if body == "{}":
+        return f'{OFFSET_PREFIX}{offset}"}}'
+    return f'{OFFSET_PREFIX}{offset}",{body[1:]}'
+
+
+def object_text(message: Any) -> str:
+    """``message`` as the text of a JSON object without an ``"offset"`` key, or ``TypeError``
+    / ``ValueError`` saying why it cannot be stored."""
+    if isinstance(message, dict):
+        if "offset" in message:
+            raise ValueError('a stored message gets its "offset" from the room: leave it out')
+        return json_text(message)
+    if isinstance(message, str):
+        try:
+            parsed = json.loads(message)
+        except ValueError:
+            raise ValueError("a stored message is a JSON object: this text is not JSON") from None
+        if isinstance(parsed, dict):
+            return object_text(parsed)
+    raise TypeError(f"a stored message is a JSON object (a dict), not {type(message).__name__}")

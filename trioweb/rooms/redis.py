@@ -11,7 +11,10 @@ the processes. Keys, for a room NAME under the prefix P:
   (a heartbeat delayed behind a leave must not bring the entry back);
 - ``P:owner:NAME``: the lease: the owner's token, with the lease's time to live;
 - ``P:fence:NAME``: the last fencing number handed out;
-- ``P:state:NAME``: hash with the state document (``doc``, JSON) and its version (``v``).
+- ``P:state:NAME``: hash with the state document (``doc``, JSON) and its version (``v``);
+- ``P:history:NAME``: stream of the stored messages, the offset as each entry's id, bounded
+  to the rooms' ``history`` length;
+- ``P:offsets:NAME``: the last offset given.
 
 Presence keys expire on their own once no process refreshes them; the state and the fencing
 counter live ``state_ttl`` after the room's last use: a write, the last heartbeat of a process
@@ -37,10 +40,12 @@ from ..broadcast.errors import BrokerUnavailable
 from ..broadcast.redis import BROKER_ERRORS, check_url, pack, redact
 from ._redis_scripts import (
     ACQUIRE,
+    APPEND,
     HEARTBEAT,
     JOIN,
     LEAVE,
     PRESENCE,
+    RECOVER,
     RELEASE,
     RENEW,
     TIME,
@@ -50,6 +55,7 @@ from ._store import (
     Grant,
     Lease,
     PresenceEntry,
+    Recovery,
     StateWrite,
     Topics,
     entry_from_json,
@@ -89,6 +95,7 @@ class RedisStore:
         *,
         presence_ttl: float,
         state_ttl: float,
+        history: int = 1000,
         connect_timeout: float = 5.0,
         command_timeout: float = 2.0,
     ) -> None:
@@ -100,6 +107,7 @@ class RedisStore:
         self._lifetime_ms = _ms(presence_ttl * 3 / 4)
         self._key_ttl_ms = _ms(max(presence_ttl * 4, 60.0))
         self._state_ttl_ms = _ms(state_ttl)
+        self._history = history
         self._connect_timeout = connect_timeout
         self._command_timeout = command_timeout
         self._client: coredis.Redis[bytes] | None = None
@@ -252,6 +260,27 @@ class RedisStore:
             [lease.token, self.topics(lease.room).presence, pack(released(lease.token))],
         )
 
+    # -- history --------------------------------------------------------------------------
+
+    def _history_keys(self, room: str) -> list[str]:
+        return [self._keys("history", room), self._keys("offsets", room)]
+
+    async def append(self, room: str, body: str) -> str:
+        """Next offset, XADD (bounded), PUBLISH, in one script."""
+        offset = await self._call(
+            APPEND,
+            self._history_keys(room),
+            [body, self._history, self._state_ttl_ms, self.topics(room).messages, pack("")],
+        )
+        return _text(offset)
+
+    async def recover(self, room: str, since: int) -> Recovery:
+        """XRANGE after ``since``, if the stream still has everything after it."""
+        reply = await self._call(RECOVER, self._history_keys(room), [since, self._history])
+        if reply[0] != 1:
+            return Recovery(False)
+        return Recovery(True, tuple(_text(message) for message in reply[1:]))
+
     # -- state ----------------------------------------------------------------------------
 
     async def read_state(self, room: str) -> tuple[int, dict[str, Any]]:
@@ -271,21 +300,27 @@ class RedisStore:
         *,
         lease: Lease | None,
         announce: str | bytes | None,
+        history: bool = False,
     ) -> StateWrite:
-        """Compare-and-set (and check the fencing token), publish ``announce``, in one script."""
+        """Compare-and-set (and check the fencing token), store ``announce`` in the history if
+        asked, publish it, in one script."""
+        framed = b"" if announce is None else pack(announce)
         reply = await self._call(
             WRITE_STATE,
-            [self._keys("state", room), self._keys("owner", room)],
+            [self._keys("state", room), self._keys("owner", room), *self._history_keys(room)],
             [
                 version,
                 json_text(state),
                 self._state_ttl_ms,
                 "" if lease is None else lease.token,
                 self.topics(room).messages,
-                b"" if announce is None else pack(announce),
+                framed[:1],
+                framed[1:],
+                self._history if history else 0,
             ],
         )
         if reply[0] == 1:
-            return StateWrite("applied", int(reply[1]))
+            offset = _text(reply[2])
+            return StateWrite("applied", int(reply[1]), offset=offset or None)
         outcome = "fenced" if reply[0] == -1 else "conflict"
         return StateWrite(outcome, int(reply[1]), json.loads(reply[2]))
