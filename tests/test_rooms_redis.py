@@ -4,8 +4,10 @@ in test_rooms_processes.py."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import coredis
 import pytest
@@ -18,7 +20,7 @@ from trioweb.rooms.redis import RedisStore
 
 
 @asynccontextmanager
-async def two_processes(url: str, **options: float) -> AsyncIterator[tuple[Rooms, Rooms]]:
+async def two_processes(url: str, **options: Any) -> AsyncIterator[tuple[Rooms, Rooms]]:
     pair = (Rooms(Broadcast(url), **options), Rooms(Broadcast(url), **options))
     async with AsyncExitStack() as stack:
         for rooms in pair:
@@ -248,3 +250,33 @@ async def test_one_rooms_failing_heartbeat_does_not_starve_the_others(redis_serv
                 assert changes._left == {}
             await until_present(good.room, ["ann"])
     assert "presence heartbeat failed for 1 room(s)" in caplog.text
+
+
+async def test_history_on_redis_recovers_exactly_across_processes(redis_server):
+    async with two_processes(redis_server.url, history=5) as (here, there):
+        async with here.join("r", user="ann") as ann:
+            offsets = [await ann.room.history.append({"n": n}) for n in range(8)]
+            assert [int(o) for o in offsets] == list(range(int(offsets[0]), int(offsets[0]) + 8))
+            async with there.join("r", user="bob", since=offsets[2]) as bob:
+                assert bob.recovery is not None and bob.recovery.exact
+                replayed = [json.loads(m)["n"] for m in bob.recovery.messages]
+                assert replayed == [3, 4, 5, 6, 7]
+            async with there.join("r", user="bob", since=offsets[1]) as bob:
+                assert bob.recovery is not None and not bob.recovery.exact  # trimmed
+            update = await ann.room.state.update(
+                lambda s: {"high": 1}, announce=lambda s: {"type": "bid"}, history=True
+            )
+            assert update.offset == str(int(offsets[-1]) + 1)
+            assert json.loads(await ann.messages.receive())["n"] == 0
+
+
+async def test_a_history_lost_with_redis_never_recovers_an_old_offset(redis_server):
+    async with two_processes(redis_server.url) as (here, _):
+        async with here.join("r", user="ann") as ann:
+            old = await ann.room.history.append({"n": 1})
+            client = coredis.Redis.from_url(redis_server.url)
+            async with client:
+                await client.flushall()
+            assert not (await ann.room.history.recover(old)).exact
+            new = await ann.room.history.append({"n": 2})
+            assert int(new) > int(old)
