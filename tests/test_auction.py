@@ -28,11 +28,22 @@ def living_tasks() -> int:
     return count(trio.lowlevel.current_root_task())
 
 
+async def got(ws) -> dict:
+    """The next message; a stored one's offset (a string of digits) checked and taken out."""
+    message = await ws.receive_json()
+    if message.get("type") in ("bid", "chat", "sold"):
+        offset = message.pop("offset")
+        assert isinstance(offset, str) and offset.isdigit(), message
+    else:
+        assert "offset" not in message, message
+    return message
+
+
 async def welcome(ws) -> dict:
     """The welcome, and the presence message that follows the member's own join."""
-    first = await ws.receive_json()
+    first = await got(ws)
     assert first["type"] == "welcome"
-    assert await ws.receive_json() == {"type": "presence", "members": first["members"]}
+    assert await got(ws) == {"type": "presence", "members": first["members"]}
     return first
 
 
@@ -52,7 +63,7 @@ async def test_a_user_name_is_required_before_the_accept(query):
 
 async def test_the_welcome_comes_first(autojump_clock):
     async with auction(lot_seconds=30) as client, client.websocket("/ws/lot?user=alice") as ws:
-        assert await ws.receive_json() == {
+        assert await got(ws) == {
             "type": "welcome",
             "you": "alice",
             "members": ["alice"],
@@ -68,12 +79,12 @@ async def test_the_welcome_comes_first_even_while_the_room_is_busy(autojump_cloc
             await alice.send_json({"type": "bid", "amount": n})
             await alice.send_json({"type": "chat", "text": str(n)})
         async with client.websocket("/ws/lot?user=bob") as bob:
-            first = await bob.receive_json()
+            first = await got(bob)
             assert first["type"] == "welcome"
             # Whatever was announced before the welcome's read and queued since the join
             # comes after it; the high bid never goes down.
             high = first["high"]["amount"] if first["high"] else 0
-            while (message := await bob.receive_json())["type"] != "presence":
+            while (message := await got(bob))["type"] != "presence":
                 if message["type"] == "bid":
                     assert message["amount"] >= high
 
@@ -88,22 +99,22 @@ async def test_presence_reaches_everyone_and_counts_users_once(autojump_clock):
         await welcome(alice)
         async with client.websocket("/ws/lot?user=bob") as bob:
             assert (await welcome(bob))["members"] == ["alice", "bob"]
-            assert await alice.receive_json() == presence("alice", "bob")
+            assert await got(alice) == presence("alice", "bob")
             # A second tab of alice: two connections, one member.
             async with client.websocket("/ws/lot?user=alice") as alice2:
                 assert (await welcome(alice2))["members"] == ["alice", "bob"]
-                assert await alice.receive_json() == presence("alice", "bob")
-                assert await bob.receive_json() == presence("alice", "bob")
+                assert await got(alice) == presence("alice", "bob")
+                assert await got(bob) == presence("alice", "bob")
                 rooms = (await client.get("/rooms")).json()
                 assert rooms == {"lot": {"members": 3, "local": 3}}
-            assert await alice.receive_json() == presence("alice", "bob")
-            assert await bob.receive_json() == presence("alice", "bob")
-        assert await alice.receive_json() == presence("alice")
+            assert await got(alice) == presence("alice", "bob")
+            assert await got(bob) == presence("alice", "bob")
+        assert await got(alice) == presence("alice")
         # Someone in another room is no one here.
         async with client.websocket("/ws/elsewhere?user=carol") as carol:
             assert (await welcome(carol))["members"] == ["carol"]
             await alice.send_json({"type": "chat", "text": "alone?"})
-            assert (await alice.receive_json())["type"] == "chat"
+            assert (await got(alice))["type"] == "chat"
 
 
 async def test_accepted_bids_reach_everyone_in_order(autojump_clock):
@@ -112,13 +123,13 @@ async def test_accepted_bids_reach_everyone_in_order(autojump_clock):
             await welcome(alice)
             async with client.websocket("/ws/lot?user=bob") as bob:
                 await welcome(bob)
-                assert await alice.receive_json() == presence("alice", "bob")
+                assert await got(alice) == presence("alice", "bob")
                 await alice.send_json({"type": "bid", "amount": 10})
-                assert await alice.receive_json() == {"type": "bid", "amount": 10, "by": "alice"}
-                assert await bob.receive_json() == {"type": "bid", "amount": 10, "by": "alice"}
+                assert await got(alice) == {"type": "bid", "amount": 10, "by": "alice"}
+                assert await got(bob) == {"type": "bid", "amount": 10, "by": "alice"}
                 await bob.send_json({"type": "bid", "amount": 25})
-                assert await alice.receive_json() == {"type": "bid", "amount": 25, "by": "bob"}
-                assert await bob.receive_json() == {"type": "bid", "amount": 25, "by": "bob"}
+                assert await got(alice) == {"type": "bid", "amount": 25, "by": "bob"}
+                assert await got(bob) == {"type": "bid", "amount": 25, "by": "bob"}
                 # A newcomer is welcomed with the high bid.
                 async with client.websocket("/ws/lot?user=carol") as carol:
                     assert (await welcome(carol))["high"] == {"amount": 25, "by": "bob"}
@@ -130,7 +141,7 @@ async def test_concurrent_bids_are_seen_in_the_same_order_by_everyone(autojump_c
             await welcome(alice)
             async with client.websocket("/ws/lot?user=bob") as bob:
                 await welcome(bob)
-                assert await alice.receive_json() == presence("alice", "bob")
+                assert await got(alice) == presence("alice", "bob")
                 for amount in (5, 7, 6, 9, 8):
                     await alice.send_json({"type": "bid", "amount": amount})
                     await bob.send_json({"type": "bid", "amount": amount + 1})
@@ -139,7 +150,7 @@ async def test_concurrent_bids_are_seen_in_the_same_order_by_everyone(autojump_c
                 seen: dict[str, list] = {"alice": [], "bob": []}
                 for name, ws in (("alice", alice), ("bob", bob)):
                     await ws.send_json({"type": "chat", "text": "done"})
-                    while (message := await ws.receive_json())["type"] != "chat":
+                    while (message := await got(ws))["type"] != "chat":
                         seen[name].append(message)
                 accepted = {
                     name: [m for m in messages if m["type"] == "bid"]
@@ -159,21 +170,21 @@ async def test_a_bid_too_low_is_refused_to_its_sender_only(autojump_clock):
             await welcome(alice)
             async with client.websocket("/ws/lot?user=bob") as bob:
                 await welcome(bob)
-                assert await alice.receive_json() == presence("alice", "bob")
+                assert await got(alice) == presence("alice", "bob")
                 await bob.send_json({"type": "bid", "amount": 20})
-                assert (await alice.receive_json())["amount"] == 20
-                assert (await bob.receive_json())["amount"] == 20
+                assert (await got(alice))["amount"] == 20
+                assert (await got(bob))["amount"] == 20
                 for amount in (15, 20):  # lower, and equal
                     await alice.send_json({"type": "bid", "amount": amount})
-                    assert await alice.receive_json() == {
+                    assert await got(alice) == {
                         "type": "error",
                         "code": "too_low",
                         "high": 20,
                     }
                 await alice.send_json({"type": "chat", "text": "fine"})
                 expected = {"type": "chat", "by": "alice", "text": "fine"}
-                assert await bob.receive_json() == expected  # nothing before it
-                assert await alice.receive_json() == expected
+                assert await got(bob) == expected  # nothing before it
+                assert await got(alice) == expected
 
 
 async def test_chat_reaches_everyone_in_the_room(autojump_clock):
@@ -182,11 +193,11 @@ async def test_chat_reaches_everyone_in_the_room(autojump_clock):
             await welcome(alice)
             async with client.websocket("/ws/lot?user=bob") as bob:
                 await welcome(bob)
-                assert await alice.receive_json() == presence("alice", "bob")
+                assert await got(alice) == presence("alice", "bob")
                 await bob.send_json({"type": "chat", "text": "hello ✓"})
                 expected = {"type": "chat", "by": "bob", "text": "hello ✓"}
-                assert await alice.receive_json() == expected
-                assert await bob.receive_json() == expected
+                assert await got(alice) == expected
+                assert await got(bob) == expected
 
 
 @pytest.mark.parametrize(
@@ -217,15 +228,15 @@ async def test_a_bad_message_is_answered_and_the_socket_stays_open(autojump_cloc
             await welcome(alice)
             async with client.websocket("/ws/lot?user=bob") as bob:
                 await welcome(bob)
-                assert await alice.receive_json() == presence("alice", "bob")
+                assert await got(alice) == presence("alice", "bob")
                 await alice.send(sent)
-                error = await alice.receive_json()
+                error = await got(alice)
                 assert error["type"] == "error"
                 assert error["code"] == "bad_message"
                 assert named in error["detail"]
                 await alice.send_json({"type": "bid", "amount": 3})
-                assert await bob.receive_json() == {"type": "bid", "amount": 3, "by": "alice"}
-                assert await alice.receive_json() == {"type": "bid", "amount": 3, "by": "alice"}
+                assert await got(bob) == {"type": "bid", "amount": 3, "by": "alice"}
+                assert await got(alice) == {"type": "bid", "amount": 3, "by": "alice"}
 
 
 async def test_the_countdown_ticks_each_second_then_sells_and_starts_a_new_lot(autojump_clock):
@@ -233,26 +244,26 @@ async def test_the_countdown_ticks_each_second_then_sells_and_starts_a_new_lot(a
         start = trio.current_time()
         assert (await welcome(alice))["closes_in"] == 4
         for left in (3, 2, 1):
-            assert await alice.receive_json() == {"type": "tick", "closes_in": left}
+            assert await got(alice) == {"type": "tick", "closes_in": left}
             assert trio.current_time() - start == pytest.approx(4 - left)
         # No bids: sold to nobody; the next lot's length comes at once.
-        assert await alice.receive_json() == {"type": "sold", "amount": None, "by": None}
+        assert await got(alice) == {"type": "sold", "amount": None, "by": None}
         assert trio.current_time() - start == pytest.approx(4)
-        assert await alice.receive_json() == {"type": "tick", "closes_in": 4}
+        assert await got(alice) == {"type": "tick", "closes_in": 4}
         await alice.send_json({"type": "bid", "amount": 7})
-        assert await alice.receive_json() == {"type": "bid", "amount": 7, "by": "alice"}
+        assert await got(alice) == {"type": "bid", "amount": 7, "by": "alice"}
         for left in (3, 2, 1):
-            assert await alice.receive_json() == {"type": "tick", "closes_in": left}
-        assert await alice.receive_json() == {"type": "sold", "amount": 7, "by": "alice"}
+            assert await got(alice) == {"type": "tick", "closes_in": left}
+        assert await got(alice) == {"type": "sold", "amount": 7, "by": "alice"}
         assert trio.current_time() - start == pytest.approx(8)
-        assert await alice.receive_json() == {"type": "tick", "closes_in": 4}
+        assert await got(alice) == {"type": "tick", "closes_in": 4}
         # The new lot has no high bid: the smallest bid wins it.
         async with client.websocket("/ws/lot?user=bob") as bob:
             assert (await welcome(bob))["high"] is None
-            assert await alice.receive_json() == presence("alice", "bob")
+            assert await got(alice) == presence("alice", "bob")
             await bob.send_json({"type": "bid", "amount": 1})
-            assert await bob.receive_json() == {"type": "bid", "amount": 1, "by": "bob"}
-            assert await alice.receive_json() == {"type": "bid", "amount": 1, "by": "bob"}
+            assert await got(bob) == {"type": "bid", "amount": 1, "by": "bob"}
+            assert await got(alice) == {"type": "bid", "amount": 1, "by": "bob"}
 
 
 async def test_a_bid_as_the_lot_closes_does_not_carry_over(autojump_clock):
@@ -263,11 +274,11 @@ async def test_a_bid_as_the_lot_closes_does_not_carry_over(autojump_clock):
         await trio.sleep_until(opened + 3 - 0.0002)
         await alice.send_json({"type": "bid", "amount": 5})
         for left in (2, 1):
-            assert await alice.receive_json() == {"type": "tick", "closes_in": left}
-        error = await alice.receive_json()
+            assert await got(alice) == {"type": "tick", "closes_in": left}
+        error = await got(alice)
         assert (error["type"], error["code"]) == ("error", "lot_closed")
-        assert await alice.receive_json() == {"type": "sold", "amount": None, "by": None}
-        assert await alice.receive_json() == {"type": "tick", "closes_in": 3}
+        assert await got(alice) == {"type": "sold", "amount": None, "by": None}
+        assert await got(alice) == {"type": "tick", "closes_in": 3}
         async with client.websocket("/ws/lot?user=bob") as bob:
             assert (await welcome(bob))["high"] is None
 
@@ -276,10 +287,10 @@ async def test_a_lot_of_a_fraction_of_a_second_counts_whole_seconds(autojump_clo
     async with auction(lot_seconds=2.5) as client, client.websocket("/ws/lot?user=a") as ws:
         start = trio.current_time()
         assert (await welcome(ws))["closes_in"] == 3  # rounded up
-        assert await ws.receive_json() == {"type": "tick", "closes_in": 2}
+        assert await got(ws) == {"type": "tick", "closes_in": 2}
         assert trio.current_time() - start == pytest.approx(0.5)
-        assert await ws.receive_json() == {"type": "tick", "closes_in": 1}
-        assert await ws.receive_json() == {"type": "sold", "amount": None, "by": None}
+        assert await got(ws) == {"type": "tick", "closes_in": 1}
+        assert await got(ws) == {"type": "sold", "amount": None, "by": None}
         assert trio.current_time() - start == pytest.approx(2.5)
 
 
@@ -288,7 +299,7 @@ async def test_a_room_keeps_its_lot_while_members_come_and_go(autojump_clock):
         async with client.websocket("/ws/lot?user=alice") as alice:
             await welcome(alice)
             await alice.send_json({"type": "bid", "amount": 4})
-            assert (await alice.receive_json())["type"] == "bid"
+            assert (await got(alice))["type"] == "bid"
         await trio.sleep(3)  # nobody in the room meanwhile
         async with client.websocket("/ws/lot?user=bob") as bob:
             joined = await welcome(bob)
@@ -306,7 +317,7 @@ async def test_a_rooms_tasks_end_with_its_last_member():
                 async with client.websocket("/ws/lot?user=bob") as bob:
                     await welcome(bob)
                     await bob.send_json({"type": "bid", "amount": amount})
-                    assert (await bob.receive_json())["type"] == "bid"
+                    assert (await got(bob))["type"] == "bid"
                 await trio.testing.wait_all_tasks_blocked()
                 assert living_tasks() > idle  # alice's connection, the room, its tasks
             await trio.testing.wait_all_tasks_blocked()
@@ -322,7 +333,7 @@ async def test_get_rooms_counts_connections_everywhere_and_here():
             client.websocket("/ws/a?user=alice") as a2,
         ):
             await welcome(a1)
-            await a2.receive_json()
+            await got(a2)
             async with client.websocket("/ws/b?user=bob") as b:
                 await welcome(b)
                 response = await client.get("/rooms")
@@ -358,3 +369,78 @@ async def test_a_room_name_too_long_is_refused():
 def test_a_lot_lasts_at_least_a_second(seconds):
     with pytest.raises(ValueError):
         make_app({"AUCTION_LOT_SECONDS": seconds})
+
+
+# -- offsets and resume ------------------------------------------------------------------------
+
+
+async def test_bids_chats_and_sales_carry_increasing_offsets(autojump_clock):
+    async with auction(lot_seconds=2) as client, client.websocket("/ws/r?user=alice") as alice:
+        first = await alice.receive_json()
+        assert "recovered" not in first  # no since: nothing to recover
+        await alice.send_json({"type": "bid", "amount": 3})
+        await alice.send_json({"type": "chat", "text": "hi"})
+        offsets = []
+        while len(offsets) < 3:
+            message = await alice.receive_json()
+            if message["type"] in ("bid", "chat", "sold"):
+                offsets.append(int(message["offset"]))
+            else:
+                assert "offset" not in message  # ticks and presence are not kept
+        assert offsets == sorted(set(offsets))
+
+
+async def test_a_client_that_reconnects_with_since_gets_what_it_missed(autojump_clock):
+    async with auction() as client:
+        async with client.websocket("/ws/r?user=alice") as alice:
+            await welcome(alice)
+            await alice.send_json({"type": "chat", "text": "before"})
+            seen = (await next_of(alice, "chat"))["offset"]
+            async with client.websocket("/ws/r?user=bob") as bob:
+                await welcome(bob)
+                await bob.send_json({"type": "bid", "amount": 5})
+                await bob.send_json({"type": "chat", "text": "while away"})
+                await next_of(bob, "chat")
+            # alice's second connection stands for her reconnect
+            async with client.websocket(f"/ws/r?user=alice&since={seen}") as again:
+                hello = await again.receive_json()
+                assert hello["type"] == "welcome" and hello["recovered"] is True
+                assert hello["high"] == {"amount": 5, "by": "bob"}
+                missed = [await next_stored(again), await next_stored(again)]
+                assert [m["type"] for m in missed] == ["bid", "chat"]
+                assert int(missed[0]["offset"]) > int(seen)
+                await again.send_json({"type": "chat", "text": "back"})
+                back = await next_stored(again)
+                assert back["text"] == "back" and int(back["offset"]) > int(missed[1]["offset"])
+
+
+async def test_an_offset_too_old_or_unknown_is_not_recovered(autojump_clock):
+    client = TestClient(make_app({"AUCTION_LOT_SECONDS": "30", "AUCTION_HISTORY": "3"}))
+    async with client, client.websocket("/ws/r?user=alice") as alice:
+        await welcome(alice)
+        await alice.send_json({"type": "chat", "text": "0"})
+        old = (await next_of(alice, "chat"))["offset"]
+        for n in range(4):
+            await alice.send_json({"type": "chat", "text": str(n)})
+            await next_of(alice, "chat")
+        for since in (old, "12345", "soon"):
+            async with client.websocket(f"/ws/r?user=bob&since={since}") as bob:
+                assert (await bob.receive_json())["recovered"] is False
+
+
+async def next_of(ws, kind: str) -> dict:
+    """The next message of type ``kind`` (bounded)."""
+    for _ in range(20):
+        message = await ws.receive_json()
+        if message["type"] == kind:
+            return message
+    raise AssertionError(f"no {kind!r} in 20 messages")
+
+
+async def next_stored(ws) -> dict:
+    """The next bid, chat or sale (bounded)."""
+    for _ in range(20):
+        message = await ws.receive_json()
+        if "offset" in message:
+            return message
+    raise AssertionError("no stored message in 20 messages")

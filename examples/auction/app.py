@@ -65,7 +65,11 @@ def make_app(env: Mapping[str, str] = os.environ) -> App:
     if not lot_seconds >= 1:  # (NaN too) shorter lots would be sold many times a second
         raise ValueError(f"AUCTION_LOT_SECONDS must be at least 1, not {lot_seconds}")
     hub = Broadcast(env.get("TRIOWEB_BROADCAST_URL") or None)
-    rooms = Rooms(hub, presence_ttl=float(env.get("AUCTION_PRESENCE_TTL", "5")))
+    rooms = Rooms(
+        hub,
+        presence_ttl=float(env.get("AUCTION_PRESENCE_TTL", "5")),
+        history=int(env.get("AUCTION_HISTORY", "1000")),  # bids, chats, sales kept per room
+    )
     app = App()
     app.use(hub)
     app.use(rooms)
@@ -108,7 +112,10 @@ def make_app(env: Mapping[str, str] = os.environ) -> App:
         # fenced: if another process has taken the room over, the write is refused
         # (LeaseLost, which ends this task), so a lot is never sold twice.
         update = await room.state.update(
-            lambda state: after if state == lot else None, announce=lambda _: sold, fenced=True
+            lambda state: after if state == lot else None,
+            announce=lambda _: sold,
+            fenced=True,
+            history=True,  # kept, with an offset, for members that resume
         )
         if update.applied:  # tell the new lot's length at once
             await room.publish({"type": "tick", "closes_in": closes_in(after, now)})
@@ -124,7 +131,9 @@ def make_app(env: Mapping[str, str] = os.environ) -> App:
                 return {**state, "high": {"amount": amount, "by": user}}
             return None
 
-        update = await room.state.update(place, announce=lambda new: {"type": "bid", **new["high"]})
+        update = await room.state.update(
+            place, announce=lambda new: {"type": "bid", **new["high"]}, history=True
+        )
         state = update.state
         if update.applied:
             return None
@@ -151,14 +160,18 @@ def make_app(env: Mapping[str, str] = os.environ) -> App:
             abort(401, "a user name is required: /ws/ROOM?user=NAME")  # before the accept
         if len(name) > MAX_ROOM:
             abort(400, f"a room name is at most {MAX_ROOM} characters")
-        async with ws, rooms.join(name, user=user) as member:
+        since = ws.query_params.get("since")  # the last offset a reconnecting client saw
+        async with ws, rooms.join(name, user=user, since=since) as member:
             room = member.room
             # The members right at the join, before any await: a presence change after this
             # moment is a later "presence" message (see tell_presence).
             welcome = {"type": "welcome", "you": user, "members": room.presence.users()}
+            if member.recovery is not None:  # exact: every bid, chat and sale since follows
+                welcome["recovered"] = member.recovery.exact
             lot, now = await current_lot(room)
             await ws.send_json({**welcome, "high": lot["high"], "closes_in": closes_in(lot, now)})
-            # The room's messages (queued since the join) only after the welcome.
+            # Then what it missed (if it resumed), then the room's messages queued since the
+            # join, none twice.
             nursery.start_soon(member.forward_to, ws)
             async for raw in ws:
                 try:
@@ -167,7 +180,7 @@ def make_app(env: Mapping[str, str] = os.environ) -> App:
                     await ws.send_json({"type": "error", "code": "bad_message", "detail": str(exc)})
                     continue
                 if message["type"] == "chat":
-                    await room.publish({"type": "chat", "by": user, "text": message["text"]})
+                    await room.history.append({"type": "chat", "by": user, "text": message["text"]})
                 elif (error := await bid(room, user, message["amount"])) is not None:
                     await ws.send_json(error)
 
