@@ -18,17 +18,28 @@ import pytest
 from conftest import THROUGH_RECEIVE
 
 TESTS = Path(__file__).parent
-#: Tests that run a real server (or other processes): the way in does not change them.
+#: Tests that never use the test client (a real server, other processes, or no connection at
+#: all): the way in does not change them.
 REAL_SERVER = {
     "test_bench_harness.py",
     "test_broadcast_redis.py",
+    "test_broadcast_redis_churn.py",
     "test_browser.py",
     "test_cli.py",
+    "test_deflate.py",
+    "test_edge.py",
     "test_hostile.py",
     "test_http2_attack.py",
+    "test_http_edge.py",
     "test_integration.py",
+    "test_phases.py",
+    "test_rooms_processes.py",
+    "test_rooms_redis.py",
+    "test_rooms_review.py",
     "test_soak.py",
     "test_ways_in.py",
+    "test_wire_h2.py",
+    "test_ws_stream_unit.py",
 }
 
 
