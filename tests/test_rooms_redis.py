@@ -280,3 +280,23 @@ async def test_a_history_lost_with_redis_never_recovers_an_old_offset(redis_serv
             assert not (await ann.room.history.recover(old)).exact
             new = await ann.room.history.append({"n": 2})
             assert int(new) > int(old)
+
+
+async def test_stored_messages_lost_by_pubsub_come_back_from_the_history(redis_server):
+    async with two_processes(redis_server.url) as (here, there):
+        async with here.join("r", user="ann") as ann, there.join("r", user="bob") as bob:
+            first = await bob.room.history.append({"n": 0})
+            assert json.loads(await ann.messages.receive())["offset"] == first
+            client = coredis.Redis.from_url(redis_server.url)
+            async with client:
+                # Cut every pub/sub connection: ann's process reconnects (coredis does it by
+                # itself) and loses whatever is published meanwhile: a gap.
+                await client.client_kill(type_=coredis.PureToken.PUBSUB)
+            sent = [first] + [await bob.room.history.append({"n": n}) for n in range(1, 30)]
+            got = [first]
+            with trio.fail_after(5):
+                while len(got) < len(sent):
+                    item = await ann.messages.receive()
+                    assert isinstance(item, str), f"a gap reached the member: {item}"
+                    got.append(json.loads(item)["offset"])
+            assert got == sent

@@ -36,7 +36,7 @@ from .._failures import leaves
 from ..broadcast import Broadcast, Gap, OverflowPolicy, SubscriberTooSlow, Subscription
 from ..broadcast._fanout import Fanout
 from ..broadcast.hub import encode
-from ._history import RoomHistory
+from ._history import RoomHistory, offset_of
 from ._member import Member
 from ._ownership import hold_ownership
 from ._presence import Presence
@@ -313,9 +313,18 @@ class Room:
             await self._users_changed.wait()
 
     async def _relay(self, *, task_status: trio.TaskStatus[None]) -> None:
-        """The room's messages, subscribed once per process, to each local member's queue."""
+        """The room's messages, subscribed once per process, to each local member's queue.
+
+        Pub/sub loses what is published while the broker connection is down (a Gap). The
+        stored messages lost that way are read back from the history, once for the whole
+        process, and delivered in their place, in order; live ones the history already gave
+        are skipped. Only if the history cannot say for sure (the process had relayed no
+        stored message yet, or the history moved past) do the members see the Gap.
+        """
         hub, fanout, name = self.settings.hub, self._fanout, self.name
         started = False
+        last: int | None = None  # the last stored message's offset delivered
+        skip_through: int | None = None  # live messages up to this one came from the history
         while True:
             try:
                 async with hub.subscribe(
@@ -326,12 +335,34 @@ class Room:
                         task_status.started()
                     async for item in messages:
                         if isinstance(item, Gap):
-                            fanout.gap(name, item.reason)
-                        else:
-                            fanout.deliver(name, item)
+                            recovered = await self._recover_after(last)
+                            if recovered is None:
+                                fanout.gap(name, item.reason)
+                                continue
+                            for message in recovered:
+                                fanout.deliver(name, message)
+                                last = skip_through = offset_of(message)
+                            continue
+                        offset = offset_of(item)
+                        if offset is not None:
+                            if skip_through is not None and offset <= skip_through:
+                                continue
+                            skip_through = None
+                            last = offset
+                        fanout.deliver(name, item)
             except SubscriberTooSlow:
                 # The relay never waits, so this takes a starved process: say so, go on.
                 fanout.gap(name, "the room's relay fell behind")
+
+    async def _recover_after(self, last: int | None) -> tuple[str, ...] | None:
+        """The stored messages after offset ``last``, if the history has them all."""
+        if last is None:
+            return None
+        try:
+            recovery = await self.history.recover(str(last))
+        except RoomUnavailable:
+            return None
+        return recovery.messages if recovery.exact else None
 
     def _released_event(self) -> trio.Event:
         """An event set when the room's owner gives up its lease (a fresh one each call)."""
