@@ -33,10 +33,10 @@ HTTP 401). The server sends:
 
 Clients send ``{"type": "bid", "amount": N}`` (a positive integer) and ``{"type": "chat",
 "text": T}``. ``offset`` (a string, opaque to clients, strictly increasing per room in the
-order of publication) marks what a reconnecting client passes as ``since``. ``members`` is the sorted list of distinct user names in the room, in every
-process; ``high`` is ``{"amount": N, "by": NAME}`` or ``null``. ``GET /rooms`` gives
-``{ROOM: {"members": N, "local": N}}`` (connections in every process, and in this one) for
-the rooms this process has members in.
+order of publication) marks what a reconnecting client passes as ``since``. ``members`` is the
+sorted list of distinct user names in the room, in every process; ``high`` is ``{"amount": N,
+"by": NAME}`` or ``null``. ``GET /rooms`` gives ``{ROOM: {"members": N, "local": N}}``
+(connections in every process, and in this one) for the rooms this process has members in.
 """
 
 from .app import app, make_app
