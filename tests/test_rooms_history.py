@@ -172,7 +172,6 @@ async def test_a_bad_since_is_not_recovered_and_not_an_error(rooms):
                 assert (await ws.receive_json())["recovered"] is False
 
 
-@pytest.mark.xfail(strict=True, reason="an up-to-date resume skips nothing: the fix follows")
 async def test_an_up_to_date_resume_skips_a_late_live_copy_of_the_last_message(rooms):
     # A client that saw the room's newest message (through another process) resumes with its
     # offset: exact, nothing to replay. This process's relay may deliver that message after
