@@ -15,9 +15,8 @@ What is proved:
    (``recovered: true``); one that missed 6 gets ``recovered: false``, no replay, and then
    only live messages, newer than all before;
 3. an offset the room never gave (``12345``, ``0``, one above the newest, a million above,
-   a 20-digit one) is
-   ``recovered: false``, no replay; the last offset itself is ``recovered: true``, nothing
-   replayed, nothing twice;
+   a 20-digit one) is ``recovered: false``, no replay; the newest offset itself is
+   ``recovered: true``, nothing replayed, nothing twice;
 4. without ``since``: no ``recovered`` in the welcome, no replay.
 
 The time from a reconnect's handshake to the last replayed message of a 100-message gap is
