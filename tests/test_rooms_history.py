@@ -170,3 +170,28 @@ async def test_a_bad_since_is_not_recovered_and_not_an_error(rooms):
         for since in ("abc", "-1", "1" * 40, "%F0%9F%98%80"):
             async with client.websocket(f"/ws/r?user=ann&since={since}") as ws:
                 assert (await ws.receive_json())["recovered"] is False
+
+
+async def test_an_up_to_date_resume_skips_a_late_live_copy_of_the_last_message(rooms):
+    # A client that saw the room's newest message (through another process) resumes with its
+    # offset: exact, nothing to replay. This process's relay may deliver that message after
+    # the join (it lags the other one): the member must not get it a second time.
+    async with rooms.hub.lifespan(), rooms.lifespan(), rooms.join("r", user="writer") as writer:
+        history = writer.room.history
+        last = await history.append({"n": 1})
+        late = await writer.messages.receive()  # as the relay delivers it
+        async with rooms.join("r", user="reader", since=last) as reader:
+            assert reader.recovery is not None and reader.recovery.exact
+            assert reader.recovery.messages == ()
+            reader.room.send_local(late)  # the lagging relay delivers it now
+            following = await history.append({"n": 2})
+            got: list[str] = []
+
+            class Socket:
+                async def send_frame(self, message: str) -> None:
+                    got.append(json.loads(message)["offset"])
+                    forwarding.cancel()
+
+            with trio.CancelScope() as forwarding:
+                await reader.forward_to(Socket())  # type: ignore[arg-type]
+        assert got == [following]  # not `last` again

@@ -24,7 +24,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from itertools import pairwise
@@ -116,19 +116,29 @@ async def _drain(stream: Any) -> None:
         pass
 
 
+ROOMS_APP = "tests.rooms_app:app"
+
+
 @asynccontextmanager
-async def two_servers(redis_url: str, logs: Path) -> AsyncIterator[tuple[Server, Server]]:
-    """Two servers of rooms_app on ``redis_url`` for the block, killed at the end. Their logs
-    (stderr) must show no error; they are printed if the block failed."""
+async def two_servers(
+    redis_url: str, logs: Path, app: str = ROOMS_APP, settings: Mapping[str, str] | None = None
+) -> AsyncIterator[tuple[Server, Server]]:
+    """Two servers of ``app`` (rooms_app unless told) on ``redis_url`` for the block, killed at
+    the end. ``settings``: the app's environment variables (rooms_app's short TTLs unless
+    told). Their logs (stderr) must show no error; they are printed if the block failed."""
+    if settings is None:
+        settings = {
+            "ROOMS_REDIS_URL": redis_url,
+            "ROOMS_PRESENCE_TTL": str(PRESENCE_TTL),
+            "ROOMS_LEASE_TTL": str(LEASE_TTL),
+            "ROOMS_LOT_SECONDS": str(LOT_SECONDS),
+        }
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        "ROOMS_REDIS_URL": redis_url,
-        "ROOMS_PRESENCE_TTL": str(PRESENCE_TTL),
-        "ROOMS_LEASE_TTL": str(LEASE_TTL),
-        "ROOMS_LOT_SECONDS": str(LOT_SECONDS),
+        **settings,
     }
-    command = [sys.executable, "-m", "trioweb", "run", "tests.rooms_app:app"]
+    command = [sys.executable, "-m", "trioweb", "run", app]
     command += ["--host", HOST, "--port", "0", "--no-access-log"]
     servers: list[Server] = []
     ok = False
@@ -151,7 +161,8 @@ async def two_servers(redis_url: str, logs: Path) -> AsyncIterator[tuple[Server,
                         starting.start_soon(announced)
             for server in servers:
                 nursery.start_soon(_drain, server.process.stdout)
-                assert (await server.status())["pid"] == server.pid  # kill -9 hits the server
+                if app == ROOMS_APP:  # (its GET /pid)
+                    assert (await server.status())["pid"] == server.pid  # kill -9 hits the server
             yield servers[0], servers[1]
             ok = True
         finally:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ..broadcast import Gap, Subscription
-from ._history import offset_of
+from ._history import offset_of, parse_offset
 from ._store import PresenceEntry, Recovery
 from .errors import RoomFailed, RoomUnavailable
 
@@ -53,12 +53,17 @@ class Member:
     def __repr__(self) -> str:
         return f"<Member {self.entry.user!r} of room {self.room.name!r}>"
 
-    def resume(self, recovery: Recovery) -> None:
-        """Send ``recovery``'s messages first, and skip the live ones they already hold."""
+    def resume(self, recovery: Recovery, since: str | None = None) -> None:
+        """Send ``recovery``'s messages first, and skip the live ones they already hold; with
+        ``since`` (the offset recovered from), those the client had before, too."""
         self.recovery = recovery
-        if recovery.exact and recovery.messages:
+        if recovery.exact:
             self._replay = list(recovery.messages)
-            self._after = offset_of(recovery.messages[-1])
+            # Up to date (nothing to replay), the client still had the messages up to `since`:
+            # one may reach this process's relay after the join (the client got it through
+            # another process), and must not be sent again.
+            last = recovery.messages[-1] if recovery.messages else None
+            self._after = offset_of(last) if last is not None else parse_offset(since)
 
     @property
     def id(self) -> str:

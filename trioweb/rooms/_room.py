@@ -176,7 +176,7 @@ class Room:
             if since is not None:
                 # After the member's queue is filled (from the start of the join on): what the
                 # history has, then the live messages it has not (see Member.forward_to).
-                member.resume(await self.history.recover(since))
+                member.resume(await self.history.recover(since), since)
             with member.cancellable():
                 yield member
         finally:
