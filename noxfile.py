@@ -1,4 +1,5 @@
-"""Development sessions: ``nox -s tests``, ``nox -s lint``, ``nox -s docs``, ``nox -s bench``,
+"""Development sessions: ``nox -s tests``, ``nox -s long``, ``nox -s lint``, ``nox -s docs``,
+``nox -s bench``,
 ``nox -s hypercorn_compat`` (hypercorn's own WebSocket stream tests against trioweb's stream)."""
 
 import tarfile
@@ -25,6 +26,14 @@ def tests(session: nox.Session) -> None:
     """Run the test suite (unit and integration)."""
     session.install("-e", ".[dev]")
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def long(session: nox.Session) -> None:
+    """The long suites the README's test command leaves out: two real server processes on one
+    Redis (rooms, resume, kill -9) and the benchmark harness's smoke runs."""
+    session.install("-e", ".[dev]")
+    session.run("pytest", "-m", "long", *session.posargs)
 
 
 @nox.session

@@ -21,6 +21,9 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks import apps, report, runner  # noqa: E402
 
+#: Several server processes or the benchmark harness: `nox -s long` (or `pytest -m long`).
+pytestmark = pytest.mark.long
+
 
 def test_smoke_run_covers_trioweb_and_the_bare_app(tmp_path: Path) -> None:
     out = tmp_path / "out"

@@ -36,10 +36,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import pytest
 import trio
 from helpers import HOST
 from test_rooms_processes import Client, Server, ms, two_servers
 from trio_websocket import open_websocket_url
+
+#: Several server processes or the benchmark harness: `nox -s long` (or `pytest -m long`).
+pytestmark = pytest.mark.long
 
 AUCTION = "examples.auction:app"
 ROOM = "lot"

@@ -32,11 +32,15 @@ from pathlib import Path
 from typing import Any
 
 import coredis
+import pytest
 import trio
 from helpers import HOST
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 from trioweb.broadcast import Broadcast
+
+#: Several server processes or the benchmark harness: `nox -s long` (or `pytest -m long`).
+pytestmark = pytest.mark.long
 
 ROOT = Path(__file__).resolve().parent.parent
 

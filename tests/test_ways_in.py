@@ -33,6 +33,7 @@ REAL_SERVER = {
     "test_http_edge.py",
     "test_integration.py",
     "test_phases.py",
+    "test_resume_processes.py",
     "test_rooms_processes.py",
     "test_rooms_redis.py",
     "test_rooms_review.py",
