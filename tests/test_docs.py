@@ -718,6 +718,31 @@ async def test_auth_decorator() -> None:
                 pass
 
 
+async def test_browser_denials(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "myapp")
+    browser = {"origin": "http://testserver"}
+    async with TestClient(snippet("browser_denials").app) as client:
+        async with client.websocket("/feed", headers=browser) as ws:
+            with pytest.raises(WebSocketClosed) as closed:
+                await ws.receive()
+        assert (closed.value.code, closed.value.reason) == (4401, "log in first")
+        with pytest.raises(WebSocketDenied) as denied:  # no Origin: not a browser
+            async with client.websocket("/feed"):
+                pass
+        assert (denied.value.status_code, denied.value.body) == (401, b"log in first")
+        async with client.websocket("/feed?token=t0k-alice", headers=browser) as ws:
+            assert await ws.receive_json() == {"hello": "alice"}
+        with pytest.raises(WebSocketDenied) as denied:
+            async with client.websocket("/internal?token=t0k-alice", headers=browser):
+                pass
+        assert denied.value.status_code == 403
+    assert [r.getMessage() for r in caplog.records if r.name == "myapp"] == [
+        "refused /feed with 401",
+        "refused /feed with 401",
+        "refused /internal with 403",
+    ]
+
+
 async def test_allowed_origins() -> None:
     async def opens(path: str, origin: str | None) -> bool:
         headers = {} if origin is None else {"origin": origin}
