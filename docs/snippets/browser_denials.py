@@ -2,7 +2,7 @@ import logging
 
 from trioweb import App, WebSocket, abort
 
-# Browsers' pages cannot read the status of a refused handshake: tell them with a close code.
+# A page cannot read the status of a refused handshake: tell it with a close code.
 app = App(browser_denials="close")
 log = logging.getLogger("myapp")
 TOKENS = {"t0k-alice": "alice"}
@@ -30,7 +30,7 @@ async def feed(ws: WebSocket) -> None:
         await ws.send_json({"hello": ws.state.user})
 
 
-# A route for scripts and services only, whose clients can read statuses: HTTP for everyone.
+# A route for scripts and services, which read statuses: HTTP for everyone.
 @app.websocket("/internal", browser_denials="http")
 async def internal(ws: WebSocket) -> None:
     abort(403, "not from a browser")
