@@ -23,6 +23,7 @@ REAL_SERVER = {
     "test_bench_harness.py",
     "test_broadcast_redis.py",
     "test_browser.py",
+    "test_browser_client.py",
     "test_cli.py",
     "test_hostile.py",
     "test_http2_attack.py",

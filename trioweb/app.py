@@ -12,6 +12,7 @@ import trio
 
 from . import _hypercorn_guard
 from ._background import BackgroundFailurePolicy, BackgroundTasks
+from ._client import client_handler
 from ._deflate import Compression
 from ._http_serving import HTTPHooks, serve_http
 from ._lifespan import ALREADY_RUNNING, Extension, Lifecycle
@@ -257,6 +258,17 @@ class App:
     def delete(self, path: str, **options: Any) -> Callable[[F], F]:
         """Register a DELETE handler."""
         return self.route(path, ["DELETE"], **options)
+
+    def serve_client(self, path: str = "/trioweb.js") -> None:
+        """Serve trioweb's browser client, an ES module, at ``path`` (GET and HEAD).
+
+        Pages import it with ``import { connect } from "/trioweb.js"``; see the browser client
+        reference in the docs. It is answered from memory as ``text/javascript;
+        charset=utf-8``, with an ``ETag`` and ``Cache-Control: no-cache``: browsers revalidate
+        it on each load and get a 304 until trioweb is upgraded. ``before_request`` hooks run
+        for it as for any route.
+        """
+        self.router.add(Route(path, client_handler(), frozenset({"GET", "HEAD"}), HTTPOptions()))
 
     # -- hooks --------------------------------------------------------------------------
 
