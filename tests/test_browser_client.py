@@ -10,6 +10,7 @@ set small. Needs Debian's ``chromium``: skipped without it, failed in CI.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import tomllib
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from trioweb._client import client_source
 from trioweb.testing import TestClient
 
 STEP = 5  # seconds for any one thing to happen in the page
+SNIPPETS = Path(__file__).parent.parent / "docs" / "snippets"
 
 #: The test page: every event of the connection, in order, in `log` and as an item of #events.
 PAGE = """<!doctype html><title>client</title><ol id="events"></ol>
@@ -158,6 +160,15 @@ def feed_app() -> tuple[App, Script]:
         await answer(ws)
 
     return app, script
+
+
+async def see(page: Page, selector: str, text: str) -> None:
+    """Wait (bounded) until ``page`` shows ``text`` in an element matching ``selector``."""
+    with trio.move_on_after(STEP) as waited:
+        await page.wait_for_text(selector, text)
+    if waited.cancelled_caught:
+        shown = await page.texts(f"{selector}, #status")
+        pytest.fail(f"{text!r} not shown in {selector} within {STEP}s; the page shows {shown}")
 
 
 async def until(page: Page, predicate: str) -> None:
@@ -368,6 +379,68 @@ async def test_the_backoff_doubles_to_its_cap_and_starts_over_after_a_stable_con
     # 100, 200, then the cap (300 of 400); after a socket open for 600 ms, 100 again.
     assert delays == pytest.approx([99.9, 199.8, 299.7, 99.9])
     assert len(script.attempts["/backoff"]) == 5
+
+
+# -- the example of the docs --------------------------------------------------------------------
+
+
+def docs_example() -> Any:
+    """A fresh copy of docs/snippets/client_feed.py (docs/browser-client.md's example)."""
+    spec = importlib.util.spec_from_file_location("client_feed", SNIPPETS / "client_feed.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_the_docs_example_page_logs_in_talks_and_comes_back_after_a_restart(
+    chromium: str, tmp_path: Path
+) -> None:
+    example = docs_example()
+    resumed_from = []
+
+    @example.app.before_websocket
+    async def note(ws: WebSocket) -> None:
+        resumed_from.append(ws.query_params.get("since"))
+
+    with trio.fail_after(30):
+        async with launch(chromium, tmp_path / "profile") as browser:
+            page = await browser.new_page()
+            async with serving(example.app) as server:
+                await page.navigate(server.url("/", scheme="http"))
+                await see(page, "#status", "please log in (log in first)")
+                await page.navigate(server.url("/?token=let-me-in", scheme="http"))
+                await see(page, "#status", "connected")
+                await page.type("#say [name=text]", "hello")
+                await page.press_enter()
+                await see(page, "#messages li", "hello")
+                example.feed.publish({"type": "said", "text": "from elsewhere"})
+                await see(page, "#messages li", "from elsewhere")
+                # (Marked, to tell a resume, which keeps them, from a reset, which redraws.)
+                await page.evaluate(
+                    "document.querySelectorAll('li').forEach((li) => li.dataset.kept = 1)"
+                )
+            # The server restarts (a shutdown closes with 1001); meanwhile the feed goes on.
+            await until(
+                page, "document.querySelector('#status').textContent.startsWith('reconnecting')"
+            )
+            example.feed.publish({"type": "said", "text": "while you were away"})
+            async with serving(example.app, port=server.port):
+                await see(page, "#status", "connected")
+                await see(page, "#messages li", "while you were away")
+                example.feed.publish({"type": "said", "text": "back"})
+                await see(page, "#messages li", "back")
+                # Resumed, not reloaded: each message once, in order, the first two kept.
+                assert await page.texts("#messages li") == [
+                    "hello",
+                    "from elsewhere",
+                    "while you were away",
+                    "back",
+                ]
+                kept = "Array.from(document.querySelectorAll('li'), (li) => li.dataset.kept)"
+                assert await page.evaluate(kept) == ["1", "1", None, None]
+            assert page.errors == []
+    assert resumed_from == [None, None, "2"]  # denied; logged in; back after the restart
 
 
 # -- serving the module ------------------------------------------------------------------------
