@@ -117,7 +117,10 @@ def feed_app() -> tuple[App, Script]:
             await ws.send_json({"offset": "2"})  # (a replay that overlaps: dropped)
             await ws.send_json({"offset": "3"})
             await ws.close(1012, "restarting again")
-        else:  # the history was lost: start over, with offsets of a new life
+        elif attempt == 2:  # the history was lost: start over; and restart before any message
+            await ws.send_json(welcome(False))
+            await ws.close(1012, "restarting once more")
+        else:  # offsets of a new life
             await ws.send_json(welcome(False))
             await ws.send_json({"offset": "1000"})
             await answer(ws)
@@ -201,7 +204,8 @@ async def test_messages_json_and_text_and_offsets_dropped_unless_new(
     app, script = feed_app()
     with trio.fail_after(20):
         async with serving(app) as server, launch(chromium, tmp_path / "profile") as browser:
-            page = await started(browser, server, "/normal?room=r")
+            # An offset saved from an earlier visit, which the server cannot resume from.
+            page = await started(browser, server, "/normal?room=r", since="7")
             await until(page, "count('message') === 5")
             assert await page.evaluate("socket.send({hello: 'server'})")
             assert await page.evaluate("socket.sendText(JSON.stringify([1, 2]))")
@@ -218,10 +222,10 @@ async def test_messages_json_and_text_and_offsets_dropped_unless_new(
             seen = await events(page)
             assert page.errors == []
         await server.ended.wait()
-    url = f"ws://127.0.0.1:{server.port}/normal?room=r"
+    url = f"ws://127.0.0.1:{server.port}/normal?room=r&since=7"
     assert seen == [
         ("open", {"url": url}),
-        ("reset", welcome(False)),  # a first connection has nothing to recover
+        ("reset", welcome(False)),  # and "7" is forgotten: "1" and "2" are not dropped
         ("message", welcome(False)),
         ("message", {"offset": "1", "n": "1"}),
         ("message", {"offset": "2", "n": "2"}),
@@ -232,6 +236,7 @@ async def test_messages_json_and_text_and_offsets_dropped_unless_new(
         ("message", {"echo": [1, 2]}),
         ("close", {"code": 1000, "reason": "", "willRetry": False, "delay": None}),
     ]
+    assert script.attempts["/normal"] == [{"room": "r", "since": "7"}]
     assert script.closes["/normal"] == [1000]
 
 
@@ -242,19 +247,22 @@ async def test_a_restart_reconnects_after_a_backoff_and_resumes_from_the_last_of
     with trio.fail_after(20):
         async with serving(app) as server, launch(chromium, tmp_path / "profile") as browser:
             page = await started(browser, server, "/restart?room=r&x=%C3%A9", retryBase=100)
-            await until(page, "count('open') === 3 && count('message') === 6")
+            await until(page, "count('open') === 4 && count('message') === 8")
             seen = await events(page)
             assert page.errors == []
-    # Each attempt kept the page's own query and resumed from the last offset it saw.
+    # Each attempt kept the page's own query and resumed from the last offset it saw, if any
+    # since the last reset.
     assert script.attempts["/restart"] == [
         {"room": "r", "x": "é"},
         {"room": "r", "x": "é", "since": "2"},
         {"room": "r", "x": "é", "since": "3"},
+        {"room": "r", "x": "é"},
     ]
     closes = [detail for name, detail in seen if name == "close"]
     assert [(c["code"], c["reason"], c["willRetry"]) for c in closes] == [
         (1012, "restarting", True),
         (1012, "restarting again", True),
+        (1012, "restarting once more", True),
     ]
     # Full jitter: anywhere from 0 up to retryBase * 2^n, n the failures in a row.
     assert 0 <= closes[0]["delay"] <= 100
@@ -271,6 +279,9 @@ async def test_a_restart_reconnects_after_a_backoff_and_resumes_from_the_last_of
         ("message", {"offset": "3"}),  # and not "2" a second time
         ("open", {"url": f"ws://127.0.0.1:{server.port}/restart?room=r&x=%C3%A9&since=3"}),
         ("reset", welcome(False)),  # not exact: the app reloads its state
+        ("message", welcome(False)),
+        ("open", {"url": f"ws://127.0.0.1:{server.port}/restart?room=r&x=%C3%A9"}),
+        ("reset", welcome(False)),
         ("message", welcome(False)),
         ("message", {"offset": "1000"}),
     ]

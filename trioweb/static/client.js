@@ -82,7 +82,8 @@ export class Connection {
     const unknown = Object.keys(options).filter((name) => !(name in DEFAULTS));
     if (unknown.length) throw new TypeError(`unknown option(s): ${unknown.join(", ")}`);
     this.#url = url;
-    this.#options = { ...DEFAULTS, ...options };
+    const given = Object.entries(options).filter(([, value]) => value !== undefined);
+    this.#options = { ...DEFAULTS, ...Object.fromEntries(given) };
     this.#lastOffset = this.#options.since ?? null;
     this.#open(); // a URL that is no URL throws here, to the caller
   }
@@ -136,7 +137,11 @@ export class Connection {
     if (url.protocol === "http:") url.protocol = "ws:";
     else if (url.protocol === "https:") url.protocol = "wss:";
     url.hash = "";
-    if (this.#lastOffset !== null) url.searchParams.set(this.#options.sinceParam, this.#lastOffset);
+    // The client owns this parameter: the last offset, or none (the `since` option gives the
+    // first one).
+    const name = this.#options.sinceParam;
+    if (this.#lastOffset !== null) url.searchParams.set(name, this.#lastOffset);
+    else if (url.searchParams.has(name)) url.searchParams.delete(name);
     return url.href;
   }
 
@@ -190,6 +195,7 @@ export class Connection {
       if (!exact) this.#lastOffset = null; // what comes now is a new stream: no old baseline
       if (offset !== undefined && this.#isNew(offset)) this.#lastOffset = offset;
       this.#emit(exact ? "recovered" : "reset", parsed ? value : data);
+      if (this.#state !== "open") return; // a listener closed the connection
     } else if (offset !== undefined) {
       if (!this.#isNew(offset)) return; // seen already: a duplicate of a replay, dropped
       this.#lastOffset = offset;
