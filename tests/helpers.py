@@ -43,9 +43,10 @@ class Server:
 
 @asynccontextmanager
 async def serving(
-    app: trioweb.App, *, graceful_timeout: float = 2.0, **options: Any
+    app: trioweb.App, *, graceful_timeout: float = 2.0, port: int = 0, **options: Any
 ) -> AsyncIterator[Server]:
-    """Serve ``app`` with ``trioweb.serve`` on a free loopback port for the block.
+    """Serve ``app`` with ``trioweb.serve`` on a free loopback port for the block (or on
+    ``port``: the one a server before it had, say, to restart it).
 
     ``options`` go to ``serve()`` (hypercorn settings such as ``ping_interval``). Leaving the
     block shuts the server down gracefully and waits until it has.
@@ -59,7 +60,7 @@ async def serving(
                 await trioweb.serve(
                     app,
                     host=HOST,
-                    port=0,
+                    port=port,
                     handle_signals=False,
                     shutdown_trigger=stop.wait,
                     graceful_timeout=graceful_timeout,

@@ -718,6 +718,72 @@ async def test_auth_decorator() -> None:
                 pass
 
 
+async def test_browser_denials(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "myapp")
+    browser = {"origin": "http://testserver"}
+    async with TestClient(snippet("browser_denials").app) as client:
+        async with client.websocket("/feed", headers=browser) as ws:
+            with pytest.raises(WebSocketClosed) as closed:
+                await ws.receive()
+        assert (closed.value.code, closed.value.reason) == (4401, "log in first")
+        with pytest.raises(WebSocketDenied) as denied:  # no Origin: not a browser
+            async with client.websocket("/feed"):
+                pass
+        assert (denied.value.status_code, denied.value.body) == (401, b"log in first")
+        async with client.websocket("/feed?token=t0k-alice", headers=browser) as ws:
+            assert await ws.receive_json() == {"hello": "alice"}
+        with pytest.raises(WebSocketDenied) as denied:
+            async with client.websocket("/internal?token=t0k-alice", headers=browser):
+                pass
+        assert denied.value.status_code == 403
+    assert [r.getMessage() for r in caplog.records if r.name == "myapp"] == [
+        "refused /feed with 401",
+        "refused /feed with 401",
+        "refused /internal with 403",
+    ]
+
+
+async def test_the_browser_clients_feed() -> None:
+    example = snippet("client_feed")
+    browser = {"origin": "http://testserver"}
+    async with TestClient(example.app) as client:
+        page = await client.get("/")
+        assert page.content == (SNIPPETS / "client_page.html").read_bytes()
+        assert page.headers["content-type"] == "text/html; charset=utf-8"
+        assert (await client.get("/trioweb.js")).status_code == 200
+        async with client.websocket("/feed", headers=browser) as ws:
+            with pytest.raises(WebSocketClosed) as closed:
+                await ws.receive()
+        assert (closed.value.code, closed.value.reason) == (4401, "log in first")
+
+        feed = "/feed?token=let-me-in"
+        async with client.websocket(feed, headers=browser) as ws:
+            assert await ws.receive_json() == {
+                "type": "welcome",
+                "recovered": False,
+                "recent": [],
+            }
+            await ws.send_json({"type": "ping"})
+            assert await ws.receive_json() == {"type": "pong"}
+            await ws.send_json({"type": "say", "text": "one"})
+            assert await ws.receive_json() == {"offset": "1", "type": "said", "text": "one"}
+        example.feed.publish({"type": "said", "text": "two"})  # while the page was away
+        async with client.websocket(feed + "&since=1") as ws:
+            assert await ws.receive_json() == {"type": "welcome", "recovered": True}
+            assert await ws.receive_json() == {"offset": "2", "type": "said", "text": "two"}
+        # From an offset this feed never gave, or too long ago: start over.
+        for _ in range(1000):
+            example.feed.publish({"type": "said", "text": "more"})
+        for since in ("1003", "0", "x"):
+            async with client.websocket(f"{feed}&since={since}") as ws:
+                welcome = await ws.receive_json()
+            assert welcome["recovered"] is False
+            assert [m["offset"] for m in welcome["recent"]] == [str(n) for n in range(983, 1003)]
+        async with client.websocket(feed + "&since=2") as ws:  # still kept: the oldest
+            assert (await ws.receive_json())["recovered"] is True
+            assert (await ws.receive_json())["offset"] == "3"
+
+
 async def test_allowed_origins() -> None:
     async def opens(path: str, origin: str | None) -> bool:
         headers = {} if origin is None else {"origin": origin}

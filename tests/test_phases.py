@@ -85,6 +85,9 @@ def test_before_accept_the_handshake_gets_an_http_answer():
     )
     # Nothing said: a close before accept, which servers answer with HTTP 403.
     assert end_of_session(Phase.CONNECTING, [], [], None, None) == Close(1000, "")
+    # A WebSocketClose's reason goes with it (a denial sent as a close, 4403, carries it).
+    close = WebSocketClose(4001, "bye")
+    assert end_of_session(Phase.CONNECTING, [], [close], None, None) == Close(4001, "bye")
 
 
 def test_a_socket_closed_already_needs_nothing_more():

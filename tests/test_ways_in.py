@@ -25,6 +25,7 @@ REAL_SERVER = {
     "test_broadcast_redis.py",
     "test_broadcast_redis_churn.py",
     "test_browser.py",
+    "test_browser_client.py",
     "test_cli.py",
     "test_deflate.py",
     "test_edge.py",

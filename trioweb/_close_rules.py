@@ -57,7 +57,8 @@ def end_of_session(
 
     - Closed already (by the app or the client): nothing.
     - Not accepted yet: the denial if one was given; else 500 for an error, the status of an
-      ``abort()``, 503 for a shutdown; else a close, which before accept is HTTP 403.
+      ``abort()``, 503 for a shutdown; else a close (a ``WebSocketClose``'s code and reason, or
+      1000), which before accept is HTTP 403.
     - Accepted: the code the close table gives the errors and controls; with none, the close
       the server decided (1008 overflow, 1009, 1001 idle or shutdown), else 1000.
     """
@@ -72,7 +73,8 @@ def end_of_session(
             return Deny(http.status_code, http.detail.encode(), _raw(http.headers))
         if server_close is not None and server_close[0] == CloseCode.GOING_AWAY:
             return Deny(503, b"server shutting down")
-        return Close(CloseCode.NORMAL, "")
+        # A WebSocketClose's reason goes with it: a denial sent as a close (4403) carries it.
+        return Close(*close_for([], controls))
     if errors or controls or server_close is None:
         return Close(*close_for(errors, controls))
     return Close(*server_close)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from http import HTTPStatus
 
 import trio
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled, current_task
@@ -71,6 +72,9 @@ class Connection:
         "close_reason",
         "close_timeout",
         "compression",
+        "denial_status",
+        "denial_subprotocol",
+        "denials_by_close",
         "idle_timeout",
         "inbox",
         "max_message_size",
@@ -123,6 +127,14 @@ class Connection:
         #: A close the server decided on its own (inbox overflow, shutdown), still to be sent.
         self.server_close: tuple[int, str] | None = None
         self.supports_denial = "websocket.http.response" in (scope.get("extensions") or {})
+        #: A 4xx denial is an accept and a close ``4000 + status`` (a browser's handshake on a
+        #: route with ``browser_denials="close"``), not an HTTP response.
+        self.denials_by_close = False
+        #: The subprotocol such a denial accepts with: the client's first offer, if it made any
+        #: (a browser drops a socket accepted without one of the subprotocols it offered).
+        self.denial_subprotocol: str | None = None
+        #: The HTTP status the handshake was refused with, however it reached the client.
+        self.denial_status: int | None = None
 
     # -- the handshake ------------------------------------------------------------------
 
@@ -192,6 +204,10 @@ class Connection:
                 )
             self._mark_closed_by_app(None, None)
             with trio.CancelScope(shield=True):
+                if self.denials_by_close and 400 <= status <= 499:
+                    await self._deny_by_close(status, body.decode("utf-8", errors="replace"))
+                    return
+                self.denial_status = status if self.supports_denial else 403
                 if not self.supports_denial:
                     await self._server_send(
                         {"type": "websocket.close", "code": CloseCode.POLICY_VIOLATION}
@@ -203,6 +219,33 @@ class Connection:
                 await self._server_send({"type": "websocket.http.response.body", "body": body})
         finally:
             lock.release()
+
+    async def _deny_by_close(self, status: int, reason: str) -> None:
+        """Refuse the handshake in a way a browser's page can read: accept, then close at once
+        with ``4000 + status`` and ``reason`` (the status phrase if empty).
+
+        Called holding the send lock, shielded, once the socket is marked closed by the app.
+        """
+        code = self.close_code = 4000 + status
+        reason = self.close_reason = truncate_reason(reason or _phrase(status))
+        self.denial_status = status
+        accept: Message = {
+            "type": "websocket.accept",
+            "headers": [],
+            # No compression for a socket that sends one Close; trioweb's stream logs the
+            # denial's status in the access log, not the 101 it answers with.
+            WIRE_SETTINGS: {
+                "close_timeout": self.close_timeout,
+                "compression": None,
+                "denied": status,
+            },
+        }
+        if self.denial_subprotocol is not None:
+            accept["subprotocol"] = self.denial_subprotocol
+        await self._server_send(accept)
+        self.accepted = True
+        self.subprotocol = self.denial_subprotocol
+        await self._server_send({"type": "websocket.close", "code": code, "reason": reason})
 
     # -- messages -----------------------------------------------------------------------
 
@@ -292,7 +335,12 @@ class Connection:
         with trio.CancelScope(shield=True):
             await lock.acquire()
             try:
+                if not self.accepted and self.denials_by_close:
+                    # The HTTP 403 below, in a form a browser's page can read: 4403.
+                    await self._deny_by_close(403, reason)
+                    return
                 if not self.accepted:
+                    self.denial_status = 403
                     # No accept went out (none is on its way: we hold the lock): this close
                     # answers the handshake with HTTP 403, and is no close code.
                     self.close_code = self.close_reason = None
@@ -407,3 +455,11 @@ def _oversize(data: str | bytes, limit: int) -> int:
         return 0
     size = len(data.encode("utf-8", "surrogatepass"))
     return size if size > limit else 0
+
+
+def _phrase(status: int) -> str:
+    """The reason phrase of an HTTP status ("Unauthorized"), or "HTTP <status>"."""
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"

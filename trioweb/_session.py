@@ -78,6 +78,8 @@ async def asgi_entry(host: Host, scope: Scope, receive: Receive, send: Send) -> 
     connection, ws, route, settings = _admit(host, scope, receive, send)
     if isinstance(route, tuple):
         await connection.deny(route[0], route[1], ())
+        if connection.close_code is not None:  # a denial by close: read the client's answer
+            await connection.drain_until_disconnect()
         return
     # (Few locals: this frame lives as long as the socket, and each costs 8 bytes a socket.)
     registry = host.connections
@@ -135,14 +137,19 @@ def _admit(
         close_timeout=settings.close_timeout,
     )
     ws = WebSocket(connection, scope, cast(Any, host), found.params)
+    # The two headers straight from the scope: ws.headers would keep a decoded copy of them all
+    # for the socket's whole life (about a kilobyte), whether the app reads them or not.
+    origin = _first_header(scope, b"origin")
+    if origin is not None and settings.browser_denials == "close":
+        # A browser's handshake (only browsers send Origin): its 4xx denials become closes.
+        connection.denials_by_close = True
+        offered = scope.get("subprotocols")
+        connection.denial_subprotocol = offered[0] if offered else None
     if route is None:
         return connection, ws, (404, f"no WebSocket route for {ws.path}".encode()), settings
     registry = host.connections
     if registry.draining:
         return connection, ws, (503, b"server shutting down"), settings
-    # The two headers straight from the scope: ws.headers would keep a decoded copy of them all
-    # for the socket's whole life (about a kilobyte), whether the app reads them or not.
-    origin = _first_header(scope, b"origin")
     if not settings.origin_policy.allows(origin, _first_header(scope, b"host")):
         return connection, ws, (403, f"origin not allowed: {origin}".encode()), settings
     if registry.full(route, settings.app_max_connections, settings.max_connections):

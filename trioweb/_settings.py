@@ -13,24 +13,38 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import EllipsisType, MappingProxyType
-from typing import Any
+from typing import Any, Literal, get_args
 
 from ._deflate import Compression
 from ._origins import OriginPolicy
 
 __all__ = [
+    "BrowserDenials",
     "ErrorHandler",
     "HTTPOptions",
     "Hook",
     "WebSocketDefaults",
     "WebSocketOptions",
     "WebSocketSettings",
+    "check_browser_denials",
     "find_errorhandler",
     "resolve",
 ]
 
 Hook = Callable[[Any], Awaitable[Any]]
 ErrorHandler = Callable[[Any, Any], Awaitable[Any]]
+
+#: How a browser learns that its handshake was refused with a 4xx status: an HTTP response
+#: (which browsers hide from pages: they see close code 1006), or an accept followed at once by
+#: a close with code ``4000 + status`` and the denial's text as the reason. Handshakes without
+#: an ``Origin`` header (clients that are not browsers) always get the HTTP response.
+BrowserDenials = Literal["http", "close"]
+
+
+def check_browser_denials(value: object) -> None:
+    """``ValueError`` unless ``value`` is one of :data:`BrowserDenials`' values."""
+    if value not in get_args(BrowserDenials):
+        raise ValueError(f"browser_denials must be 'http' or 'close', not {value!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +58,7 @@ class WebSocketOptions:
     idle_timeout: float | None = None
     origin_policy: OriginPolicy | None = None
     compression: Compression | EllipsisType | None = ...
+    browser_denials: BrowserDenials | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +80,7 @@ class WebSocketDefaults:
     compression: Compression | None
     close_timeout: float
     after_hook_timeout: float
+    browser_denials: BrowserDenials = "http"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +101,8 @@ class WebSocketSettings:
     after_websocket: tuple[Hook, ...]
     after_hook_timeout: float
     errorhandlers: Mapping[type[BaseException], ErrorHandler]
+    #: How a 4xx denial reaches a browser (see :data:`BrowserDenials`).
+    browser_denials: BrowserDenials = "http"
 
 
 def resolve(
@@ -111,6 +129,7 @@ def resolve(
         after_websocket=after_websocket,
         after_hook_timeout=defaults.after_hook_timeout,
         errorhandlers=MappingProxyType(dict(errorhandlers)),
+        browser_denials=_first(own.browser_denials, defaults.browser_denials),
     )
 
 

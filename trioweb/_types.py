@@ -12,8 +12,9 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: The key under which a trioweb app puts its wire settings in ``websocket.accept``: a dict
-#: with ``max_message_size``, ``compression`` and ``close_timeout``, read by trioweb's
-#: WebSocket stream for hypercorn (``trioweb/_ws_stream.py``) and ignored by other servers.
+#: with ``max_message_size``, ``compression`` and ``close_timeout`` (and ``denied``, the HTTP
+#: status of a denial sent as a close, for the access log), read by trioweb's WebSocket stream
+#: for hypercorn (``trioweb/_ws_stream.py``) and ignored by other servers.
 WIRE_SETTINGS = "trioweb.websocket"
 
 #: Seconds to wait for the client's Close after the server sent its own, unless the app says.

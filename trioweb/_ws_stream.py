@@ -47,9 +47,11 @@ send stalled on it, which ASGI alone has no way to do.
 
 The app's settings arrive with its ``websocket.accept`` under the key :data:`WIRE_SETTINGS`: a dict
 with ``max_message_size`` (bytes, counted after inflation), ``compression`` (a
-:class:`~trioweb.Compression`, or None for none) and ``close_timeout`` (seconds). Apps that do
-not send it get hypercorn's ``websocket_max_message_size``, the default compression and a 5 s
-close timeout. Other servers ignore the key.
+:class:`~trioweb.Compression`, or None for none), ``close_timeout`` (seconds) and, for an accept
+that only carries a denial's close (``browser_denials="close"``), ``denied``: the HTTP status
+the access log shows for it instead of 101. Apps that do not send it get hypercorn's
+``websocket_max_message_size``, the default compression and a 5 s close timeout. Other servers
+ignore the key.
 
 :func:`install` puts the stream in place of hypercorn's, version-gated and shape-checked; the
 upstream write-up is docs/hypercorn.md and ``patches/hypercorn-ws-stream.patch``.
@@ -218,8 +220,11 @@ class WebSocketStream(WSStream):
         await self.send(
             Response(stream_id=self.stream_id, status_code=status_code, headers=headers)
         )
+        # An accept that only carries a denial's close (browser_denials="close") is logged with
+        # the denial's status, as an HTTP denial would be: the request was refused.
+        logged = settings.get("denied", status_code)
         await self.config.log.access(
-            self.scope, {"status": status_code, "headers": []}, time() - self.start_time
+            self.scope, {"status": logged, "headers": []}, time() - self.start_time
         )
         if self.config.websocket_ping_interval is not None:
             self.task_group.spawn(self._send_pings)

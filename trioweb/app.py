@@ -12,6 +12,7 @@ import trio
 
 from . import _hypercorn_guard
 from ._background import BackgroundFailurePolicy, BackgroundTasks
+from ._client import client_handler
 from ._deflate import Compression
 from ._http_serving import HTTPHooks, serve_http
 from ._lifespan import ALREADY_RUNNING, Extension, Lifecycle
@@ -19,10 +20,12 @@ from ._origins import OriginPolicy
 from ._registry import ConnectionRegistry
 from ._session import asgi_entry
 from ._settings import (
+    BrowserDenials,
     HTTPOptions,
     WebSocketDefaults,
     WebSocketOptions,
     WebSocketSettings,
+    check_browser_denials,
     resolve,
 )
 from ._types import DEFAULT_CLOSE_TIMEOUT, Receive, Scope, Send
@@ -62,6 +65,7 @@ _FIXED_WHILE_SERVING = frozenset(
         "close_timeout",
         "after_hook_timeout",
         "max_body_size",
+        "browser_denials",
     }
 )
 
@@ -79,6 +83,14 @@ class App:
       only pages of the host the handshake was sent to; a list names origins or patterns
       (``"https://*.example.com"``); ``["*"]`` allows any. Handshakes without ``Origin``
       (non-browser clients) are always allowed. Others get 403.
+
+    ``browser_denials`` says how a browser learns that its handshake was refused with a 4xx
+    status (also per route). Browsers hide the HTTP response of a refused handshake from the
+    page, which sees close code 1006 as for a network failure. With ``"http"`` (the default)
+    every client gets the HTTP response. With ``"close"``, a handshake that has an ``Origin``
+    header (browsers always send one) is accepted and closed at once with code ``4000 +
+    status`` (4401, 4403...) and the denial's text as the reason; other clients still get the
+    HTTP response. 5xx denials stay HTTP responses.
 
     ``compression`` sets permessage-deflate (a :class:`~trioweb.Compression`, or ``None`` for
     off; also per route); ``close_timeout`` bounds the wait for a client's Close after the
@@ -110,8 +122,10 @@ class App:
         compression: Compression | None = DEFAULT_COMPRESSION,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         background_failure: BackgroundFailurePolicy = "log",
+        browser_denials: BrowserDenials = "http",
     ) -> None:
         _check_limits(inbox_size, max_message_size, max_connections, idle_timeout)
+        check_browser_denials(browser_denials)
         # Before any setting: __setattr__ reads it.
         self._settings: dict[Route | None, WebSocketSettings] | None = None
         #: The route table.
@@ -136,6 +150,8 @@ class App:
             raise ValueError(f"close_timeout must be positive, not {close_timeout}")
         #: Seconds the server waits for a client's Close after sending its own, in seconds.
         self.close_timeout = close_timeout
+        #: How a 4xx denial reaches a browser: ``"http"`` or ``"close"`` (see :class:`App`).
+        self.browser_denials = browser_denials
         self._before_websocket: list[Callable[[Any], Awaitable[Any]]] = []
         self._after_websocket: list[Callable[[Any], Awaitable[Any]]] = []
         self._errorhandlers: dict[type[BaseException], Callable[[Any, Any], Awaitable[Any]]] = {}
@@ -172,16 +188,20 @@ class App:
         idle_timeout: float | None = None,
         allowed_origins: Iterable[str] | None = None,
         compression: Compression | EllipsisType | None = ...,
+        browser_denials: BrowserDenials | None = None,
     ) -> Callable[[F], F]:
         """Register a WebSocket handler for ``path``.
 
         The handler takes the :class:`~trioweb.WebSocket` first, then any path parameters by
         name, and, if it has a parameter named ``nursery`` or annotated ``trio.Nursery``, the
         connection's nursery. The keywords override the app's limits for this route (see
-        :class:`App`); ``max_connections`` here counts this route's sockets only, and
-        ``compression=None`` turns compression off for this route.
+        :class:`App`); ``max_connections`` here counts this route's sockets only,
+        ``compression=None`` turns compression off for this route, and ``browser_denials``
+        (``"http"`` or ``"close"``) says how this route's 4xx denials reach browsers.
         """
         _check_limits(inbox_size, max_message_size, max_connections, idle_timeout)
+        if browser_denials is not None:
+            check_browser_denials(browser_denials)
         options = WebSocketOptions(
             inbox_size=inbox_size,
             max_message_size=max_message_size,
@@ -189,6 +209,7 @@ class App:
             idle_timeout=idle_timeout,
             origin_policy=None if allowed_origins is None else OriginPolicy(allowed_origins),
             compression=compression,
+            browser_denials=browser_denials,
         )
 
         def register(handler: F) -> F:
@@ -237,6 +258,17 @@ class App:
     def delete(self, path: str, **options: Any) -> Callable[[F], F]:
         """Register a DELETE handler."""
         return self.route(path, ["DELETE"], **options)
+
+    def serve_client(self, path: str = "/trioweb.js") -> None:
+        """Serve trioweb's browser client, an ES module, at ``path`` (GET and HEAD).
+
+        Pages import it with ``import { connect } from "/trioweb.js"``; see the browser client
+        reference in the docs. It is answered from memory as ``text/javascript;
+        charset=utf-8``, with an ``ETag`` and ``Cache-Control: no-cache``: browsers revalidate
+        it on each load and get a 304 until trioweb is upgraded. ``before_request`` hooks run
+        for it as for any route.
+        """
+        self.router.add(Route(path, client_handler(), frozenset({"GET", "HEAD"}), HTTPOptions()))
 
     # -- hooks --------------------------------------------------------------------------
 
@@ -313,6 +345,7 @@ class App:
             compression=self.compression,
             close_timeout=self.close_timeout,
             after_hook_timeout=self.after_hook_timeout,
+            browser_denials=self.browser_denials,
         )
         options = route.options if route is not None else None
         return resolve(

@@ -101,8 +101,9 @@ class WebSocket(ScopeView):
 
         1005 for a Close without a code, 1006 when no Close frame came (the network failed);
         1009, 1002 or 1007 when the server ended the socket over a limit or a protocol error.
-        ``None`` while open, and for a refused handshake. (Under plain hypercorn, without
-        trioweb's stream, every close the client starts reads 1006.)
+        ``None`` while open, and for a handshake refused with an HTTP response; ``4000 +
+        status`` for one refused with a close (``browser_denials="close"``). (Under plain
+        hypercorn, without trioweb's stream, every close the client starts reads 1006.)
         """
         return self._conn.close_code
 
@@ -110,6 +111,17 @@ class WebSocket(ScopeView):
     def close_reason(self) -> str | None:
         """The close reason that goes with :attr:`close_code`."""
         return self._conn.close_reason
+
+    @property
+    def denial_status(self) -> int | None:
+        """The HTTP status the handshake was refused with (401, 403...), or ``None`` if it was
+        not refused.
+
+        Set however the refusal reached the client: as an HTTP response, or, under
+        ``browser_denials="close"``, as an accept and a close with code ``4000 + status``.
+        ``close()`` or ``WebSocketClose`` before accept refuse with 403.
+        """
+        return self._conn.denial_status
 
     # -- handshake ----------------------------------------------------------------------
 
