@@ -134,7 +134,7 @@ def _admit(
         compression=settings.compression,
         close_timeout=settings.close_timeout,
     )
-    ws = WebSocket(connection, scope, cast(Any, host), found.params)
+    ws = WebSocket(connection, scope, cast(Any, host), found.params, settings.messages)
     if route is None:
         return connection, ws, (404, f"no WebSocket route for {ws.path}".encode()), settings
     registry = host.connections

@@ -17,6 +17,7 @@ from typing import Any
 
 from ._deflate import Compression
 from ._origins import OriginPolicy
+from ._typed import ErrorFrame, InvalidPolicy, MessagePolicy, MessageTypes, make_policy
 
 __all__ = [
     "ErrorHandler",
@@ -44,6 +45,12 @@ class WebSocketOptions:
     idle_timeout: float | None = None
     origin_policy: OriginPolicy | None = None
     compression: Compression | EllipsisType | None = ...
+    #: The route's own message types (``receives=``, ``sends=``), compiled once.
+    messages: MessageTypes | None = None
+    invalid_messages: InvalidPolicy | None = None
+    #: ``...`` leaves the app's (``None`` means no limit).
+    max_invalid_messages: int | EllipsisType | None = ...
+    error_frame: ErrorFrame | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +72,9 @@ class WebSocketDefaults:
     compression: Compression | None
     close_timeout: float
     after_hook_timeout: float
+    invalid_messages: InvalidPolicy
+    max_invalid_messages: int | None
+    error_frame: ErrorFrame
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +95,8 @@ class WebSocketSettings:
     after_websocket: tuple[Hook, ...]
     after_hook_timeout: float
     errorhandlers: Mapping[type[BaseException], ErrorHandler]
+    #: The route's message types and what an invalid message does, for its sockets.
+    messages: MessagePolicy
 
 
 def resolve(
@@ -111,6 +123,14 @@ def resolve(
         after_websocket=after_websocket,
         after_hook_timeout=defaults.after_hook_timeout,
         errorhandlers=MappingProxyType(dict(errorhandlers)),
+        messages=make_policy(
+            own.messages,
+            _first(own.invalid_messages, defaults.invalid_messages),
+            defaults.max_invalid_messages
+            if own.max_invalid_messages is ...
+            else own.max_invalid_messages,
+            _first(own.error_frame, defaults.error_frame),
+        ),
     )
 
 

@@ -25,9 +25,19 @@ from ._settings import (
     WebSocketSettings,
     resolve,
 )
+from ._typed import (
+    DEFAULT_MAX_INVALID_MESSAGES,
+    ErrorFrame,
+    InvalidPolicy,
+    MessageTypes,
+    check_policy,
+    default_error_frame,
+)
 from ._types import DEFAULT_CLOSE_TIMEOUT, Receive, Scope, Send
 from .http import (
     DEFAULT_MAX_BODY_SIZE,
+    JSONResponse,
+    Request,
 )
 from .nursery import AppNursery
 from .routing import Route, Router
@@ -62,6 +72,9 @@ _FIXED_WHILE_SERVING = frozenset(
         "close_timeout",
         "after_hook_timeout",
         "max_body_size",
+        "invalid_messages",
+        "max_invalid_messages",
+        "error_frame",
     }
 )
 
@@ -83,6 +96,20 @@ class App:
     ``compression`` sets permessage-deflate (a :class:`~trioweb.Compression`, or ``None`` for
     off; also per route); ``close_timeout`` bounds the wait for a client's Close after the
     server sent its own, in seconds (then TCP is closed).
+
+    Typed messages (see :meth:`websocket`'s ``receives=``, and :meth:`WebSocket.receive_typed
+    <trioweb.WebSocket.receive_typed>`), each also settable per route:
+
+    - ``invalid_messages``: what a message that does not decode or validate does. ``"close"``
+      (the default): :class:`~trioweb.InvalidMessage` is raised in the handler, which closes
+      the socket with 1007 unless caught. ``"reply"``: the sender gets an error frame and the
+      socket goes on; the handler never sees the message;
+    - ``max_invalid_messages``: invalid messages a socket may send (10 by default; ``None``: no
+      limit); the one after closes it with 1008, whatever the policy;
+    - ``error_frame``: makes the frame ``"reply"`` sends from the
+      :class:`~trioweb.InvalidMessage`; by default
+      ``{"type": "error", "code": "bad_message", "detail": "$.amount: expected int, got str"}``.
+      Anything msgspec encodes (a Struct, a dict).
 
     ``max_body_size`` bounds HTTP request bodies (over it: 413); ``after_hook_timeout`` bounds
     the ``after_websocket`` hooks of one connection, in seconds. ``lifespan`` is a callable
@@ -110,8 +137,12 @@ class App:
         compression: Compression | None = DEFAULT_COMPRESSION,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         background_failure: BackgroundFailurePolicy = "log",
+        invalid_messages: InvalidPolicy = "close",
+        max_invalid_messages: int | None = DEFAULT_MAX_INVALID_MESSAGES,
+        error_frame: ErrorFrame | None = None,
     ) -> None:
         _check_limits(inbox_size, max_message_size, max_connections, idle_timeout)
+        check_policy(invalid_messages, max_invalid_messages)
         # Before any setting: __setattr__ reads it.
         self._settings: dict[Route | None, WebSocketSettings] | None = None
         #: The route table.
@@ -136,6 +167,13 @@ class App:
             raise ValueError(f"close_timeout must be positive, not {close_timeout}")
         #: Seconds the server waits for a client's Close after sending its own, in seconds.
         self.close_timeout = close_timeout
+        #: What a message that fails to decode or validate does: ``"close"`` or ``"reply"``.
+        self.invalid_messages: InvalidPolicy = invalid_messages
+        #: Invalid messages a socket may send before it is closed with 1008 (``None``: any).
+        self.max_invalid_messages = max_invalid_messages
+        #: Makes the frame sent back for an invalid message under ``"reply"``.
+        self.error_frame: ErrorFrame = error_frame or default_error_frame
+        self._asyncapi_info: dict[str, str] = {}
         self._before_websocket: list[Callable[[Any], Awaitable[Any]]] = []
         self._after_websocket: list[Callable[[Any], Awaitable[Any]]] = []
         self._errorhandlers: dict[type[BaseException], Callable[[Any, Any], Awaitable[Any]]] = {}
@@ -172,6 +210,11 @@ class App:
         idle_timeout: float | None = None,
         allowed_origins: Iterable[str] | None = None,
         compression: Compression | EllipsisType | None = ...,
+        receives: Any = None,
+        sends: Any = None,
+        invalid_messages: InvalidPolicy | None = None,
+        max_invalid_messages: int | EllipsisType | None = ...,
+        error_frame: ErrorFrame | None = None,
     ) -> Callable[[F], F]:
         """Register a WebSocket handler for ``path``.
 
@@ -180,8 +223,22 @@ class App:
         connection's nursery. The keywords override the app's limits for this route (see
         :class:`App`); ``max_connections`` here counts this route's sockets only, and
         ``compression=None`` turns compression off for this route.
+
+        ``receives`` declares the type of the messages the route reads with
+        :meth:`~trioweb.WebSocket.receive_typed` and :meth:`~trioweb.WebSocket.iter_typed`:
+        a ``msgspec.Struct``, a tagged union of them (``Bid | Chat``, each Struct with
+        ``tag_field="type"`` and its own ``tag``), a dataclass or a ``TypedDict``. ``sends``
+        declares what :meth:`~trioweb.WebSocket.send_typed` may send, checked by class on
+        every send. Both are compiled once, here (a type msgspec cannot decode is a
+        ``TypeError`` now), and both describe the route in :meth:`asyncapi`.
+        ``invalid_messages``, ``max_invalid_messages`` and ``error_frame`` override the app's
+        (``max_invalid_messages=None``: no limit on this route).
         """
         _check_limits(inbox_size, max_message_size, max_connections, idle_timeout)
+        check_policy(invalid_messages, max_invalid_messages)
+        types = None
+        if receives is not None or sends is not None:
+            types = MessageTypes(receives, sends, where=f"route {path!r}")
         options = WebSocketOptions(
             inbox_size=inbox_size,
             max_message_size=max_message_size,
@@ -189,6 +246,10 @@ class App:
             idle_timeout=idle_timeout,
             origin_policy=None if allowed_origins is None else OriginPolicy(allowed_origins),
             compression=compression,
+            messages=types,
+            invalid_messages=invalid_messages,
+            max_invalid_messages=max_invalid_messages,
+            error_frame=error_frame,
         )
 
         def register(handler: F) -> F:
@@ -313,6 +374,9 @@ class App:
             compression=self.compression,
             close_timeout=self.close_timeout,
             after_hook_timeout=self.after_hook_timeout,
+            invalid_messages=self.invalid_messages,
+            max_invalid_messages=self.max_invalid_messages,
+            error_frame=self.error_frame,
         )
         options = route.options if route is not None else None
         return resolve(
@@ -341,6 +405,64 @@ class App:
                 f"app.{what} cannot be registered while the app is serving: register it before"
                 " the app starts"
             )
+
+    # -- AsyncAPI -----------------------------------------------------------------------
+
+    def asyncapi(
+        self,
+        *,
+        title: str | None = None,
+        version: str | None = None,
+        description: str | None = None,
+    ) -> dict[str, Any]:
+        """The app's WebSocket routes as an AsyncAPI 3.0 document (a dict ready for JSON).
+
+        One channel per WebSocket route (its address the route's path, with its parameters),
+        a ``receive`` and a ``send`` operation on each (the app's side: what it receives,
+        what it sends), one message per member of the route's ``receives`` and ``sends``
+        types, with payload schemas from msgspec under ``components/schemas``; a direction
+        without a declared type has one untyped message. ``title``, ``version`` and
+        ``description`` go into ``info``; left out, they are those given to
+        :meth:`serve_asyncapi`, else ``"trioweb app"`` and ``"0.1.0"``. ``trioweb asyncapi
+        MODULE:APP`` prints the same document.
+        """
+        from ._asyncapi import document
+
+        info = {"title": "trioweb app", "version": "0.1.0", **self._asyncapi_info}
+        given = {"title": title, "version": version, "description": description}
+        info.update({key: value for key, value in given.items() if value is not None})
+        routes = [
+            (route, self.websocket_settings(route).messages)
+            for route in self.router.routes
+            if route.is_websocket
+        ]
+        return document(routes, info)
+
+    def serve_asyncapi(
+        self,
+        path: str = "/asyncapi.json",
+        *,
+        title: str | None = None,
+        version: str | None = None,
+        description: str | None = None,
+    ) -> None:
+        """Serve :meth:`asyncapi`'s document at ``path`` (GET), as JSON.
+
+        ``title``, ``version`` and ``description`` become the document's ``info``, here and
+        wherever :meth:`asyncapi` is called without them (``trioweb asyncapi`` too). The
+        document is made on the first request and again only when routes have been added.
+        """
+        given = {"title": title, "version": version, "description": description}
+        self._asyncapi_info.update({key: v for key, v in given.items() if v is not None})
+        made: list[Any] = [None, -1]  # the document, and how many routes it describes
+
+        async def asyncapi_document(request: Request) -> JSONResponse:
+            routes = len(self.router.routes)
+            if made[1] != routes:
+                made[:] = [self.asyncapi(), routes]
+            return JSONResponse(made[0])
+
+        self.get(path)(asyncapi_document)
 
     # -- lifespan -----------------------------------------------------------------------
 

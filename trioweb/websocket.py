@@ -16,10 +16,13 @@ from ._failures import classify
 from ._json import JSON_ERRORS, json_text
 from ._phases import Phase
 from ._scope import ScopeView
+from ._typed import DECODE_ERRORS, DEFAULT_POLICY, MessagePolicy, Reader, invalid_message
 from ._types import Scope
+from .close_codes import CloseCode
 from .exceptions import (
     HTTPException,
     InvalidJSONMessage,
+    InvalidMessage,
     UnexpectedMessageType,
     WebSocketClose,
     WebSocketDisconnect,
@@ -53,7 +56,7 @@ class WebSocket(ScopeView):
     :class:`~trioweb.WebSocketDisconnect`, and the ``async for`` forms simply end.
     """
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "_invalid", "_messages")
 
     def __init__(
         self,
@@ -61,9 +64,14 @@ class WebSocket(ScopeView):
         scope: Scope,
         app: App | None = None,
         path_params: Mapping[str, Any] | None = None,
+        messages: MessagePolicy | None = None,
     ) -> None:
         super().__init__(scope, app, path_params)
         self._conn = connection
+        # The route's typed messages and error policy (shared by its sockets), and how many
+        # invalid messages this socket has sent.
+        self._messages = messages if messages is not None else DEFAULT_POLICY
+        self._invalid = 0
 
     def __repr__(self) -> str:
         return f"<WebSocket {self.path} {self._conn.phase.value}>"
@@ -214,6 +222,74 @@ class WebSocket(ScopeView):
         """Iterate over messages parsed as JSON until the socket closes."""
         return _Messages(partial(self.receive_json, loads))
 
+    # -- typed messages -----------------------------------------------------------------
+
+    async def receive_typed(self, type: Any = None) -> Any:
+        """The next message, decoded and validated as ``type`` (by default the route's
+        ``receives=``) with msgspec: a Struct, a tagged union of Structs (``Bid | Chat``), a
+        dataclass, a TypedDict, or any type msgspec decodes.
+
+        A message that does not fit is dealt with as the route's ``invalid_messages`` says:
+        ``"close"`` raises :class:`~trioweb.InvalidMessage` (uncaught: close 1007), ``"reply"``
+        sends the sender an error frame and waits for the next message. Past
+        ``max_invalid_messages`` the socket is closed with 1008 and this raises
+        :class:`~trioweb.WebSocketDisconnect`. A type given here is compiled once and cached.
+        """
+        return await self._receive_typed(self._messages.reader(type))
+
+    def iter_typed(self, type: Any = None) -> AsyncIterator[Any]:
+        """Iterate over messages decoded as ``type`` (by default the route's ``receives=``)
+        until the socket closes, for ``async for msg in ws.iter_typed(): match msg: ...``.
+
+        Invalid messages go as in :meth:`receive_typed`; an :class:`~trioweb.InvalidMessage`
+        raised out of one step leaves the iterator usable. The loop ends when the socket
+        closes, the 1008 of ``max_invalid_messages`` included.
+        """
+        return _TypedMessages(self, self._messages.reader(type))
+
+    async def send_typed(self, message: Any) -> None:
+        """Send ``message`` (a Struct, a dataclass, or anything msgspec encodes) as JSON text.
+
+        If the route declares ``sends=``, ``message`` must be an instance of one of its
+        types (a ``TypeError`` otherwise: the route's AsyncAPI document does not lie); the
+        check is by class, not of the contents.
+        """
+        text = self._messages.encode(message)
+        conn = self._conn
+        if conn.phase is _CONNECTING:
+            await conn.accept(None, (), self.subprotocols, implicit=True)
+        await conn.send({"type": "websocket.send", "text": text})
+
+    async def _receive_typed(self, reader: Reader) -> Any:
+        conn = self._conn
+        if conn.phase is _CONNECTING:
+            await conn.accept(None, (), self.subprotocols, implicit=True)
+        decode = reader.decode
+        inbox = conn.inbox
+        while True:
+            try:
+                message = await inbox.get()
+            except StopAsyncIteration:
+                raise conn.disconnect_error() from None
+            try:
+                return decode(message)
+            except DECODE_ERRORS as exc:
+                error = invalid_message(exc, message, reader)
+            await self._invalid_message(error)
+
+    async def _invalid_message(self, error: InvalidMessage) -> None:
+        """Count ``error``'s message and deal with it as the policy says (or close 1008)."""
+        policy = self._messages
+        self._invalid += 1
+        limit = policy.max_invalid_messages
+        if limit is not None and self._invalid > limit:
+            reason = f"more than {limit} invalid message{'s' if limit != 1 else ''}"
+            await self.ensure_closed(CloseCode.POLICY_VIOLATION, reason)
+            raise self._conn.disconnect_error() from error
+        if policy.invalid_messages == "close":
+            raise error
+        await self._conn.send({"type": "websocket.send", "text": policy.reply(error)})
+
     # -- sending ------------------------------------------------------------------------
 
     # Each send builds its ASGI message and hands it to the connection itself, with no call
@@ -307,7 +383,7 @@ def _parse_json(message: str | bytes, loads: JSONLoads) -> Any:
     try:
         return loads(message)
     except JSON_ERRORS as exc:
-        raise InvalidJSONMessage(f"invalid JSON: {exc}") from exc
+        raise InvalidJSONMessage(f"invalid JSON: {exc}", message) from exc
 
 
 class _Messages:
@@ -335,6 +411,30 @@ class _Messages:
             return await receive_one()
         except WebSocketDisconnect:
             self._receive_one = None
+            raise StopAsyncIteration from None
+
+
+class _TypedMessages:
+    """``async for msg in ws.iter_typed()``: as :class:`_Messages`, with the reader of the type
+    looked up once for the whole loop."""
+
+    __slots__ = ("_reader", "_ws")
+
+    def __init__(self, ws: WebSocket, reader: Reader) -> None:
+        self._ws: WebSocket | None = ws
+        self._reader = reader
+
+    def __aiter__(self) -> _TypedMessages:
+        return self
+
+    async def __anext__(self) -> Any:
+        ws = self._ws
+        if ws is None:
+            raise StopAsyncIteration
+        try:
+            return await ws._receive_typed(self._reader)
+        except WebSocketDisconnect:
+            self._ws = None
             raise StopAsyncIteration from None
 
 
