@@ -235,6 +235,8 @@ class MessagePolicy:
     error_frame: ErrorFrame
     #: The encoder of the route's sends and error frames: the route's own, made once.
     encoder: msgspec.json.Encoder
+    #: The classes ``send_typed`` allows (``None``: any), from ``types``.
+    send_classes: tuple[type, ...] | None
 
     def reader(self, tp: Any) -> Reader:
         """The reader of ``tp``, or of the route's ``receives`` type when ``tp`` is None."""
@@ -249,26 +251,39 @@ class MessagePolicy:
         return reader
 
     def encode(self, message: Any) -> str:
-        """``message`` as JSON text, after checking it is of a type the route sends."""
-        types_ = self.types
-        classes = types_.send_classes if types_ is not None else None
+        """``message`` as JSON text, after checking it is of a type the route sends.
+
+        (``WebSocket.send_typed`` does the same inline, a frame less per message.)
+        """
+        classes = self.send_classes
         if classes is not None and not isinstance(message, classes):
-            assert types_ is not None
-            raise TypeError(
-                f"send_typed(): a {type(message).__name__} is not among the types this "
-                f"route sends ({type_name(types_.sends)})"
-            )
+            raise self.refused(message)
         try:
             return self.encoder.encode(message).decode()
-        except UnicodeEncodeError:  # a str with lone surrogates: escaped, as send_json does
-            return json_text(msgspec.to_builtins(message))
+        except UnicodeEncodeError:
+            return self.escaped(message)
+
+    def refused(self, message: Any) -> TypeError:
+        """The error of sending ``message``, which is not of a type the route sends."""
+        sends = self.types.sends if self.types is not None else None
+        return TypeError(
+            f"send_typed(): a {type(message).__name__} is not among the types this "
+            f"route sends ({type_name(sends)})"
+        )
+
+    @staticmethod
+    def escaped(message: Any) -> str:
+        """``message`` as JSON text with lone surrogates escaped, as ``send_json`` does (the
+        UTF-8 msgspec writes cannot hold them)."""
+        return json_text(msgspec.to_builtins(message))
 
     def reply(self, error: InvalidMessage) -> str:
         """The error frame for ``error``, as JSON text."""
+        frame = self.error_frame(error)
         try:
-            return self.encoder.encode(self.error_frame(error)).decode()
+            return self.encoder.encode(frame).decode()
         except UnicodeEncodeError:
-            return json_text(msgspec.to_builtins(self.error_frame(error)))
+            return self.escaped(frame)
 
 
 #: The encoder of the routes that declare no types.
@@ -285,7 +300,10 @@ def make_policy(
 ) -> MessagePolicy:
     """One route's policy."""
     encoder = types.encoder if types is not None else SHARED_ENCODER
-    return MessagePolicy(types, invalid_messages, max_invalid_messages, error_frame, encoder)
+    classes = types.send_classes if types is not None else None
+    return MessagePolicy(
+        types, invalid_messages, max_invalid_messages, error_frame, encoder, classes
+    )
 
 
 def check_policy(invalid_messages: Any, max_invalid_messages: Any) -> None:

@@ -254,7 +254,14 @@ class WebSocket(ScopeView):
         types (a ``TypeError`` otherwise: the route's AsyncAPI document does not lie); the
         check is by class, not of the contents.
         """
-        text = self._messages.encode(message)
+        policy = self._messages  # (MessagePolicy.encode, inline: this is on every send)
+        classes = policy.send_classes
+        if classes is not None and not isinstance(message, classes):
+            raise policy.refused(message)
+        try:
+            text = policy.encoder.encode(message).decode()
+        except UnicodeEncodeError:
+            text = policy.escaped(message)
         conn = self._conn
         if conn.phase is _CONNECTING:
             await conn.accept(None, (), self.subprotocols, implicit=True)
