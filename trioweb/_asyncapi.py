@@ -15,15 +15,97 @@ from __future__ import annotations
 import inspect
 import re
 import typing
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
+from ._settings import WebSocketSettings
 from ._typed import MessagePolicy, default_error_frame, type_name, union_members
-from .routing import Route
+from .http import JSONResponse, Request
+from .routing import Route, Router
 
-__all__ = ["ASYNCAPI_VERSION", "document"]
+__all__ = ["ASYNCAPI_VERSION", "AsyncAPIMethods", "Described", "document", "serve_document"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Described(Protocol):
+    """What the document needs of an app (``App`` is one)."""
+
+    router: Router
+
+    def websocket_settings(self, route: Route | None) -> WebSocketSettings:
+        """The resolved settings of ``route``."""
+        ...
+
+    #: The ``info`` of the app's document.
+    asyncapi_info: dict[str, str]
+
+    def asyncapi(self) -> dict[str, Any]:
+        """The app's document, with its own ``info``."""
+        ...
+
+    def get(self, path: str, **options: Any) -> Callable[[F], F]:
+        """Register a GET handler."""
+        ...
+
+
+class AsyncAPIMethods:
+    """The AsyncAPI methods of :class:`~trioweb.App`."""
+
+    def asyncapi(
+        self: Described,
+        *,
+        title: str | None = None,
+        version: str | None = None,
+        description: str | None = None,
+    ) -> dict[str, Any]:
+        """The app's WebSocket routes as an AsyncAPI 3.0 document (a dict ready for JSON).
+
+        A channel per route, its ``receive`` and ``send`` operations (the app's side), a
+        message per member of its ``receives`` and ``sends`` types, payload schemas from msgspec
+        (an untyped message where a route declares none). ``info`` is ``app.asyncapi_info``
+        with the ``title``, ``version`` and ``description`` given here over it. See
+        docs/typed.md; ``trioweb asyncapi MODULE:APP`` prints the same document.
+        """
+        given = {"title": title, "version": version, "description": description}
+        info = {**self.asyncapi_info, **{k: v for k, v in given.items() if v is not None}}
+        routes = [
+            (route, self.websocket_settings(route).messages)
+            for route in self.router.routes
+            if route.is_websocket
+        ]
+        return document(routes, info)
+
+    def serve_asyncapi(
+        self: Described,
+        path: str = "/asyncapi.json",
+        *,
+        title: str | None = None,
+        version: str | None = None,
+        description: str | None = None,
+    ) -> None:
+        """Serve :meth:`asyncapi`'s document at ``path`` (GET), as JSON; ``title``, ``version``
+        and ``description`` go into ``app.asyncapi_info``, for every document of the app."""
+        given = {"title": title, "version": version, "description": description}
+        self.asyncapi_info.update({k: v for k, v in given.items() if v is not None})
+        serve_document(self, path)
+
+
+def serve_document(app: Described, path: str) -> None:
+    """Serve ``app.asyncapi()`` at ``path``: made on the first request, and again only once
+    routes have been added."""
+    made: list[Any] = [None, -1]  # the document, and how many routes it describes
+
+    async def asyncapi_document(request: Request) -> JSONResponse:
+        routes = len(app.router.routes)
+        if made[1] != routes:
+            made[:] = [app.asyncapi(), routes]
+        return JSONResponse(made[0])
+
+    app.get(path)(asyncapi_document)
+
 
 ASYNCAPI_VERSION = "3.0.0"
 _SCHEMAS = "#/components/schemas/"

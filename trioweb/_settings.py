@@ -17,18 +17,47 @@ from typing import Any
 
 from ._deflate import Compression
 from ._origins import OriginPolicy
-from ._typed import ErrorFrame, InvalidPolicy, MessagePolicy, MessageTypes, make_policy
+from ._typed import (
+    ErrorFrame,
+    InvalidPolicy,
+    MessagePolicy,
+    MessageTypes,
+    check_policy,
+    default_error_frame,
+    make_policy,
+)
 
 __all__ = [
+    "FIXED_WHILE_SERVING",
     "ErrorHandler",
     "HTTPOptions",
     "Hook",
     "WebSocketDefaults",
     "WebSocketOptions",
     "WebSocketSettings",
+    "check_limits",
     "find_errorhandler",
     "resolve",
+    "websocket_options",
 ]
+
+#: The settings fixed while the app serves (set them in ``App(...)`` or on the route).
+FIXED_WHILE_SERVING = frozenset(
+    {
+        "inbox_size",
+        "max_message_size",
+        "max_connections",
+        "idle_timeout",
+        "origin_policy",
+        "compression",
+        "close_timeout",
+        "after_hook_timeout",
+        "max_body_size",
+        "invalid_messages",
+        "max_invalid_messages",
+        "error_frame",
+    }
+)
 
 Hook = Callable[[Any], Awaitable[Any]]
 ErrorHandler = Callable[[Any, Any], Awaitable[Any]]
@@ -53,6 +82,18 @@ class WebSocketOptions:
     error_frame: ErrorFrame | None = None
 
 
+def websocket_options(
+    path: str, *, receives: Any = None, sends: Any = None, **options: Any
+) -> WebSocketOptions:
+    """A route's options, its policy checked and its message types compiled (at the
+    decorator, where a mistake is reported)."""
+    check_policy(options.get("invalid_messages"), options.get("max_invalid_messages"))
+    types = None
+    if receives is not None or sends is not None:
+        types = MessageTypes(receives, sends, where=f"route {path!r}")
+    return WebSocketOptions(messages=types, **options)
+
+
 @dataclass(frozen=True, slots=True)
 class HTTPOptions:
     """What one HTTP route sets for itself; ``None`` leaves the app's setting."""
@@ -74,7 +115,7 @@ class WebSocketDefaults:
     after_hook_timeout: float
     invalid_messages: InvalidPolicy
     max_invalid_messages: int | None
-    error_frame: ErrorFrame
+    error_frame: ErrorFrame | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +170,7 @@ def resolve(
             defaults.max_invalid_messages
             if own.max_invalid_messages is ...
             else own.max_invalid_messages,
-            _first(own.error_frame, defaults.error_frame),
+            own.error_frame or defaults.error_frame or default_error_frame,
         ),
     )
 
@@ -147,3 +188,21 @@ def find_errorhandler(
         if handler is not None:
             return handler
     return None
+
+
+def check_limits(
+    inbox_size: int | None,
+    max_message_size: int | None,
+    max_connections: int | None,
+    idle_timeout: float | None,
+) -> None:
+    """A ``ValueError`` for a limit that is not one."""
+    for name, value in [
+        ("inbox_size", inbox_size),
+        ("max_message_size", max_message_size),
+        ("max_connections", max_connections),
+    ]:
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be at least 1, not {value}")
+    if idle_timeout is not None and idle_timeout <= 0:
+        raise ValueError(f"idle_timeout must be positive, not {idle_timeout}")

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import trio
 
 from . import _hypercorn_guard
+from ._asyncapi import AsyncAPIMethods
 from ._background import BackgroundFailurePolicy, BackgroundTasks
 from ._deflate import Compression
 from ._http_serving import HTTPHooks, serve_http
@@ -19,26 +20,18 @@ from ._origins import OriginPolicy
 from ._registry import ConnectionRegistry
 from ._session import asgi_entry
 from ._settings import (
+    FIXED_WHILE_SERVING,
     HTTPOptions,
     WebSocketDefaults,
     WebSocketOptions,
     WebSocketSettings,
+    check_limits,
     resolve,
+    websocket_options,
 )
-from ._typed import (
-    DEFAULT_MAX_INVALID_MESSAGES,
-    ErrorFrame,
-    InvalidPolicy,
-    MessageTypes,
-    check_policy,
-    default_error_frame,
-)
+from ._typed import DEFAULT_MAX_INVALID_MESSAGES, ErrorFrame, InvalidPolicy, check_policy
 from ._types import DEFAULT_CLOSE_TIMEOUT, Receive, Scope, Send
-from .http import (
-    DEFAULT_MAX_BODY_SIZE,
-    JSONResponse,
-    Request,
-)
+from .http import DEFAULT_MAX_BODY_SIZE
 from .nursery import AppNursery
 from .routing import Route, Router
 from .server import serve
@@ -60,26 +53,7 @@ DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_COMPRESSION = Compression()
 
 
-#: The settings fixed while the app serves (set them in ``App(...)`` or on the route).
-_FIXED_WHILE_SERVING = frozenset(
-    {
-        "inbox_size",
-        "max_message_size",
-        "max_connections",
-        "idle_timeout",
-        "origin_policy",
-        "compression",
-        "close_timeout",
-        "after_hook_timeout",
-        "max_body_size",
-        "invalid_messages",
-        "max_invalid_messages",
-        "error_frame",
-    }
-)
-
-
-class App:
+class App(AsyncAPIMethods):
     """A trioweb application: an ASGI app to serve with :func:`trioweb.serve` or hypercorn.
 
     WebSocket limits, each also settable per route on :meth:`websocket`:
@@ -97,19 +71,9 @@ class App:
     off; also per route); ``close_timeout`` bounds the wait for a client's Close after the
     server sent its own, in seconds (then TCP is closed).
 
-    Typed messages (see :meth:`websocket`'s ``receives=``, and :meth:`WebSocket.receive_typed
-    <trioweb.WebSocket.receive_typed>`), each also settable per route:
-
-    - ``invalid_messages``: what a message that does not decode or validate does. ``"close"``
-      (the default): :class:`~trioweb.InvalidMessage` is raised in the handler, which closes
-      the socket with 1007 unless caught. ``"reply"``: the sender gets an error frame and the
-      socket goes on; the handler never sees the message;
-    - ``max_invalid_messages``: invalid messages a socket may send (10 by default; ``None``: no
-      limit); the one after closes it with 1008, whatever the policy;
-    - ``error_frame``: makes the frame ``"reply"`` sends from the
-      :class:`~trioweb.InvalidMessage`; by default
-      ``{"type": "error", "code": "bad_message", "detail": "$.amount: expected int, got str"}``.
-      Anything msgspec encodes (a Struct, a dict).
+    Typed messages (``receives=``), also per route: ``invalid_messages="close"`` (the default;
+    :class:`~trioweb.InvalidMessage`, 1007 if uncaught) or ``"reply"`` (an ``error_frame``
+    to the sender); ``max_invalid_messages`` (10; ``None``: any) invalid ones later, 1008.
 
     ``max_body_size`` bounds HTTP request bodies (over it: 413); ``after_hook_timeout`` bounds
     the ``after_websocket`` hooks of one connection, in seconds. ``lifespan`` is a callable
@@ -141,7 +105,7 @@ class App:
         max_invalid_messages: int | None = DEFAULT_MAX_INVALID_MESSAGES,
         error_frame: ErrorFrame | None = None,
     ) -> None:
-        _check_limits(inbox_size, max_message_size, max_connections, idle_timeout)
+        check_limits(inbox_size, max_message_size, max_connections, idle_timeout)
         check_policy(invalid_messages, max_invalid_messages)
         # Before any setting: __setattr__ reads it.
         self._settings: dict[Route | None, WebSocketSettings] | None = None
@@ -171,9 +135,11 @@ class App:
         self.invalid_messages: InvalidPolicy = invalid_messages
         #: Invalid messages a socket may send before it is closed with 1008 (``None``: any).
         self.max_invalid_messages = max_invalid_messages
-        #: Makes the frame sent back for an invalid message under ``"reply"``.
-        self.error_frame: ErrorFrame = error_frame or default_error_frame
-        self._asyncapi_info: dict[str, str] = {}
+        #: Makes the frame sent back for an invalid message under ``"reply"`` (``None``: the
+        #: default, ``{"type": "error", "code": "bad_message", "detail": ...}``).
+        self.error_frame = error_frame
+        #: The ``info`` of the app's AsyncAPI document (see :meth:`serve_asyncapi`).
+        self.asyncapi_info: dict[str, str] = {"title": "trioweb app", "version": "0.1.0"}
         self._before_websocket: list[Callable[[Any], Awaitable[Any]]] = []
         self._after_websocket: list[Callable[[Any], Awaitable[Any]]] = []
         self._errorhandlers: dict[type[BaseException], Callable[[Any, Any], Awaitable[Any]]] = {}
@@ -191,7 +157,7 @@ class App:
         self.lifecycle.context = lifespan
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in _FIXED_WHILE_SERVING and getattr(self, "_settings", None) is not None:
+        if name in FIXED_WHILE_SERVING and getattr(self, "_settings", None) is not None:
             raise RuntimeError(
                 f"App.{name} cannot change while the app is serving: set it in App(...) or on "
                 "the route, before the app starts"
@@ -224,29 +190,21 @@ class App:
         :class:`App`); ``max_connections`` here counts this route's sockets only, and
         ``compression=None`` turns compression off for this route.
 
-        ``receives`` declares the type of the messages the route reads with
-        :meth:`~trioweb.WebSocket.receive_typed` and :meth:`~trioweb.WebSocket.iter_typed`:
-        a ``msgspec.Struct``, a tagged union of them (``Bid | Chat``, each Struct with
-        ``tag_field="type"`` and its own ``tag``), a dataclass or a ``TypedDict``. ``sends``
-        declares what :meth:`~trioweb.WebSocket.send_typed` may send, checked by class on
-        every send. Both are compiled once, here (a type msgspec cannot decode is a
-        ``TypeError`` now), and both describe the route in :meth:`asyncapi`.
-        ``invalid_messages``, ``max_invalid_messages`` and ``error_frame`` override the app's
-        (``max_invalid_messages=None``: no limit on this route).
+        ``receives`` is what :meth:`~trioweb.WebSocket.iter_typed` decodes as (a Struct, a
+        tagged union of them, a dataclass, a TypedDict), ``sends`` what
+        :meth:`~trioweb.WebSocket.send_typed` may send: compiled here, once (see docs/typed.md).
         """
-        _check_limits(inbox_size, max_message_size, max_connections, idle_timeout)
-        check_policy(invalid_messages, max_invalid_messages)
-        types = None
-        if receives is not None or sends is not None:
-            types = MessageTypes(receives, sends, where=f"route {path!r}")
-        options = WebSocketOptions(
+        check_limits(inbox_size, max_message_size, max_connections, idle_timeout)
+        options = websocket_options(
+            path,
             inbox_size=inbox_size,
             max_message_size=max_message_size,
             max_connections=max_connections,
             idle_timeout=idle_timeout,
             origin_policy=None if allowed_origins is None else OriginPolicy(allowed_origins),
             compression=compression,
-            messages=types,
+            receives=receives,
+            sends=sends,
             invalid_messages=invalid_messages,
             max_invalid_messages=max_invalid_messages,
             error_frame=error_frame,
@@ -406,64 +364,6 @@ class App:
                 " the app starts"
             )
 
-    # -- AsyncAPI -----------------------------------------------------------------------
-
-    def asyncapi(
-        self,
-        *,
-        title: str | None = None,
-        version: str | None = None,
-        description: str | None = None,
-    ) -> dict[str, Any]:
-        """The app's WebSocket routes as an AsyncAPI 3.0 document (a dict ready for JSON).
-
-        One channel per WebSocket route (its address the route's path, with its parameters),
-        a ``receive`` and a ``send`` operation on each (the app's side: what it receives,
-        what it sends), one message per member of the route's ``receives`` and ``sends``
-        types, with payload schemas from msgspec under ``components/schemas``; a direction
-        without a declared type has one untyped message. ``title``, ``version`` and
-        ``description`` go into ``info``; left out, they are those given to
-        :meth:`serve_asyncapi`, else ``"trioweb app"`` and ``"0.1.0"``. ``trioweb asyncapi
-        MODULE:APP`` prints the same document.
-        """
-        from ._asyncapi import document
-
-        info = {"title": "trioweb app", "version": "0.1.0", **self._asyncapi_info}
-        given = {"title": title, "version": version, "description": description}
-        info.update({key: value for key, value in given.items() if value is not None})
-        routes = [
-            (route, self.websocket_settings(route).messages)
-            for route in self.router.routes
-            if route.is_websocket
-        ]
-        return document(routes, info)
-
-    def serve_asyncapi(
-        self,
-        path: str = "/asyncapi.json",
-        *,
-        title: str | None = None,
-        version: str | None = None,
-        description: str | None = None,
-    ) -> None:
-        """Serve :meth:`asyncapi`'s document at ``path`` (GET), as JSON.
-
-        ``title``, ``version`` and ``description`` become the document's ``info``, here and
-        wherever :meth:`asyncapi` is called without them (``trioweb asyncapi`` too). The
-        document is made on the first request and again only when routes have been added.
-        """
-        given = {"title": title, "version": version, "description": description}
-        self._asyncapi_info.update({key: v for key, v in given.items() if v is not None})
-        made: list[Any] = [None, -1]  # the document, and how many routes it describes
-
-        async def asyncapi_document(request: Request) -> JSONResponse:
-            routes = len(self.router.routes)
-            if made[1] != routes:
-                made[:] = [self.asyncapi(), routes]
-            return JSONResponse(made[0])
-
-        self.get(path)(asyncapi_document)
-
     # -- lifespan -----------------------------------------------------------------------
 
     def use(self, extension: E) -> E:
@@ -541,20 +441,3 @@ class App:
             await serve(self, host, port, **options)
 
         trio.run(main)
-
-
-def _check_limits(
-    inbox_size: int | None,
-    max_message_size: int | None,
-    max_connections: int | None,
-    idle_timeout: float | None,
-) -> None:
-    for name, value in [
-        ("inbox_size", inbox_size),
-        ("max_message_size", max_message_size),
-        ("max_connections", max_connections),
-    ]:
-        if value is not None and value < 1:
-            raise ValueError(f"{name} must be at least 1, not {value}")
-    if idle_timeout is not None and idle_timeout <= 0:
-        raise ValueError(f"idle_timeout must be positive, not {idle_timeout}")

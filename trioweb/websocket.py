@@ -225,35 +225,25 @@ class WebSocket(ScopeView):
     # -- typed messages -----------------------------------------------------------------
 
     async def receive_typed(self, type: Any = None) -> Any:
-        """The next message, decoded and validated as ``type`` (by default the route's
-        ``receives=``) with msgspec: a Struct, a tagged union of Structs (``Bid | Chat``), a
-        dataclass, a TypedDict, or any type msgspec decodes.
+        """The next message, decoded and validated with msgspec as ``type`` (by default the
+        route's ``receives=``): a Struct, a tagged union of them, a dataclass, a TypedDict...
 
-        A message that does not fit is dealt with as the route's ``invalid_messages`` says:
-        ``"close"`` raises :class:`~trioweb.InvalidMessage` (uncaught: close 1007), ``"reply"``
-        sends the sender an error frame and waits for the next message. Past
-        ``max_invalid_messages`` the socket is closed with 1008 and this raises
-        :class:`~trioweb.WebSocketDisconnect`. A type given here is compiled once and cached.
+        An invalid message goes as the route's ``invalid_messages`` says: ``"close"`` raises
+        :class:`~trioweb.InvalidMessage` (uncaught: close 1007), ``"reply"`` answers the sender
+        with an error frame and reads on. Past ``max_invalid_messages`` the socket is closed
+        with 1008 and this raises :class:`~trioweb.WebSocketDisconnect`.
         """
         return await self._receive_typed(self._messages.reader(type))
 
     def iter_typed(self, type: Any = None) -> AsyncIterator[Any]:
-        """Iterate over messages decoded as ``type`` (by default the route's ``receives=``)
-        until the socket closes, for ``async for msg in ws.iter_typed(): match msg: ...``.
-
-        Invalid messages go as in :meth:`receive_typed`; an :class:`~trioweb.InvalidMessage`
-        raised out of one step leaves the iterator usable. The loop ends when the socket
-        closes, the 1008 of ``max_invalid_messages`` included.
-        """
-        return _TypedMessages(self, self._messages.reader(type))
+        """Iterate over messages decoded as in :meth:`receive_typed` until the socket closes
+        (the 1008 of ``max_invalid_messages`` included), for ``match``; an
+        :class:`~trioweb.InvalidMessage` raised out of one step leaves the iterator usable."""
+        return _Messages(partial(self._receive_typed, self._messages.reader(type)))
 
     async def send_typed(self, message: Any) -> None:
-        """Send ``message`` (a Struct, a dataclass, or anything msgspec encodes) as JSON text.
-
-        If the route declares ``sends=``, ``message`` must be an instance of one of its
-        types (a ``TypeError`` otherwise: the route's AsyncAPI document does not lie); the
-        check is by class, not of the contents.
-        """
+        """Send ``message`` (a Struct, a dataclass, anything msgspec encodes) as JSON text;
+        on a route with ``sends=``, a ``TypeError`` unless it is of one of those classes."""
         policy = self._messages  # (MessagePolicy.encode, inline: this is on every send)
         classes = policy.send_classes
         if classes is not None and not isinstance(message, classes):
@@ -418,30 +408,6 @@ class _Messages:
             return await receive_one()
         except WebSocketDisconnect:
             self._receive_one = None
-            raise StopAsyncIteration from None
-
-
-class _TypedMessages:
-    """``async for msg in ws.iter_typed()``: as :class:`_Messages`, with the reader of the type
-    looked up once for the whole loop."""
-
-    __slots__ = ("_reader", "_ws")
-
-    def __init__(self, ws: WebSocket, reader: Reader) -> None:
-        self._ws: WebSocket | None = ws
-        self._reader = reader
-
-    def __aiter__(self) -> _TypedMessages:
-        return self
-
-    async def __anext__(self) -> Any:
-        ws = self._ws
-        if ws is None:
-            raise StopAsyncIteration
-        try:
-            return await ws._receive_typed(self._reader)
-        except WebSocketDisconnect:
-            self._ws = None
             raise StopAsyncIteration from None
 
 
