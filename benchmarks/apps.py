@@ -23,6 +23,10 @@ ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 #: Every server the harness knows, the reference first.
 NAMES = ("bare", "trioweb", "starlette", "quart-trio")
+#: Apps the harness serves for a comparison of its own, not among the frameworks compared:
+#: ``typed`` is trioweb with typed messages against ``receive_json`` and checks by hand
+#: (``benchmarks/typed.py``).
+EXTRA = ("typed",)
 #: The ones that need more than trioweb's own dependencies.
 OPTIONAL = {"starlette": "starlette", "quart-trio": "quart_trio"}
 
@@ -58,6 +62,10 @@ def load(name: str) -> ASGIApp:
         "starlette": make_starlette,
         "quart-trio": make_quart_trio,
     }
+    if name == "typed":
+        from .typed import make_app
+
+        return make_app()
     variant = name.split("@", 1)[0].partition("+")[2]
     if variant:
         return make_trioweb(compression(variant))
@@ -70,7 +78,7 @@ def prepare(name: str) -> None:
     install trioweb's WebSocket stream and its guards. (A current trioweb app also installs
     them at its lifespan startup; older trees, such as the base of an A/B run, did it only in
     ``serve()``, and would otherwise run on hypercorn's own stream here.)"""
-    if framework(name) == "trioweb":
+    if framework(name) in ("trioweb", *EXTRA):
         from trioweb import _hypercorn_guard
 
         _hypercorn_guard.install()

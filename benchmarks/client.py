@@ -414,7 +414,10 @@ def json_messages(count: int, size: int, seed: int) -> list[bytes]:
 
 def messages(spec: dict[str, Any]) -> list[bytes]:
     """What a scenario's sockets send: 16 fixed bytes a message by default, or, with
-    ``"json": true``, a pool of different JSON documents of ``size`` bytes."""
+    ``"json": true``, a pool of different JSON documents of ``size`` bytes, or the ``"texts"``
+    given."""
+    if spec.get("texts"):
+        return [text.encode() for text in spec["texts"]]
     if spec.get("json"):
         return json_messages(64, spec["size"], 1)
     return [payload(spec["size"])]
@@ -481,7 +484,8 @@ async def run_echo(spec: dict[str, Any], window: Window, commands: asyncio.Queue
         return handler
 
     deflate = bool(spec.get("deflate"))
-    conns = await open_many(spec["sockets"], spec["port"], "/echo", make, deflate=deflate)
+    path = spec.get("path", "/echo")
+    conns = await open_many(spec["sockets"], spec["port"], path, make, deflate=deflate)
     print("ready", flush=True)
     t0, t1 = map(float, (await commands.get()).split()[1:3])
     window.start(t0, t1)

@@ -805,6 +805,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "redis-server of its own (started on a unix socket, stopped at the end): joins and "
         "leaves, Redis commands, memory per member, presence propagation, room fan-out",
     )
+    kind.add_argument(
+        "--typed",
+        action="store_true",
+        help="instead of the comparison of frameworks, compare typed messages (msgspec, "
+        "iter_typed, send_typed) with receive_json and checks by hand: decode alone, through "
+        "the test client, and over a trioweb server",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and clients")
     docs = parser.add_mutually_exclusive_group()
     docs.add_argument(
@@ -831,6 +838,10 @@ def main(argv: list[str] | None = None) -> int:
         from .rooms import rooms_main
 
         return rooms_main(args, plan.name, out, docs)
+    if args.typed:
+        from .typed import typed_main
+
+        return typed_main(args, plan.name, out, docs)
 
     wanted = args.servers.split(",") if args.servers else list(NAMES)
     unknown = [name for name in wanted if name not in NAMES]

@@ -83,6 +83,25 @@ def test_smoke_run_covers_trioweb_and_the_bare_app(tmp_path: Path) -> None:
     assert (out / "results.md").read_text().startswith("Medians over 1 round(s)")
 
 
+def test_the_typed_messages_comparison_runs_every_part(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--typed", "--smoke", "--no-docs", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    results = json.loads((out / "typed.json").read_text())
+    assert results["failures"] == []
+    for row in ("decode", "testclient", "server_us", "server_rate"):
+        for side in ("typed", "hand"):
+            assert results["summary"][row][side] > 0, (row, side)
+    assert "| decode + validate + dispatch, no I/O |" in proc.stdout
+
+
 def test_missing_peers_are_skipped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(apps, "OPTIONAL", {**apps.OPTIONAL, "starlette": "no_such_module_here"})
     assert not apps.available("starlette")

@@ -7,6 +7,7 @@ from .datastructures import Address, Authorization, Headers, QueryParams, State
 from .exceptions import (
     HTTPException,
     InvalidJSONMessage,
+    InvalidMessage,
     UnexpectedMessageType,
     WebSocketClose,
     WebSocketDisconnect,
@@ -43,6 +44,7 @@ __all__ = [
     "HTTPException",
     "Headers",
     "InvalidJSONMessage",
+    "InvalidMessage",
     "JSONResponse",
     "PlainTextResponse",
     "QueryParams",

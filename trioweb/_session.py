@@ -136,7 +136,7 @@ def _admit(
         compression=settings.compression,
         close_timeout=settings.close_timeout,
     )
-    ws = WebSocket(connection, scope, cast(Any, host), found.params)
+    ws = WebSocket(connection, scope, cast(Any, host), found.params, settings.messages)
     # The two headers straight from the scope: ws.headers would keep a decoded copy of them all
     # for the socket's whole life (about a kilobyte), whether the app reads them or not.
     origin = _first_header(scope, b"origin")

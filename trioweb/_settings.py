@@ -17,8 +17,18 @@ from typing import Any, Literal, get_args
 
 from ._deflate import Compression
 from ._origins import OriginPolicy
+from ._typed import (
+    ErrorFrame,
+    InvalidPolicy,
+    MessagePolicy,
+    MessageTypes,
+    check_policy,
+    default_error_frame,
+    make_policy,
+)
 
 __all__ = [
+    "FIXED_WHILE_SERVING",
     "BrowserDenials",
     "ErrorHandler",
     "HTTPOptions",
@@ -27,9 +37,30 @@ __all__ = [
     "WebSocketOptions",
     "WebSocketSettings",
     "check_browser_denials",
+    "check_limits",
     "find_errorhandler",
     "resolve",
+    "websocket_options",
 ]
+
+#: The settings fixed while the app serves (set them in ``App(...)`` or on the route).
+FIXED_WHILE_SERVING = frozenset(
+    {
+        "inbox_size",
+        "max_message_size",
+        "max_connections",
+        "idle_timeout",
+        "origin_policy",
+        "compression",
+        "close_timeout",
+        "after_hook_timeout",
+        "max_body_size",
+        "browser_denials",
+        "invalid_messages",
+        "max_invalid_messages",
+        "error_frame",
+    }
+)
 
 Hook = Callable[[Any], Awaitable[Any]]
 ErrorHandler = Callable[[Any, Any], Awaitable[Any]]
@@ -59,6 +90,24 @@ class WebSocketOptions:
     origin_policy: OriginPolicy | None = None
     compression: Compression | EllipsisType | None = ...
     browser_denials: BrowserDenials | None = None
+    #: The route's own message types (``receives=``, ``sends=``), compiled once.
+    messages: MessageTypes | None = None
+    invalid_messages: InvalidPolicy | None = None
+    #: ``...`` leaves the app's (``None`` means no limit).
+    max_invalid_messages: int | EllipsisType | None = ...
+    error_frame: ErrorFrame | None = None
+
+
+def websocket_options(
+    path: str, *, receives: Any = None, sends: Any = None, **options: Any
+) -> WebSocketOptions:
+    """A route's options, its policy checked and its message types compiled (at the
+    decorator, where a mistake is reported)."""
+    check_policy(options.get("invalid_messages"), options.get("max_invalid_messages"))
+    types = None
+    if receives is not None or sends is not None:
+        types = MessageTypes(receives, sends, where=f"route {path!r}")
+    return WebSocketOptions(messages=types, **options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +129,9 @@ class WebSocketDefaults:
     compression: Compression | None
     close_timeout: float
     after_hook_timeout: float
+    invalid_messages: InvalidPolicy
+    max_invalid_messages: int | None
+    error_frame: ErrorFrame | None
     browser_denials: BrowserDenials = "http"
 
 
@@ -101,6 +153,8 @@ class WebSocketSettings:
     after_websocket: tuple[Hook, ...]
     after_hook_timeout: float
     errorhandlers: Mapping[type[BaseException], ErrorHandler]
+    #: The route's message types and what an invalid message does, for its sockets.
+    messages: MessagePolicy
     #: How a 4xx denial reaches a browser (see :data:`BrowserDenials`).
     browser_denials: BrowserDenials = "http"
 
@@ -130,6 +184,14 @@ def resolve(
         after_hook_timeout=defaults.after_hook_timeout,
         errorhandlers=MappingProxyType(dict(errorhandlers)),
         browser_denials=_first(own.browser_denials, defaults.browser_denials),
+        messages=make_policy(
+            own.messages,
+            _first(own.invalid_messages, defaults.invalid_messages),
+            defaults.max_invalid_messages
+            if own.max_invalid_messages is ...
+            else own.max_invalid_messages,
+            own.error_frame or defaults.error_frame or default_error_frame,
+        ),
     )
 
 
@@ -146,3 +208,21 @@ def find_errorhandler(
         if handler is not None:
             return handler
     return None
+
+
+def check_limits(
+    inbox_size: int | None,
+    max_message_size: int | None,
+    max_connections: int | None,
+    idle_timeout: float | None,
+) -> None:
+    """A ``ValueError`` for a limit that is not one."""
+    for name, value in [
+        ("inbox_size", inbox_size),
+        ("max_message_size", max_message_size),
+        ("max_connections", max_connections),
+    ]:
+        if value is not None and value < 1:
+            raise ValueError(f"{name} must be at least 1, not {value}")
+    if idle_timeout is not None and idle_timeout <= 0:
+        raise ValueError(f"idle_timeout must be positive, not {idle_timeout}")

@@ -15,12 +15,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import unquote
 
+import msgspec
 import trio
 from trio.lowlevel import Task
 
 from ._buffer import wake_all, wake_one
 from ._connection import DIRECT_DELIVERY
 from ._timeouts import WaitTimer
+from ._typed import reader_for
 from ._types import ASGIApp, Message
 from .close_codes import as_close_code
 from .datastructures import Headers
@@ -247,6 +249,10 @@ class TestWebSocket:
         """Send ``data`` as JSON in a text message."""
         await self.send_text(jsonlib.dumps(data))
 
+    async def send_typed(self, message: Any) -> None:
+        """Send ``message`` (a Struct, a dataclass, anything msgspec encodes) as JSON text."""
+        await self.send_text(msgspec.json.encode(message).decode())
+
     async def close(self, code: int = 1000, reason: str = "") -> None:
         """Close from the client's side; the app sees a disconnect with this code."""
         if self._client_closed:
@@ -290,6 +296,11 @@ class TestWebSocket:
     async def receive_json(self) -> Any:
         """The next message, parsed as JSON."""
         return jsonlib.loads(await self.receive())
+
+    async def receive_typed(self, type: Any) -> Any:
+        """The next message, decoded and validated as ``type`` (``Welcome | Error``) with
+        msgspec; a message that does not fit raises msgspec's ``ValidationError``."""
+        return reader_for(type).decode(await self.receive())
 
 
 @asynccontextmanager

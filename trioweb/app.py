@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import trio
 
 from . import _hypercorn_guard
+from ._asyncapi import AsyncAPIMethods
 from ._background import BackgroundFailurePolicy, BackgroundTasks
 from ._client import client_handler
 from ._deflate import Compression
@@ -20,18 +21,20 @@ from ._origins import OriginPolicy
 from ._registry import ConnectionRegistry
 from ._session import asgi_entry
 from ._settings import (
+    FIXED_WHILE_SERVING,
     BrowserDenials,
     HTTPOptions,
     WebSocketDefaults,
     WebSocketOptions,
     WebSocketSettings,
     check_browser_denials,
+    check_limits,
     resolve,
+    websocket_options,
 )
+from ._typed import DEFAULT_MAX_INVALID_MESSAGES, ErrorFrame, InvalidPolicy, check_policy
 from ._types import DEFAULT_CLOSE_TIMEOUT, Receive, Scope, Send
-from .http import (
-    DEFAULT_MAX_BODY_SIZE,
-)
+from .http import DEFAULT_MAX_BODY_SIZE
 from .nursery import AppNursery
 from .routing import Route, Router
 from .server import serve
@@ -53,24 +56,7 @@ DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_COMPRESSION = Compression()
 
 
-#: The settings fixed while the app serves (set them in ``App(...)`` or on the route).
-_FIXED_WHILE_SERVING = frozenset(
-    {
-        "inbox_size",
-        "max_message_size",
-        "max_connections",
-        "idle_timeout",
-        "origin_policy",
-        "compression",
-        "close_timeout",
-        "after_hook_timeout",
-        "max_body_size",
-        "browser_denials",
-    }
-)
-
-
-class App:
+class App(AsyncAPIMethods):
     """A trioweb application: an ASGI app to serve with :func:`trioweb.serve` or hypercorn.
 
     WebSocket limits, each also settable per route on :meth:`websocket`:
@@ -95,6 +81,10 @@ class App:
     ``compression`` sets permessage-deflate (a :class:`~trioweb.Compression`, or ``None`` for
     off; also per route); ``close_timeout`` bounds the wait for a client's Close after the
     server sent its own, in seconds (then TCP is closed).
+
+    Typed messages (``receives=``), also per route: ``invalid_messages="close"`` (the default;
+    :class:`~trioweb.InvalidMessage`, 1007 if uncaught) or ``"reply"`` (an ``error_frame``
+    to the sender); ``max_invalid_messages`` (10; ``None``: any) invalid ones later, 1008.
 
     ``max_body_size`` bounds HTTP request bodies (over it: 413); ``after_hook_timeout`` bounds
     the ``after_websocket`` hooks of one connection, in seconds. ``lifespan`` is a callable
@@ -123,9 +113,13 @@ class App:
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT,
         background_failure: BackgroundFailurePolicy = "log",
         browser_denials: BrowserDenials = "http",
+        invalid_messages: InvalidPolicy = "close",
+        max_invalid_messages: int | None = DEFAULT_MAX_INVALID_MESSAGES,
+        error_frame: ErrorFrame | None = None,
     ) -> None:
-        _check_limits(inbox_size, max_message_size, max_connections, idle_timeout)
+        check_limits(inbox_size, max_message_size, max_connections, idle_timeout)
         check_browser_denials(browser_denials)
+        check_policy(invalid_messages, max_invalid_messages)
         # Before any setting: __setattr__ reads it.
         self._settings: dict[Route | None, WebSocketSettings] | None = None
         #: The route table.
@@ -152,6 +146,15 @@ class App:
         self.close_timeout = close_timeout
         #: How a 4xx denial reaches a browser: ``"http"`` or ``"close"`` (see :class:`App`).
         self.browser_denials = browser_denials
+        #: What a message that fails to decode or validate does: ``"close"`` or ``"reply"``.
+        self.invalid_messages: InvalidPolicy = invalid_messages
+        #: Invalid messages a socket may send before it is closed with 1008 (``None``: any).
+        self.max_invalid_messages = max_invalid_messages
+        #: Makes the frame sent back for an invalid message under ``"reply"`` (``None``: the
+        #: default, ``{"type": "error", "code": "bad_message", "detail": ...}``).
+        self.error_frame = error_frame
+        #: The ``info`` of the app's AsyncAPI document (see :meth:`serve_asyncapi`).
+        self.asyncapi_info: dict[str, str] = {"title": "trioweb app", "version": "0.1.0"}
         self._before_websocket: list[Callable[[Any], Awaitable[Any]]] = []
         self._after_websocket: list[Callable[[Any], Awaitable[Any]]] = []
         self._errorhandlers: dict[type[BaseException], Callable[[Any, Any], Awaitable[Any]]] = {}
@@ -169,7 +172,7 @@ class App:
         self.lifecycle.context = lifespan
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name in _FIXED_WHILE_SERVING and getattr(self, "_settings", None) is not None:
+        if name in FIXED_WHILE_SERVING and getattr(self, "_settings", None) is not None:
             raise RuntimeError(
                 f"App.{name} cannot change while the app is serving: set it in App(...) or on "
                 "the route, before the app starts"
@@ -189,6 +192,11 @@ class App:
         allowed_origins: Iterable[str] | None = None,
         compression: Compression | EllipsisType | None = ...,
         browser_denials: BrowserDenials | None = None,
+        receives: Any = None,
+        sends: Any = None,
+        invalid_messages: InvalidPolicy | None = None,
+        max_invalid_messages: int | EllipsisType | None = ...,
+        error_frame: ErrorFrame | None = None,
     ) -> Callable[[F], F]:
         """Register a WebSocket handler for ``path``.
 
@@ -198,11 +206,16 @@ class App:
         :class:`App`); ``max_connections`` here counts this route's sockets only,
         ``compression=None`` turns compression off for this route, and ``browser_denials``
         (``"http"`` or ``"close"``) says how this route's 4xx denials reach browsers.
+
+        ``receives`` is what :meth:`~trioweb.WebSocket.iter_typed` decodes as (a Struct, a
+        tagged union of them, a dataclass, a TypedDict), ``sends`` what
+        :meth:`~trioweb.WebSocket.send_typed` may send: compiled here, once (see docs/typed.md).
         """
-        _check_limits(inbox_size, max_message_size, max_connections, idle_timeout)
+        check_limits(inbox_size, max_message_size, max_connections, idle_timeout)
         if browser_denials is not None:
             check_browser_denials(browser_denials)
-        options = WebSocketOptions(
+        options = websocket_options(
+            path,
             inbox_size=inbox_size,
             max_message_size=max_message_size,
             max_connections=max_connections,
@@ -210,6 +223,11 @@ class App:
             origin_policy=None if allowed_origins is None else OriginPolicy(allowed_origins),
             compression=compression,
             browser_denials=browser_denials,
+            receives=receives,
+            sends=sends,
+            invalid_messages=invalid_messages,
+            max_invalid_messages=max_invalid_messages,
+            error_frame=error_frame,
         )
 
         def register(handler: F) -> F:
@@ -346,6 +364,9 @@ class App:
             close_timeout=self.close_timeout,
             after_hook_timeout=self.after_hook_timeout,
             browser_denials=self.browser_denials,
+            invalid_messages=self.invalid_messages,
+            max_invalid_messages=self.max_invalid_messages,
+            error_frame=self.error_frame,
         )
         options = route.options if route is not None else None
         return resolve(
@@ -452,20 +473,3 @@ class App:
             await serve(self, host, port, **options)
 
         trio.run(main)
-
-
-def _check_limits(
-    inbox_size: int | None,
-    max_message_size: int | None,
-    max_connections: int | None,
-    idle_timeout: float | None,
-) -> None:
-    for name, value in [
-        ("inbox_size", inbox_size),
-        ("max_message_size", max_message_size),
-        ("max_connections", max_connections),
-    ]:
-        if value is not None and value < 1:
-            raise ValueError(f"{name} must be at least 1, not {value}")
-    if idle_timeout is not None and idle_timeout <= 0:
-        raise ValueError(f"idle_timeout must be positive, not {idle_timeout}")

@@ -1,10 +1,12 @@
-"""``trioweb run MODULE:APP``: serve an app on hypercorn's trio worker."""
+"""``trioweb run MODULE:APP``: serve an app on hypercorn's trio worker; ``trioweb routes`` and
+``trioweb asyncapi``: describe it."""
 
 from __future__ import annotations
 
 import argparse
 import errno
 import importlib
+import json
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -85,7 +87,39 @@ def _parser() -> argparse.ArgumentParser:
     )
     routes = commands.add_parser("routes", help="list an app's routes")
     routes.add_argument("target", metavar="MODULE:APP", help="for example examples.chat:app")
+    asyncapi = commands.add_parser(
+        "asyncapi", help="print (or write) the AsyncAPI 3.0 document of an app's WebSocket routes"
+    )
+    asyncapi.add_argument("target", metavar="MODULE:APP", help="for example examples.chat:app")
+    asyncapi.add_argument(
+        "--output", "-o", metavar="FILE", help="write the document to FILE instead of stdout"
+    )
+    asyncapi.add_argument("--title", help="info.title (default: the app's, see App.asyncapi)")
+    asyncapi.add_argument(
+        "--version", dest="api_version", metavar="VERSION", help="info.version (likewise)"
+    )
     return parser
+
+
+def _write_asyncapi(args: argparse.Namespace) -> int:
+    """``trioweb asyncapi``: the document as indented JSON, on stdout or in ``--output``."""
+    try:
+        app = load_app(args.target)
+    except AppLoadError as exc:
+        print(f"trioweb: error: {exc}", file=sys.stderr)
+        return 2
+    document = app.asyncapi(title=args.title, version=args.api_version)
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    if args.output is None:
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(args.output, "w", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as exc:
+        print(f"trioweb: error: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 #: One line per request or handshake: client, request line, status, size, duration.
@@ -219,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``trioweb`` command."""
     args = _parser().parse_args(argv)
     _configure_logging()
+    if args.command == "asyncapi":
+        return _write_asyncapi(args)
     if args.command == "routes":
         try:
             print(_list_routes(load_app(args.target)))

@@ -11,6 +11,7 @@ from .close_codes import CloseCode, as_close_code, check_close_code
 __all__ = [
     "HTTPException",
     "InvalidJSONMessage",
+    "InvalidMessage",
     "UnexpectedMessageType",
     "WebSocketClose",
     "WebSocketDisconnect",
@@ -67,18 +68,54 @@ class WebSocketClose(Exception):
         return f"close {self.code}" + (f": {self.reason}" if self.reason else "")
 
 
-class InvalidJSONMessage(WebSocketClose, ValueError):
-    """A message asked for as JSON did not parse. Uncaught, it closes the socket with 1007."""
+class InvalidMessage(WebSocketClose, ValueError):
+    """A message did not decode or validate as the type asked for.
 
-    def __init__(self, reason: str) -> None:
-        super().__init__(CloseCode.INVALID_PAYLOAD, reason)
+    Raised by :meth:`~trioweb.WebSocket.receive_typed` and
+    :meth:`~trioweb.WebSocket.iter_typed` (under ``invalid_messages="close"``, the default).
+    Uncaught, it closes the socket with 1007 (invalid payload) and :attr:`detail` as the reason;
+    caught, nothing is closed and the socket is the handler's to use. Its ``str()`` says what
+    was wrong with the message, not what happens to the socket.
+    """
+
+    def __init__(self, detail: str, path: str | None = None, data: str | bytes = "") -> None:
+        super().__init__(CloseCode.INVALID_PAYLOAD, detail)
+        #: What is wrong, for people and for the sender: ``"$.amount: expected int, got str"``,
+        #: ``"invalid JSON: ..."``. Not cut to a close frame's size, as :attr:`reason` is.
+        self.detail = detail
+        #: Where in the message, as a JSON path (``"$.amount"``, ``"$.items[1].x"``); ``None``
+        #: when the message is not JSON at all.
+        self.path = path
+        #: The message as it arrived.
+        self.data = data
+
+    def __str__(self) -> str:
+        return self.detail
+
+
+class InvalidJSONMessage(InvalidMessage):
+    """A message asked for as JSON did not parse. Uncaught, it closes the socket with 1007.
+
+    An :class:`InvalidMessage` (and so a ``ValueError``) whose :attr:`~InvalidMessage.path` is
+    ``None``.
+    """
+
+    def __init__(self, reason: str, data: str | bytes = "") -> None:
+        super().__init__(reason, None, data)
 
 
 class UnexpectedMessageType(WebSocketClose, TypeError):
-    """Text arrived where bytes were asked for, or the reverse. Uncaught, it closes with 1003."""
+    """Text arrived where bytes were asked for, or the reverse. Uncaught, it closes with 1003.
+
+    Its ``str()`` says what arrived, not what happens to the socket.
+    """
 
     def __init__(self, reason: str) -> None:
         super().__init__(CloseCode.UNSUPPORTED_DATA, reason)
+        self._detail = reason
+
+    def __str__(self) -> str:
+        return self._detail
 
 
 class HTTPException(Exception):

@@ -16,10 +16,13 @@ from ._failures import classify
 from ._json import JSON_ERRORS, json_text
 from ._phases import Phase
 from ._scope import ScopeView
+from ._typed import DECODE_ERRORS, DEFAULT_POLICY, MessagePolicy, Reader, invalid_message
 from ._types import Scope
+from .close_codes import CloseCode
 from .exceptions import (
     HTTPException,
     InvalidJSONMessage,
+    InvalidMessage,
     UnexpectedMessageType,
     WebSocketClose,
     WebSocketDisconnect,
@@ -53,7 +56,7 @@ class WebSocket(ScopeView):
     :class:`~trioweb.WebSocketDisconnect`, and the ``async for`` forms simply end.
     """
 
-    __slots__ = ("_conn",)
+    __slots__ = ("_conn", "_invalid", "_messages")
 
     def __init__(
         self,
@@ -61,9 +64,14 @@ class WebSocket(ScopeView):
         scope: Scope,
         app: App | None = None,
         path_params: Mapping[str, Any] | None = None,
+        messages: MessagePolicy | None = None,
     ) -> None:
         super().__init__(scope, app, path_params)
         self._conn = connection
+        # The route's typed messages and error policy (shared by its sockets), and how many
+        # invalid messages this socket has sent.
+        self._messages = messages if messages is not None else DEFAULT_POLICY
+        self._invalid = 0
 
     def __repr__(self) -> str:
         return f"<WebSocket {self.path} {self._conn.phase.value}>"
@@ -226,6 +234,71 @@ class WebSocket(ScopeView):
         """Iterate over messages parsed as JSON until the socket closes."""
         return _Messages(partial(self.receive_json, loads))
 
+    # -- typed messages -----------------------------------------------------------------
+
+    async def receive_typed(self, type: Any = None) -> Any:
+        """The next message, decoded and validated with msgspec as ``type`` (by default the
+        route's ``receives=``): a Struct, a tagged union of them, a dataclass, a TypedDict...
+
+        An invalid message goes as the route's ``invalid_messages`` says: ``"close"`` raises
+        :class:`~trioweb.InvalidMessage` (uncaught: close 1007), ``"reply"`` answers the sender
+        with an error frame and reads on. Past ``max_invalid_messages`` the socket is closed
+        with 1008 and this raises :class:`~trioweb.WebSocketDisconnect`.
+        """
+        return await self._receive_typed(self._messages.reader(type))
+
+    def iter_typed(self, type: Any = None) -> AsyncIterator[Any]:
+        """Iterate over messages decoded as in :meth:`receive_typed` until the socket closes
+        (the 1008 of ``max_invalid_messages`` included), for ``match``; an
+        :class:`~trioweb.InvalidMessage` raised out of one step leaves the iterator usable."""
+        return _Messages(partial(self._receive_typed, self._messages.reader(type)))
+
+    async def send_typed(self, message: Any) -> None:
+        """Send ``message`` (a Struct, a dataclass, anything msgspec encodes) as JSON text;
+        on a route with ``sends=``, a ``TypeError`` unless it is of one of those classes."""
+        policy = self._messages  # (MessagePolicy.encode, inline: this is on every send)
+        classes = policy.send_classes
+        if classes is not None and not isinstance(message, classes):
+            raise policy.refused(message)
+        try:
+            text = policy.encoder.encode(message).decode()
+        except UnicodeEncodeError:
+            text = policy.escaped(message)
+        conn = self._conn
+        if conn.phase is _CONNECTING:
+            await conn.accept(None, (), self.subprotocols, implicit=True)
+        await conn.send({"type": "websocket.send", "text": text})
+
+    async def _receive_typed(self, reader: Reader) -> Any:
+        conn = self._conn
+        if conn.phase is _CONNECTING:
+            await conn.accept(None, (), self.subprotocols, implicit=True)
+        decode = reader.decode
+        inbox = conn.inbox
+        while True:
+            try:
+                message = await inbox.get()
+            except StopAsyncIteration:
+                raise conn.disconnect_error() from None
+            try:
+                return decode(message)
+            except DECODE_ERRORS as exc:
+                error = invalid_message(exc, message, reader)
+            await self._invalid_message(error)
+
+    async def _invalid_message(self, error: InvalidMessage) -> None:
+        """Count ``error``'s message and deal with it as the policy says (or close 1008)."""
+        policy = self._messages
+        self._invalid += 1
+        limit = policy.max_invalid_messages
+        if limit is not None and self._invalid > limit:
+            reason = f"more than {limit} invalid message{'s' if limit != 1 else ''}"
+            await self.ensure_closed(CloseCode.POLICY_VIOLATION, reason)
+            raise self._conn.disconnect_error() from error
+        if policy.invalid_messages == "close":
+            raise error
+        await self._conn.send({"type": "websocket.send", "text": policy.reply(error)})
+
     # -- sending ------------------------------------------------------------------------
 
     # Each send builds its ASGI message and hands it to the connection itself, with no call
@@ -319,7 +392,7 @@ def _parse_json(message: str | bytes, loads: JSONLoads) -> Any:
     try:
         return loads(message)
     except JSON_ERRORS as exc:
-        raise InvalidJSONMessage(f"invalid JSON: {exc}") from exc
+        raise InvalidJSONMessage(f"invalid JSON: {exc}", message) from exc
 
 
 class _Messages:
