@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from http import HTTPStatus
 
 import trio
 from trio.lowlevel import cancel_shielded_checkpoint, checkpoint_if_cancelled, current_task
 
 from ._buffer import Buffer
 from ._deflate import Compression
+from ._denial import Denial, denial
 from ._failures import PROTOCOL_ERRORS
 from ._phases import Event, Phase, advance
 from ._send_lock import SendLock, yields_so_far
@@ -182,16 +182,8 @@ class Connection:
             await lock.release_after_send(points)
 
     async def deny(self, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]]) -> None:
-        """Refuse the handshake with an HTTP response, or with a plain 403 if the server lacks
-        the denial extension."""
-        if not 100 <= status <= 599:
-            raise ValueError(f"{status} is not an HTTP status")
-        raw = [(k.lower(), v) for k, v in headers]
-        names = {k for k, _ in raw}
-        if body and b"content-type" not in names:
-            raw.append((b"content-type", b"text/plain; charset=utf-8"))
-        if b"content-length" not in names:
-            raw.append((b"content-length", str(len(body)).encode()))
+        """Refuse the handshake (see :mod:`._denial` for how the client is told)."""
+        refusal = self._refusal(status, body, headers)
         # Decided under the lock: an accept on its way out (from another task) comes first.
         lock = self._send_lock
         await lock.acquire()
@@ -204,48 +196,32 @@ class Connection:
                 )
             self._mark_closed_by_app(None, None)
             with trio.CancelScope(shield=True):
-                if self.denials_by_close and 400 <= status <= 499:
-                    await self._deny_by_close(status, body.decode("utf-8", errors="replace"))
-                    return
-                self.denial_status = status if self.supports_denial else 403
-                if not self.supports_denial:
-                    await self._server_send(
-                        {"type": "websocket.close", "code": CloseCode.POLICY_VIOLATION}
-                    )
-                    return
-                await self._server_send(
-                    {"type": "websocket.http.response.start", "status": status, "headers": raw}
-                )
-                await self._server_send({"type": "websocket.http.response.body", "body": body})
+                await self._send_refusal(refusal)
         finally:
             lock.release()
 
-    async def _deny_by_close(self, status: int, reason: str) -> None:
-        """Refuse the handshake in a way a browser's page can read: accept, then close at once
-        with ``4000 + status`` and ``reason`` (the status phrase if empty).
+    def _refusal(self, status: int, body: bytes, headers: Iterable[tuple[bytes, bytes]]) -> Denial:
+        return denial(
+            status,
+            body,
+            headers,
+            supports_denial=self.supports_denial,
+            by_close=self.denials_by_close,
+            subprotocol=self.denial_subprotocol,
+            close_timeout=self.close_timeout,
+        )
 
-        Called holding the send lock, shielded, once the socket is marked closed by the app.
-        """
-        code = self.close_code = 4000 + status
-        reason = self.close_reason = truncate_reason(reason or _phrase(status))
-        self.denial_status = status
-        accept: Message = {
-            "type": "websocket.accept",
-            "headers": [],
-            # No compression for a socket that sends one Close; trioweb's stream logs the
-            # denial's status in the access log, not the 101 it answers with.
-            WIRE_SETTINGS: {
-                "close_timeout": self.close_timeout,
-                "compression": None,
-                "denied": status,
-            },
-        }
-        if self.denial_subprotocol is not None:
-            accept["subprotocol"] = self.denial_subprotocol
-        await self._server_send(accept)
-        self.accepted = True
-        self.subprotocol = self.denial_subprotocol
-        await self._server_send({"type": "websocket.close", "code": code, "reason": reason})
+    async def _send_refusal(self, refusal: Denial) -> None:
+        """Send a denial's messages; called holding the send lock, shielded, once the socket is
+        marked closed by the app."""
+        self.denial_status = refusal.status
+        if refusal.by_close:
+            self.close_code, self.close_reason = refusal.close_code, refusal.close_reason
+        for message in refusal.messages:
+            await self._server_send(message)
+            if message["type"] == "websocket.accept":
+                self.accepted = True
+                self.subprotocol = refusal.subprotocol
 
     # -- messages -----------------------------------------------------------------------
 
@@ -337,7 +313,7 @@ class Connection:
             try:
                 if not self.accepted and self.denials_by_close:
                     # The HTTP 403 below, in a form a browser's page can read: 4403.
-                    await self._deny_by_close(403, reason)
+                    await self._send_refusal(self._refusal(403, reason.encode(), ()))
                     return
                 if not self.accepted:
                     self.denial_status = 403
@@ -455,11 +431,3 @@ def _oversize(data: str | bytes, limit: int) -> int:
         return 0
     size = len(data.encode("utf-8", "surrogatepass"))
     return size if size > limit else 0
-
-
-def _phrase(status: int) -> str:
-    """The reason phrase of an HTTP status ("Unauthorized"), or "HTTP <status>"."""
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return f"HTTP {status}"

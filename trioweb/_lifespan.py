@@ -15,15 +15,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, AsyncExitStack
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import trio
 
-from ._background import BackgroundTasks, describe
+from ._background import BackgroundFailurePolicy, BackgroundTasks, describe
 from ._types import Receive, Send
 from .nursery import AppNursery
 
-__all__ = ["ALREADY_RUNNING", "Extension", "Lifecycle"]
+__all__ = ["ALREADY_RUNNING", "Extension", "LifeMethods", "Lifecycle"]
 
 logger = logging.getLogger("trioweb")
 
@@ -206,3 +206,66 @@ class _ExtensionHost:
         self._stop.set()
         await self._done.wait()
         return self._failures
+
+
+E = TypeVar("E", bound=Extension)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class LifeMethods:
+    """The lifespan methods of :class:`~trioweb.App`: extensions, startup and shutdown hooks,
+    and the app's nursery (all kept in its :class:`Lifecycle`)."""
+
+    lifecycle: Lifecycle
+
+    def use(self, extension: E) -> E:
+        """Run ``extension.lifespan(app)`` for the app's whole life.
+
+        Extensions start before the ``on_startup`` hooks and stop after the ``on_shutdown``
+        hooks, in reverse order, so hooks can use them. Returns the extension.
+        """
+        if not callable(getattr(extension, "lifespan", None)):
+            raise TypeError(f"{extension!r} has no lifespan(app) method: it cannot be used")
+        self.lifecycle.extensions.append(extension)
+        return extension
+
+    def on_startup(self, hook: F) -> F:
+        """Run ``await hook()`` at startup, before the first request (``app.nursery`` is open)."""
+        self.lifecycle.on_startup.append(hook)
+        return hook
+
+    def on_shutdown(self, hook: F) -> F:
+        """Run ``await hook()`` at shutdown, after ``app.nursery``'s tasks are cancelled."""
+        self.lifecycle.on_shutdown.append(hook)
+        return hook
+
+    @property
+    def nursery(self) -> AppNursery:
+        """A nursery that lives as long as the app, for background tasks.
+
+        Open from the startup hooks on; cancelled at shutdown. A task that fails ends alone:
+        it is logged on logger ``trioweb`` with its traceback and counted in
+        :attr:`background_failures`, the other tasks go on, and later starts work. Then
+        ``background_failure`` applies (see :class:`App`); either way, the shutdown reports
+        the failure. See :class:`~trioweb.nursery.AppNursery`.
+        """
+        nursery = self.lifecycle.nursery
+        if nursery is None:
+            raise RuntimeError(
+                "app.nursery is only open while the app runs (from the on_startup hooks on)"
+            )
+        return nursery
+
+    @property
+    def background_failure(self) -> BackgroundFailurePolicy:
+        """What a failing task in :attr:`nursery` does to the app: ``"log"`` or ``"exit"``."""
+        return self.lifecycle.background.policy
+
+    @property
+    def background_failures(self) -> int:
+        """How many tasks in :attr:`nursery` have failed since the last startup (read-only).
+
+        A task that fails before it reports itself started to ``app.nursery.start()`` is not
+        counted: its error is raised to the caller of ``start()``.
+        """
+        return self.lifecycle.background.failures

@@ -16,7 +16,7 @@ from ._background import BackgroundFailurePolicy, BackgroundTasks
 from ._client import client_handler
 from ._deflate import Compression
 from ._http_serving import HTTPHooks, serve_http
-from ._lifespan import ALREADY_RUNNING, Extension, Lifecycle
+from ._lifespan import ALREADY_RUNNING, Extension, Lifecycle, LifeMethods
 from ._origins import OriginPolicy
 from ._registry import ConnectionRegistry
 from ._session import asgi_entry
@@ -35,7 +35,6 @@ from ._settings import (
 from ._typed import DEFAULT_MAX_INVALID_MESSAGES, ErrorFrame, InvalidPolicy, check_policy
 from ._types import DEFAULT_CLOSE_TIMEOUT, Receive, Scope, Send
 from .http import DEFAULT_MAX_BODY_SIZE
-from .nursery import AppNursery
 from .routing import Route, Router
 from .server import serve
 
@@ -56,7 +55,7 @@ DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_COMPRESSION = Compression()
 
 
-class App(AsyncAPIMethods):
+class App(AsyncAPIMethods, LifeMethods):
     """A trioweb application: an ASGI app to serve with :func:`trioweb.serve` or hypercorn.
 
     WebSocket limits, each also settable per route on :meth:`websocket`:
@@ -397,58 +396,6 @@ class App(AsyncAPIMethods):
             )
 
     # -- lifespan -----------------------------------------------------------------------
-
-    def use(self, extension: E) -> E:
-        """Run ``extension.lifespan(app)`` for the app's whole life.
-
-        Extensions start before the ``on_startup`` hooks and stop after the ``on_shutdown``
-        hooks, in reverse order, so hooks can use them. Returns the extension.
-        """
-        if not callable(getattr(extension, "lifespan", None)):
-            raise TypeError(f"{extension!r} has no lifespan(app) method: it cannot be used")
-        self.lifecycle.extensions.append(extension)
-        return extension
-
-    def on_startup(self, hook: F) -> F:
-        """Run ``await hook()`` at startup, before the first request (``app.nursery`` is open)."""
-        self.lifecycle.on_startup.append(hook)
-        return hook
-
-    def on_shutdown(self, hook: F) -> F:
-        """Run ``await hook()`` at shutdown, after ``app.nursery``'s tasks are cancelled."""
-        self.lifecycle.on_shutdown.append(hook)
-        return hook
-
-    @property
-    def nursery(self) -> AppNursery:
-        """A nursery that lives as long as the app, for background tasks.
-
-        Open from the startup hooks on; cancelled at shutdown. A task that fails ends alone:
-        it is logged on logger ``trioweb`` with its traceback and counted in
-        :attr:`background_failures`, the other tasks go on, and later starts work. Then
-        ``background_failure`` applies (see :class:`App`); either way, the shutdown reports
-        the failure. See :class:`~trioweb.nursery.AppNursery`.
-        """
-        nursery = self.lifecycle.nursery
-        if nursery is None:
-            raise RuntimeError(
-                "app.nursery is only open while the app runs (from the on_startup hooks on)"
-            )
-        return nursery
-
-    @property
-    def background_failure(self) -> BackgroundFailurePolicy:
-        """What a failing task in :attr:`nursery` does to the app: ``"log"`` or ``"exit"``."""
-        return self.lifecycle.background.policy
-
-    @property
-    def background_failures(self) -> int:
-        """How many tasks in :attr:`nursery` have failed since the last startup (read-only).
-
-        A task that fails before it reports itself started to ``app.nursery.start()`` is not
-        counted: its error is raised to the caller of ``start()``.
-        """
-        return self.lifecycle.background.failures
 
     async def serve_lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI app for the lifespan scope (``App.__call__`` sends it there)."""

@@ -14,6 +14,7 @@ from ._close_rules import close_for
 from ._connection import Connection
 from ._failures import classify
 from ._json import JSON_ERRORS, json_text
+from ._messages import Messages
 from ._phases import Phase
 from ._scope import ScopeView
 from ._typed import DECODE_ERRORS, DEFAULT_POLICY, MessagePolicy, Reader, invalid_message
@@ -224,15 +225,15 @@ class WebSocket(ScopeView):
 
     def iter_text(self) -> AsyncIterator[str]:
         """Iterate over text messages until the socket closes."""
-        return _Messages(self.receive_text)
+        return Messages(self.receive_text)
 
     def iter_bytes(self) -> AsyncIterator[bytes]:
         """Iterate over binary messages until the socket closes."""
-        return _Messages(self.receive_bytes)
+        return Messages(self.receive_bytes)
 
     def iter_json(self, loads: JSONLoads | None = None) -> AsyncIterator[Any]:
         """Iterate over messages parsed as JSON until the socket closes."""
-        return _Messages(partial(self.receive_json, loads))
+        return Messages(partial(self.receive_json, loads))
 
     # -- typed messages -----------------------------------------------------------------
 
@@ -251,7 +252,7 @@ class WebSocket(ScopeView):
         """Iterate over messages decoded as in :meth:`receive_typed` until the socket closes
         (the 1008 of ``max_invalid_messages`` included), for ``match``; an
         :class:`~trioweb.InvalidMessage` raised out of one step leaves the iterator usable."""
-        return _Messages(partial(self._receive_typed, self._messages.reader(type)))
+        return Messages(partial(self._receive_typed, self._messages.reader(type)))
 
     async def send_typed(self, message: Any) -> None:
         """Send ``message`` (a Struct, a dataclass, anything msgspec encodes) as JSON text;
@@ -395,37 +396,9 @@ def _parse_json(message: str | bytes, loads: JSONLoads) -> Any:
         raise InvalidJSONMessage(f"invalid JSON: {exc}", message) from exc
 
 
-class _Messages:
-    """The ``async for`` over a socket: messages until it closes.
-
-    A plain async iterator rather than an async generator: no generator, no finalizer hook.
-    Like a trio channel's, it ends when the socket closes, and only then: an error (or a
-    cancellation) raised out of one step leaves it usable. A cancellation loses no message; an
-    error about a message (wrong type, bad JSON) has consumed that one.
-    """
-
-    __slots__ = ("_receive_one",)
-
-    def __init__(self, receive_one: Callable[[], Awaitable[Any]]) -> None:
-        self._receive_one: Callable[[], Awaitable[Any]] | None = receive_one
-
-    def __aiter__(self) -> _Messages:
-        return self
-
-    async def __anext__(self) -> Any:
-        receive_one = self._receive_one
-        if receive_one is None:
-            raise StopAsyncIteration
-        try:
-            return await receive_one()
-        except WebSocketDisconnect:
-            self._receive_one = None
-            raise StopAsyncIteration from None
-
-
 class _Received:
     """``async for message in ws``: the inbox's own ``get()``, which ends the iteration when
-    the socket closes (and only then, as :class:`_Messages`).
+    the socket closes (and only then, as :class:`._messages.Messages`).
 
     ``__anext__`` is a plain method that returns that coroutine: between the handler and the
     inbox there is no frame on every message, nor on the stack of a handler waiting for one.
