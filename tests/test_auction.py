@@ -5,7 +5,9 @@ step causes all arrive before the next tick: the sequences below are exact.
 """
 
 import json
+from pathlib import Path
 
+import jsonschema
 import pytest
 import trio
 import trio.testing
@@ -205,11 +207,12 @@ async def test_chat_reaches_everyone_in_the_room(autojump_clock):
     [
         ("{not json", "JSON"),
         (b"\xff\xfe", "JSON"),
-        ("[" * 100_000, "JSON"),  # nested too deep for the parser
-        ("[1, 2]", "type"),
+        ("[" * 100_000, "expected object"),  # (it used to reach the parser's recursion limit)
+        ("[1, 2]", "expected object"),
         ('{"amount": 5}', "type"),
         ('{"type": "shout", "text": "hi"}', "type"),
-        ('{"type": "bid", "amount": "ten"}', "amount"),
+        ('{"type": "bid", "amount": "ten"}', "$.amount: expected int, got str"),
+        ('{"type": "bid", "amount": 5, "by": "me"}', "$.by: unknown field"),
         ('{"type": "bid"}', "amount"),
         ('{"type": "bid", "amount": true}', "amount"),
         ('{"type": "bid", "amount": 0}', "amount"),
@@ -444,3 +447,28 @@ async def next_stored(ws) -> dict:
         if "offset" in message:
             return message
     raise AssertionError("no stored message in 20 messages")
+
+
+# -- the protocol, typed, and its AsyncAPI document ------------------------------------------
+
+
+async def test_the_asyncapi_document_describes_the_auction():
+    schema = json.loads((Path(__file__).parent / "schemas" / "asyncapi-3.0.0.json").read_text())
+    async with auction() as client:
+        response = await client.get("/asyncapi.json")
+    assert response.status_code == 200
+    document = response.json()
+    jsonschema.Draft7Validator(schema).validate(document)
+    assert document["asyncapi"].startswith("3.")
+    (channel,) = document["channels"].values()
+    assert channel["address"] == "/ws/{room}"
+    assert set(channel["parameters"]) == {"room"}
+    names = set(channel["messages"])
+    for kind in ("Bid", "Chat", "Welcome", "Presence", "BidMade", "Said", "Tick", "Sold", "Error"):
+        assert kind in names, (kind, names)
+    operations = document["operations"]
+    received = [m["$ref"].rsplit("/", 1)[1] for m in operations["auction.receive"]["messages"]]
+    assert received == ["Bid", "Chat"]
+    bid = document["components"]["schemas"]["Bid"]
+    assert "amount" in bid["required"]
+    assert bid["properties"]["amount"]["type"] == "integer"

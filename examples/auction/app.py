@@ -10,7 +10,6 @@ What each piece of :mod:`trioweb.rooms` does here:
 - each process tells its own members about presence changes (a room task).
 """
 
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -23,40 +22,29 @@ from trioweb import App, FileResponse, JSONResponse, Request, WebSocket, abort
 from trioweb.broadcast import Broadcast
 from trioweb.rooms import Room, Rooms
 
+from .protocol import (
+    Bid,
+    BidMade,
+    Chat,
+    Error,
+    High,
+    Presence,
+    Said,
+    Sent,
+    Sold,
+    Tick,
+    Welcome,
+    wire,
+)
+
 MAX_NAME = 40  # a user's name, cut to this length
 MAX_ROOM = 100
-MAX_TEXT = 500
-MAX_AMOUNT = 2**53 - 1  # JavaScript's Number.MAX_SAFE_INTEGER: the page reads it exactly
 
 
 def closes_in(lot: dict[str, Any], now: float) -> int:
     """Whole seconds until the lot closes, rounded up: 1 until the very end, 0 once it is over
     (to the millisecond first, so that float noise such as 2.0000000001 is not 3)."""
     return max(0, math.ceil(round(lot["deadline"] - now, 3)))
-
-
-def parse(raw: str | bytes) -> dict[str, Any]:
-    """A client message, checked (``{"type": "bid", ...}`` or ``{"type": "chat", ...}``), or
-    ``ValueError`` saying what is wrong with it."""
-    try:
-        message = json.loads(raw)
-    except (ValueError, RecursionError) as exc:  # (UnicodeDecodeError is a ValueError)
-        raise ValueError(f"invalid JSON: {exc}") from None
-    kind = message.get("type") if isinstance(message, dict) else None
-    if kind == "bid":
-        amount = message.get("amount")
-        # bool is an int in Python: true must not bid 1.
-        if type(amount) is not int or not 0 < amount <= MAX_AMOUNT:
-            raise ValueError(f"amount must be a positive integer up to {MAX_AMOUNT}")
-    elif kind == "chat":
-        text = message.get("text")
-        if not isinstance(text, str) or not text.strip():
-            raise ValueError("text must be a non-empty string")
-        if len(text) > MAX_TEXT:
-            raise ValueError(f"text is longer than {MAX_TEXT} characters")
-    else:
-        raise ValueError('expected an object whose "type" is "bid" or "chat"')
-    return message
 
 
 def make_app(env: Mapping[str, str] = os.environ) -> App:
@@ -87,7 +75,7 @@ def make_app(env: Mapping[str, str] = os.environ) -> App:
         # if only a second tab of someone present came or went: a member's own join is a
         # change, so the list sent after it is never older than the member's welcome.
         async for _ in room.presence.changes():
-            room.send_local({"type": "presence", "members": room.presence.users()})
+            room.send_local(wire(Presence(room.presence.users())))
 
     @rooms.owner_task  # in exactly one process; cancelled there if it loses the lease
     async def auctioneer(room: Room) -> None:
@@ -102,11 +90,11 @@ def make_app(env: Mapping[str, str] = os.environ) -> App:
             # Sleep to the next whole second before the deadline, then say so.
             await trio.sleep(lot["deadline"] - now - (left - 1))
             if left > 1:
-                await room.publish({"type": "tick", "closes_in": left - 1})
+                await room.publish(wire(Tick(left - 1)))
 
     async def sell(room: Room, lot: dict[str, Any], now: float) -> None:
         """Sell ``lot`` to its high bidder and put the next one on sale."""
-        sold = {"type": "sold", **(lot["high"] or {"amount": None, "by": None})}
+        sold = wire(Sold(**(lot["high"] or {"amount": None, "by": None})))
         after = {"lot": lot["lot"] + 1, "deadline": now + lot_seconds, "high": None}
         # Only the lot as read (a bid that slipped in since: the auctioneer reads again), and
         # fenced: if another process has taken the room over, the write is refused
@@ -118,9 +106,9 @@ def make_app(env: Mapping[str, str] = os.environ) -> App:
             history=True,  # kept, with an offset, for members that resume
         )
         if update.applied:  # tell the new lot's length at once
-            await room.publish({"type": "tick", "closes_in": closes_in(after, now)})
+            await room.publish(wire(Tick(closes_in(after, now))))
 
-    async def bid(room: Room, user: str, amount: int) -> dict[str, Any] | None:
+    async def bid(room: Room, user: str, amount: int) -> Error | None:
         """Place a bid; ``None`` if accepted (announced to everyone), else the error."""
         lot, now = await current_lot(room)
 
@@ -132,16 +120,18 @@ def make_app(env: Mapping[str, str] = os.environ) -> App:
             return None
 
         update = await room.state.update(
-            place, announce=lambda new: {"type": "bid", **new["high"]}, history=True
+            place, announce=lambda new: wire(BidMade(**new["high"])), history=True
         )
         state = update.state
         if update.applied:
             return None
         if state["lot"] == lot["lot"] and closes_in(state, now) > 0:
-            return {"type": "error", "code": "too_low", "high": state["high"]["amount"]}
+            return Error("too_low", high=state["high"]["amount"])
         # Not in the issue's protocol: a bid racing with the sale must not carry over to the
         # next lot, and "too_low" would be a lie.
-        return {"type": "error", "code": "lot_closed", "detail": "this lot has closed"}
+        return Error("lot_closed", detail="this lot has closed")
+
+    app.serve_asyncapi("/asyncapi.json", title="trioweb auction", version="1.0.0")
 
     @app.get("/")
     async def page(request: Request) -> FileResponse:
@@ -153,36 +143,36 @@ def make_app(env: Mapping[str, str] = os.environ) -> App:
         counts = {r.name: {"members": len(r.presence), "local": len(r.members)} for r in rooms}
         return JSONResponse({name: n for name, n in counts.items() if n["local"]})
 
-    @app.websocket("/ws/{name}")
-    async def auction(ws: WebSocket, nursery: trio.Nursery, name: str) -> None:
+    @app.websocket("/ws/{room}", receives=Bid | Chat, sends=Sent, invalid_messages="reply")
+    async def auction(ws: WebSocket, nursery: trio.Nursery, room: str) -> None:
         user = ws.query_params.get("user", "").strip()[:MAX_NAME]
         if not user:
             abort(401, "a user name is required: /ws/ROOM?user=NAME")  # before the accept
-        if len(name) > MAX_ROOM:
+        if len(room) > MAX_ROOM:
             abort(400, f"a room name is at most {MAX_ROOM} characters")
         since = ws.query_params.get("since")  # the last offset a reconnecting client saw
-        async with ws, rooms.join(name, user=user, since=since) as member:
-            room = member.room
+        async with ws, rooms.join(room, user=user, since=since) as member:
+            here = member.room
             # The members right at the join, before any await: a presence change after this
             # moment is a later "presence" message (see tell_presence).
-            welcome = {"type": "welcome", "you": user, "members": room.presence.users()}
-            if member.recovery is not None:  # exact: every bid, chat and sale since follows
-                welcome["recovered"] = member.recovery.exact
-            lot, now = await current_lot(room)
-            await ws.send_json({**welcome, "high": lot["high"], "closes_in": closes_in(lot, now)})
+            members = here.presence.users()
+            lot, now = await current_lot(here)
+            high = High(**lot["high"]) if lot["high"] else None
+            # With ?since=: true if every bid, chat and sale since follows (else a reset).
+            recovered = member.recovery.exact if member.recovery is not None else None
+            await ws.send_typed(Welcome(user, members, high, closes_in(lot, now), recovered))
             # Then what it missed (if it resumed), then the room's messages queued since the
             # join, none twice.
             nursery.start_soon(member.forward_to, ws)
-            async for raw in ws:
-                try:
-                    message = parse(raw)
-                except ValueError as exc:  # the sender's mistake: tell them, stay connected
-                    await ws.send_json({"type": "error", "code": "bad_message", "detail": str(exc)})
-                    continue
-                if message["type"] == "chat":
-                    await room.history.append({"type": "chat", "by": user, "text": message["text"]})
-                elif (error := await bid(room, user, message["amount"])) is not None:
-                    await ws.send_json(error)
+            # Decoded and validated as Bid | Chat; an invalid message gets an error frame
+            # naming the field (invalid_messages="reply"), and the socket stays open.
+            async for message in ws.iter_typed():
+                match message:
+                    case Chat(text=text):
+                        await here.history.append(wire(Said(user, text)))
+                    case Bid(amount=amount):
+                        if (error := await bid(here, user, amount)) is not None:
+                            await ws.send_typed(error)
 
     return app
 
