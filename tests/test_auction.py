@@ -11,9 +11,12 @@ import jsonschema
 import pytest
 import trio
 import trio.testing
+from helpers import closed_with
 
 from examples.auction import make_app
 from trioweb.testing import TestClient, WebSocketDenied
+
+ORIGIN = {"origin": "http://testserver"}  # a browser's handshake (the test client's host)
 
 
 def auction(lot_seconds: float = 30) -> TestClient:
@@ -61,6 +64,19 @@ async def test_a_user_name_is_required_before_the_accept(query):
                 pass
     assert denied.value.status_code == 401
     assert b"user" in denied.value.body
+
+
+@pytest.mark.parametrize("query", ["", "?user=", "?user=%20%20"])
+async def test_a_browser_without_a_user_name_reads_4401_and_the_reason(query):
+    # A handshake with an Origin is a browser's: accepted only to be closed with 4000 + 401 and
+    # the text, which the page's client reads (and stops); without one, HTTP 401 as above.
+    async with auction() as client:
+        async with client.websocket(f"/ws/lot{query}", headers=ORIGIN) as ws:
+            closed = await closed_with(ws)
+        assert (closed.code, closed.reason) == (4401, "a user name is required: /ws/ROOM?user=NAME")
+        async with client.websocket(f"/ws/{'r' * 101}?user=alice", headers=ORIGIN) as ws:
+            assert (await closed_with(ws)).code == 4400
+        assert (await client.get("/rooms")).json() == {}  # nobody joined
 
 
 async def test_the_welcome_comes_first(autojump_clock):
@@ -355,9 +371,13 @@ async def test_the_page():
         page = await client.get("/")
         assert page.status_code == 200
         assert page.headers["content-type"] == "text/html; charset=utf-8"
-        assert "new WebSocket" in page.text
+        assert 'import { connect } from "/trioweb.js"' in page.text  # the browser client
         assert "/ws/" in page.text
         assert "<script src" not in page.text  # no CDN, no build
+        client_js = await client.get("/trioweb.js")
+        assert client_js.status_code == 200
+        assert client_js.headers["content-type"] == "text/javascript; charset=utf-8"
+        assert "export function connect(" in client_js.text
 
 
 async def test_a_room_name_too_long_is_refused():

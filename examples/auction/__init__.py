@@ -11,8 +11,17 @@ Each room sells one lot after another: members bid and chat, and one countdown p
 - ``AUCTION_HISTORY`` (default 1000): how many bids, chats and sales each room keeps for
   members that reconnect.
 
-The wire protocol, JSON text frames on ``/ws/{room}?user=NAME[&since=OFFSET]`` (no user:
-HTTP 401). The server sends:
+The page (``index.html``, at ``/``) is the full example of trioweb's browser client
+(docs/browser-client.md): it imports ``connect`` from ``/trioweb.js`` (``app.serve_client``),
+comes back by itself after a restart or a network failure (full-jitter backoff, up to 10 s), and
+resumes with ``?since=`` the last offset it saw: on ``recovered`` it keeps its log and appends
+what it missed; on ``reset`` it clears its log and high bid and starts over from the welcome. The
+route has ``browser_denials="close"``: a page without a user name gets close 4401 and the reason,
+shows it and stops trying. tests/test_auction_browser.py runs it in Chromium across a restart.
+
+The wire protocol, JSON text frames on ``/ws/{room}?user=NAME[&since=OFFSET]`` (no user: HTTP
+401, or, for a handshake with an ``Origin`` header (a browser's), accepted and closed with 4401
+and the reason). The server sends:
 
 - ``{"type": "welcome", "you", "members", "high", "closes_in"}``: first, on join; with
   ``since``, it also has ``"recovered"``: ``true`` if every bid, chat and sale after OFFSET was

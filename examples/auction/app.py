@@ -61,6 +61,7 @@ def make_app(env: Mapping[str, str] = os.environ) -> App:
     app = App()
     app.use(hub)
     app.use(rooms)
+    app.serve_client("/trioweb.js")  # the browser client, which the page imports
 
     async def current_lot(room: Room) -> tuple[dict[str, Any], float]:
         """The lot on sale (opening the room's first one if need be), and the store's time."""
@@ -143,7 +144,16 @@ def make_app(env: Mapping[str, str] = os.environ) -> App:
         counts = {r.name: {"members": len(r.presence), "local": len(r.members)} for r in rooms}
         return JSONResponse({name: n for name, n in counts.items() if n["local"]})
 
-    @app.websocket("/ws/{room}", receives=Bid | Chat, sends=Sent, invalid_messages="reply")
+    # Typed: an invalid message is answered with the field's path (invalid_messages="reply").
+    # A page's refused handshake is a close it can read (4401 and the reason: its client
+    # stops trying); clients that send no Origin still get the HTTP status.
+    @app.websocket(
+        "/ws/{room}",
+        receives=Bid | Chat,
+        sends=Sent,
+        invalid_messages="reply",
+        browser_denials="close",
+    )
     async def auction(ws: WebSocket, nursery: trio.Nursery, room: str) -> None:
         user = ws.query_params.get("user", "").strip()[:MAX_NAME]
         if not user:
