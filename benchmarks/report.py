@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -567,8 +568,9 @@ ROOMS_START = "<!-- bench:rooms:start -->"
 ROOMS_END = "<!-- bench:rooms:end -->"
 ROOMS_STORES = {"memory": "in-process", "redis": "Redis"}
 TIMES = "\N{MULTIPLICATION SIGN}"
-#: The commands a client sends; the others in a row run inside its scripts.
-_CLIENT_COMMANDS = ("evalsha", "eval", "subscribe", "unsubscribe")
+#: The commands a client sends; the others in a row run inside its scripts (HMGET: no script
+#: of the rooms runs it). In a row where no script ran, the client sent every command.
+_CLIENT_COMMANDS = ("evalsha", "eval", "subscribe", "unsubscribe", "hmget")
 
 
 def _rooms_operations(plan: dict[str, Any]) -> list[tuple[str, str]]:
@@ -603,10 +605,45 @@ def _commands(values: dict[str, float], prefix: str) -> str:
         digits = 0 if abs(count - round(count)) < 0.05 else 1
         return f"{shown} {TIMES}{count:.{digits}f}"
 
-    sent = [one(n) for n in _CLIENT_COMMANDS if n in counts]
-    inside = [one(n) for n in sorted(counts) if n not in _CLIENT_COMMANDS]
+    # Whether a script ran, even once in many operations (one heartbeat script serves fifty
+    # rooms): then the commands other than the client's ran inside it.
+    scripted = any(values.get(f"{prefix}.cmd.{name}", 0) > 0 for name in ("evalsha", "eval"))
+    client = _CLIENT_COMMANDS if scripted else tuple(sorted(counts))
+    sent = [one(n) for n in client if n in counts]
+    inside = [one(n) for n in sorted(counts) if n not in client]
     text = ", ".join(sent) or NONE
     return text + (f" ({', '.join(inside)})" if inside else "")
+
+
+def _history_operations(plan: dict[str, Any]) -> list[tuple[str, str]]:
+    """The history's rows: key prefix and what it is."""
+    rows = [
+        ("history.publish", "`room.publish`, not kept"),
+        ("history.append", "`room.history.append`, kept"),
+        ("history.update", "`room.state.update` with `announce`"),
+        ("history.update_stored", "the same with `history=True`"),
+    ]
+    for n in plan.get("history_recover", ()):
+        rows.append((f"recover.{n}", f"`room.history.recover` of {n:,} messages"))
+    return rows
+
+
+def _redis_cost_row(red: dict[str, float], key: str, title: str) -> str:
+    """A row of a Redis cost table: round trips, commands, bytes, CPU, what runs."""
+
+    def get(name: str) -> float | None:
+        value = red.get(name)
+        return None if value is None or value != value else value
+
+    cells = [
+        _num(get(f"{key}.round_trips"), 1),
+        _num(get(f"{key}.commands"), 1),
+        f"{_num(get(f'{key}.bytes_in'))} / {_num(get(f'{key}.bytes_out'))}",
+        _num(get(f"{key}.redis_us")),
+        _num(get(f"{key}.cpu_us")),
+        _commands(red, key),
+    ]
+    return "| " + " | ".join([title, *cells]) + " |"
 
 
 def rooms_table(results: dict[str, Any]) -> str:
@@ -678,20 +715,7 @@ def rooms_table(results: dict[str, Any]) -> str:
         for key, title in _rooms_operations(plan):
             if get("redis", f"{key}.commands") is None:
                 continue
-            lines.append(
-                row(
-                    title,
-                    [
-                        _num(get("redis", f"{key}.round_trips"), 1),
-                        _num(get("redis", f"{key}.commands"), 1),
-                        f"{_num(get('redis', f'{key}.bytes_in'))} / "
-                        f"{_num(get('redis', f'{key}.bytes_out'))}",
-                        _num(get("redis", f"{key}.redis_us")),
-                        _num(get("redis", f"{key}.cpu_us")),
-                        _commands(red, key),
-                    ],
-                )
-            )
+            lines.append(_redis_cost_row(red, key, title))
         ttls = results["ttls"]
         rates = []
         for r, m in plan["heartbeats"]:
@@ -780,7 +804,89 @@ def rooms_table(results: dict[str, Any]) -> str:
                 f"{_num(get(store, f'fanout.{size}.room.publish.p50_us'))}"
             )
         lines.append(row(f"{size:,} subscriber{'s' if size != 1 else ''}", cells))
+    if any(get(s, "history.append.p50_us") is not None for s in stores):
+        lines += _history_lines(results, stores)
     return "\n".join(lines)
+
+
+def _history_lines(results: dict[str, Any], stores: Sequence[str]) -> list[str]:
+    """The History part of the rooms tables."""
+    med: dict[str, dict[str, float]] = results["medians"]
+    plan = results["plan"]
+    red = med.get("redis", {})
+
+    def get(store: str, key: str) -> float | None:
+        return _get(med, store, key)
+
+    def timing(store: str, key: str, cpu: bool = True) -> str:
+        p50, p95 = get(store, f"{key}.p50_us"), get(store, f"{key}.p95_us")
+        if p50 is None:
+            return NONE
+        text = f"{_num(p50)} / {_num(p95)}"
+        used = get(store, f"{key}.cpu_us") if cpu else None
+        return text if used is None else f"{text} ({_num(used)})"
+
+    def row(title: str, cells: list[str]) -> str:
+        return "| " + " | ".join([title, *cells]) + " |"
+
+    calls = plan["history_publishes"] * plan["history_windows"]
+    lines = [
+        "",
+        f"**History**, µs: median / p95 of one call ({calls:,} of each, in alternating windows "
+        f"of {plan['history_publishes']:,}), in a room of one member whose history is full (each "
+        "stored message trims the oldest); in brackets, this process's CPU time per call, the "
+        f"delivery to the member included. Then {plan['history_recoveries']:,} recoveries of "
+        "each size, alone and in a join with `since`, against a join without it:",
+        "",
+        row("", [ROOMS_STORES[s] for s in stores]),
+        "|" + "---|" * (len(stores) + 1),
+    ]
+    for key, title in _history_operations(plan):
+        lines.append(row(title, [timing(s, key, not key.startswith("recover.")) for s in stores]))
+    lines.append(row("a join without `since`", [timing(s, "join_plain") for s in stores]))
+    for n in plan.get("history_recover", ()):
+        lines.append(
+            row(
+                f"a join with `since`, {n:,} messages to recover",
+                [timing(s, f"join_since.{n}") for s in stores],
+            )
+        )
+    if red.get("history.append.commands") is not None:
+        lines += [
+            "",
+            "**The history on Redis, per operation**, as in the table above:",
+            "",
+            "| | round trips | commands run | bytes to / from Redis | Redis CPU µs "
+            "| this process's CPU µs | what runs |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for key, title in _history_operations(plan):
+            if red.get(f"{key}.commands") is not None:
+                lines.append(_redis_cost_row(red, key, title))
+    message = {s: get(s, "history.memory.message_b") for s in stores}
+    room = get("redis", "history.memory.room_b")
+    if any(v is not None for v in message.values()):
+        parts = []
+        if message.get("redis") is not None:
+            parts.append(f"{_num(message['redis'])} bytes in Redis (`used_memory`)")
+        if message.get("memory") is not None:
+            parts.append(f"{_num(message['memory'])} bytes in-process (traced)")
+        any_store = next(s for s in stores if message.get(s) is not None)
+        messages = int(get(any_store, "history.memory.messages") or 0)
+        rooms = int(get(any_store, "history.memory.rooms") or 0)
+        text = (
+            "\n**Memory**: a stored message of 100 bytes (about 130 with its offset) takes "
+            + " and ".join(parts)
+            + f", over {messages:,} in one room"
+        )
+        if room is not None:
+            text += (
+                f"; a room's history costs Redis {_num(room)} bytes more than its messages (the "
+                f"first message stored in each of {rooms:,} rooms: a stream and its counter, "
+                "each with an expiry)"
+            )
+        lines.append(text + ".")
+    return lines
 
 
 def describe_rooms_run(results: dict[str, Any]) -> str:

@@ -16,7 +16,12 @@ and once on Redis, alternating over the rounds, and stops the server at the end.
 - ``presence``: the time from a join (or a leave) until the room's presence, as another
   ``Rooms`` sees it, has it;
 - ``fanout``: a room's publish against a hub publish to as many subscribers, in alternating
-  windows.
+  windows;
+- ``history``: what keeping messages costs: a stored publish (``room.history.append``)
+  against a plain one (``room.publish``), and a state update with ``history=True`` against one
+  without, in alternating windows (time, CPU and, on Redis, commands per publish); the memory
+  of a stored message and of a room's history (Redis ``used_memory``; in-process, traced); the
+  time to recover N messages, alone and as part of a join with ``since``.
 
 Every member, subscription and parked task is a task of its own, as a connection's handler
 would hold it. Nothing here is checked against a target: the figures are for the docs.
@@ -52,6 +57,7 @@ PARTS: dict[str, tuple[str, ...]] = {
     "memory": ("memory",),
     "presence": ("memory", "redis"),
     "fanout": ("memory", "redis"),
+    "history": ("memory", "redis"),
 }
 #: Long enough that no heartbeat or renewal falls into a window that does not measure them.
 NEVER = 24 * 3600.0
@@ -68,6 +74,10 @@ WAIT = 15.0
 OURS = ("info", "pubsub|", "flushall", "ping", "hello", "client|", "command")
 #: The commands a client sends (the rest run inside the scripts): one round trip each.
 ROUND_TRIPS = ("evalsha", "eval", "script|load", "subscribe", "unsubscribe")
+#: Commands that no script of the rooms runs: where they are counted, the client sent them.
+CLIENT_ONLY = ("hmget",)
+#: A stored message of 100 bytes (the room puts ``"offset":"<16 digits>",`` in front).
+STORED = '{"type":"chat","user":"ada","text":"' + "x" * 62 + '"}'
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,15 @@ class RoomsPlan:
     fanout_sizes: tuple[int, ...]
     fanout_publishes: int
     fanout_windows: int
+    #: Publishes per window and windows per kind of the history's costs; recoveries (and
+    #: joins with ``since``) timed for each number of messages recovered; messages stored in
+    #: one room, and rooms given one message each, for the memory figures.
+    history_publishes: int
+    history_windows: int
+    history_recover: tuple[int, ...]
+    history_recoveries: int
+    history_messages: int
+    history_rooms: int
 
 
 ROOMS_PLANS = {
@@ -111,6 +130,12 @@ ROOMS_PLANS = {
         fanout_sizes=(1, 100, 1000),
         fanout_publishes=20,
         fanout_windows=10,
+        history_publishes=200,
+        history_windows=10,
+        history_recover=(100, 1000),
+        history_recoveries=100,
+        history_messages=10_000,
+        history_rooms=1000,
     ),
     "quick": RoomsPlan(
         name="quick",
@@ -126,6 +151,12 @@ ROOMS_PLANS = {
         fanout_sizes=(1, 1000),
         fanout_publishes=10,
         fanout_windows=4,
+        history_publishes=100,
+        history_windows=4,
+        history_recover=(100, 1000),
+        history_recoveries=40,
+        history_messages=10_000,
+        history_rooms=200,
     ),
     # Seconds long: proves the harness works; its numbers mean nothing.
     "smoke": RoomsPlan(
@@ -142,6 +173,12 @@ ROOMS_PLANS = {
         fanout_sizes=(1, 20),
         fanout_publishes=3,
         fanout_windows=2,
+        history_publishes=10,
+        history_windows=2,
+        history_recover=(10, 50),
+        history_recoveries=5,
+        history_messages=200,
+        history_rooms=10,
     ),
 }
 
@@ -228,12 +265,19 @@ class Meter:
         }
 
 
+def sent_by_client(commands: Any) -> list[str]:
+    """Which of ``commands`` (names) the client sent: the scripts' calls, subscriptions, the
+    commands no script runs, and every command when no script ran at all."""
+    scripted = any(name in ("evalsha", "eval") for name in commands)
+    return [name for name in commands if name in ROUND_TRIPS or name in CLIENT_ONLY or not scripted]
+
+
 def per_op(prefix: str, delta: dict[str, float], ops: int) -> dict[str, float]:
     """A window's delta divided by the operations in it: commands by name, the round trips
     (commands sent by the client), every command Redis ran, bytes each way, Redis CPU µs."""
     out = {f"{prefix}.{key}": value / ops for key, value in delta.items()}
     commands = {k[4:]: v for k, v in delta.items() if k.startswith("cmd.")}
-    out[f"{prefix}.round_trips"] = sum(v for k, v in commands.items() if k in ROUND_TRIPS) / ops
+    out[f"{prefix}.round_trips"] = sum(commands[k] for k in sent_by_client(commands)) / ops
     out[f"{prefix}.commands"] = sum(commands.values()) / ops
     return out
 
@@ -774,12 +818,197 @@ async def part_fanout(plan: RoomsPlan, url: str | None) -> dict[str, float]:
     return out
 
 
+# -- history -------------------------------------------------------------------------------
+
+
+async def drained_member(
+    rooms: Any,
+    room: str,
+    user: str,
+    *,
+    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """A member of ``room`` whose queue a task of its own empties; reports the member."""
+    async with rooms.join(room, user=user) as member, trio.open_nursery() as nursery:
+
+        async def drain() -> None:
+            async for _ in member.messages:
+                pass
+
+        nursery.start_soon(drain)
+        task_status.started(member)
+        await trio.sleep_forever()
+
+
+async def alternating(
+    windows: Windows, actions: dict[str, Callable[[], Awaitable[Any]]], count: int, rounds: int
+) -> dict[str, float]:
+    """Windows of ``count`` calls of each action, alternating (the first round warms up): the
+    median and p95 of one call's time, this process's CPU time per call (what the call set
+    off included: the window ends when it has settled), and on Redis the meter's delta per
+    call."""
+    meter, settle = windows.meter, windows.settle
+    # Again: the meter's own INFO replies grow with every new kind of command Redis has run.
+    await calibrate(meter, settle)
+    walls: dict[str, list[int]] = {kind: [] for kind in actions}
+    cpus: dict[str, list[float]] = {kind: [] for kind in actions}
+    deltas: dict[str, dict[str, float]] = {kind: {} for kind in actions}
+    kinds = list(actions)
+    for w in range(rounds + 1):
+        for kind in kinds if w % 2 else kinds[::-1]:
+            action = actions[kind]
+            before = await meter.snapshot() if meter else {}
+            cpu = time.process_time()
+            this = []
+            for _ in range(count):
+                started = time.perf_counter_ns()
+                await action()
+                this.append(time.perf_counter_ns() - started)
+            await settle()
+            used = time.process_time() - cpu
+            delta = meter.delta(before, await meter.snapshot()) if meter else {}
+            if w:
+                walls[kind] += this
+                cpus[kind].append(1e6 * used / count)
+                for key, value in delta.items():
+                    deltas[kind][key] = deltas[kind].get(key, 0.0) + value
+    out: dict[str, float] = {}
+    for kind in kinds:
+        out.update(spread(kind, walls[kind]))
+        out[f"{kind}.cpu_us"] = statistics.median(cpus[kind])
+        if meter is not None:
+            out.update(per_op(kind, deltas[kind], count * rounds))
+    return out
+
+
+async def memory_used(meter: Meter | None) -> int:
+    """Redis's ``used_memory``; in-process, this process's traced memory (collected first)."""
+    if meter is not None:
+        return int((await meter.client.info("memory"))["used_memory"])
+    gc.collect()
+    return int(tracemalloc.get_traced_memory()[0])
+
+
+async def part_history(plan: RoomsPlan, url: str | None) -> dict[str, float]:
+    """What keeping a room's messages costs: stored publishes against plain ones, memory per
+    stored message and per room, and recoveries."""
+    from trioweb.broadcast import Broadcast
+    from trioweb.rooms import Rooms
+
+    hub = Broadcast(url)
+    # The publishes, in a room whose history is full (the default 1,000): each stored
+    # message trims the oldest, as in a busy room.
+    busy = Rooms(hub, prefix="bs", presence_ttl=NEVER, lease_ttl=NEVER, max_buffer=100_000)
+    # The memory and the recoveries, in rooms whose history keeps everything stored.
+    keep = max(plan.history_messages, *plan.history_recover)
+    kept = Rooms(hub, prefix="bk", presence_ttl=NEVER, lease_ttl=NEVER, history=keep)
+    out: dict[str, float] = {}
+    async with running(url, busy, kept) as (hub, meter), trio.open_nursery() as nursery:
+        settle = Settler(hub)
+        async with settle.open():
+            await calibrate(meter, settle)
+            windows = Windows(meter, settle)
+
+            # A stored publish against a plain one, to a room with one member.
+            member = await nursery.start(drained_member, busy, "hall", "reader")
+            room = member.room
+            for _ in range(busy.history + 20):
+                await room.history.append(STORED)
+            await settle()
+
+            def bump(state: dict[str, Any]) -> dict[str, Any]:
+                return {"n": state.get("n", 0) + 1}
+
+            def said(state: dict[str, Any]) -> dict[str, Any]:
+                return {"type": "count", "n": state["n"], "text": "x" * 62}
+
+            update = partial(room.state.update, bump, announce=said)
+            out |= await alternating(
+                windows,
+                {
+                    "history.publish": partial(room.publish, STORED),
+                    "history.append": partial(room.history.append, STORED),
+                    "history.update": update,
+                    "history.update_stored": partial(update, history=True),
+                },
+                plan.history_publishes,
+                plan.history_windows,
+            )
+
+            # Recoveries of N messages, alone and in a join with since (against a plain join).
+            anchor = await nursery.start(hold, partial(kept.join, "replay", user="anchor"))
+            replay = anchor.value.room
+            offsets = [await replay.history.append(STORED) for _ in range(keep)]
+            await settle()
+            for n in plan.history_recover:
+                since = offsets[-n - 1]
+                recovery = await replay.history.recover(since)
+                if not recovery.exact or len(recovery.messages) != n:
+                    raise RuntimeError(f"recovering {n} messages gave {len(recovery.messages)}")
+                out |= await alternating(
+                    windows,
+                    {f"recover.{n}": partial(replay.history.recover, since)},
+                    max(1, plan.history_recoveries // 4),
+                    4,
+                )
+                joined = await enter_all(
+                    nursery,
+                    [
+                        partial(kept.join, "replay", user=f"back{i}", since=since)
+                        for i in range(plan.history_recoveries)
+                    ],
+                )
+                await leave_all(joined)
+                out.update(spread(f"join_since.{n}", [h.enter_ns for h in joined]))
+            plain = await enter_all(
+                nursery,
+                [
+                    partial(kept.join, "replay", user=f"new{i}")
+                    for i in range(plan.history_recoveries)
+                ],
+            )
+            await leave_all(plain)
+            out.update(spread("join_plain", [h.enter_ns for h in plain]))
+            await leave_all([anchor])
+
+            # Memory: many messages stored in one room, then one message in each of many rooms.
+            if meter is None:
+                tracemalloc.start()
+            store = await nursery.start(drained_member, kept, "store", "reader")
+            await store.room.history.append(STORED)  # the room's history exists
+            await settle()
+            before = await memory_used(meter)
+            for _ in range(plan.history_messages - 1):
+                await store.room.history.append(STORED)
+            await settle()
+            per_message = (await memory_used(meter) - before) / (plan.history_messages - 1)
+            members = [
+                await nursery.start(drained_member, kept, f"room{i}", "reader")
+                for i in range(plan.history_rooms)
+            ]
+            await settle()
+            before = await memory_used(meter)
+            for each in members:
+                await each.room.history.append(STORED)
+            await settle()
+            per_room = (await memory_used(meter) - before) / plan.history_rooms
+            out["history.memory.message_b"] = per_message
+            out["history.memory.room_b"] = per_room - per_message
+            out["history.memory.messages"] = plan.history_messages
+            out["history.memory.rooms"] = plan.history_rooms
+            if meter is None:
+                tracemalloc.stop()
+            nursery.cancel_scope.cancel()
+    return out
+
+
 PART_FUNCTIONS = {
     "joins": part_joins,
     "heartbeat": part_heartbeat,
     "memory": part_memory,
     "presence": part_presence,
     "fanout": part_fanout,
+    "history": part_history,
 }
 
 

@@ -286,10 +286,19 @@ def test_rooms_smoke_run(tmp_path: Path) -> None:
             "fanout.1.hub.us_per_delivery",
             "fanout.20.room.us_per_delivery",
             "fanout.20.cpu_ratio",
+            "history.publish.p50_us",
+            "history.append.p95_us",
+            "history.update_stored.p50_us",
+            "recover.50.p50_us",
+            "join_since.50.p50_us",
+            "join_plain.p50_us",
+            "history.memory.message_b",
         ):
             assert stores[store][key] > 0, (store, key)
     for key in ("task", "subscription", "member", "subscription_spread", "member_spread"):
         assert stores["memory"][f"memory.{key}.kib"] > 0, key
+    # A stored message is kept: at least its own 100 bytes, wherever it is.
+    assert stores["memory"]["history.memory.message_b"] > 100
     if redis:
         measured = stores["redis"]
         # The scripts say what one operation has Redis run: the counts come out exact.
@@ -303,6 +312,33 @@ def test_rooms_smoke_run(tmp_path: Path) -> None:
         assert measured["heartbeat.5x4.cmd.zadd"] == 4  # one per local member
         assert measured["renew.round_trips"] == 1
         assert "| join an open room | 1.0 | 7.0 |" in proc.stdout
+        # A plain room publish is one PUBLISH; a stored one, one script: EVALSHA, INCR (the
+        # offset), XADD (bounded), PEXPIRE x2 (the stream, the counter), PUBLISH.
+        assert (measured["history.publish.round_trips"], measured["history.publish.commands"]) == (
+            1,
+            1,
+        )
+        assert (measured["history.append.round_trips"], measured["history.append.commands"]) == (
+            1,
+            6,
+        )
+        assert measured["history.append.cmd.xadd"] == 1
+        # A state update reads (HMGET), then writes in a script (EVALSHA, HGET, HSET, PEXPIRE,
+        # PUBLISH); with history=True the script stores the announcement too (+ INCR, XADD,
+        # PEXPIRE x2).
+        assert measured["history.update.round_trips"] == 2
+        assert measured["history.update.commands"] == 6
+        assert measured["history.update_stored.commands"] == 10
+        # A recovery is one script: EVALSHA, GET (the last offset), XRANGE x2 (the oldest kept,
+        # then the messages after the offset); its reply holds the 50 messages.
+        assert (measured["recover.50.round_trips"], measured["recover.50.commands"]) == (1, 4)
+        assert measured["recover.50.bytes_out"] > 50 * 128
+        # A stored message of 100 bytes takes about its size in the stream; a room's history
+        # (stream and counter) costs more than nothing.
+        assert 100 < measured["history.memory.message_b"] < 400
+        assert measured["history.memory.room_b"] > 0
+        assert "| `room.history.append`, kept | 1.0 | 6.0 |" in proc.stdout
+    assert "**History**" in proc.stdout
     assert "**Join and leave**" in proc.stdout  # the table went to stdout
     assert "round 1/1 · joins, memory store" in proc.stderr  # and the progress to stderr
     page = tmp_path / "performance.md"

@@ -67,6 +67,7 @@ import tomllib
 import types
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -913,6 +914,121 @@ async def test_auction_across_two_processes_on_redis(
                 assert second.rooms.get("lamp").lease is not None
                 state = await second.rooms.get("lamp").state.get()
                 assert (state["closes_at"], state["closed"]) == (deadline, True)
+
+
+async def stored_message(ws: Any) -> dict[str, Any]:
+    """The next message of a test socket that has an offset (presence lists have none)."""
+    while "offset" not in (message := await ws.receive_json()):
+        pass
+    return message
+
+
+async def test_resume_chat_closes_on_a_gap_and_the_client_resumes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A gap in the live messages (as when the broker reconnects) closes the socket with 1013;
+    the client comes back with its last offset and gets what it missed from the history."""
+    chat = snippet("resume_chat")
+    async with TestClient(chat.app) as client:
+        async with client.websocket("/chat/r?name=ann") as ann:
+            await ann.receive_json()
+            await ann.send_json({"text": "one"})
+            seen = (await stored_message(ann))["offset"]
+            room = chat.rooms.get("r")
+            # A gap the room could not fill from its history (it fills those it can: see
+            # test_rooms_redis.py::test_stored_messages_lost_by_pubsub_come_back_from_the_history):
+            # every member of the room in this process gets it.
+            room._fanout.gap(room.name, "the broker reconnected")
+            gone = await helpers.closed_with(ann)
+            assert (gone.code, gone.reason) == (1013, "messages lost: resume")
+        async with client.websocket("/chat/r?name=bob") as bob:
+            await bob.receive_json()
+            await bob.send_json({"text": "two"})
+            await stored_message(bob)
+        async with client.websocket(f"/chat/r?name=ann&since={seen}") as ann:
+            assert (await ann.receive_json())["recovered"] is True
+            assert (await stored_message(ann))["text"] == "two"
+
+
+async def test_resume_chat_resumes_on_another_process_on_redis(
+    redis_server: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes of the resumable chat on one Redis: a client that was on one comes back
+    on the other with its offset, and gets what it missed, once, then the live messages."""
+    monkeypatch.setenv("CHAT_BROKER_URL", redis_server.url)
+    first, second = snippet("resume_chat"), snippet("resume_chat")
+    with trio.fail_after(10):
+        async with TestClient(first.app) as one, TestClient(second.app) as two:
+            async with one.websocket("/chat/r?name=ann") as ann:
+                await ann.receive_json()
+                await ann.send_json({"text": "hello"})
+                seen = (await stored_message(ann))["offset"]
+            async with two.websocket("/chat/r?name=bob") as bob:
+                await bob.receive_json()
+                await bob.send_json({"topic": "lunch"})
+                await bob.send_json({"text": "anyone?"})
+                await stored_message(bob)
+                await stored_message(bob)
+                async with two.websocket(f"/chat/r?name=ann&since={seen}") as ann:
+                    welcome = await ann.receive_json()
+                    assert (welcome["recovered"], welcome["topic"]) == (True, "lunch")
+                    missed = [await stored_message(ann), await stored_message(ann)]
+                    assert [m["type"] for m in missed] == ["topic", "message"]
+                    await bob.send_json({"text": "yes"})
+                    live = await stored_message(ann)
+                    assert live["text"] == "yes"
+                    offsets = [int(m["offset"]) for m in (*missed, live)]
+                    assert int(seen) < offsets[0] < offsets[1] < offsets[2]
+            async with one.websocket("/chat/r?name=cy&since=12345") as cy:
+                assert (await cy.receive_json())["recovered"] is False
+
+
+async def test_the_reconnecting_client_resumes_over_a_real_server() -> None:
+    """resume_client.follow against the resumable chat behind trioweb.serve: it reconnects
+    after a 1013 with its last offset and sees every stored message once, in order; it stops
+    on a 1008 and on an HTTP 404."""
+    from trio_websocket import ConnectionClosed, ConnectionRejected
+
+    chat, follow = snippet("resume_chat"), snippet("resume_client").follow
+    received: list[dict[str, Any]] = []
+    arrived = trio.Event()
+
+    async def on_message(message: dict[str, Any]) -> None:
+        nonlocal arrived
+        received.append(message)
+        arrived.set()
+        arrived = trio.Event()
+
+    async def until(check: Any) -> None:
+        while not check():
+            await arrived.wait()
+
+    def stored() -> list[str]:
+        return [m["text"] for m in received if "offset" in m]
+
+    with trio.fail_after(20):
+        async with helpers.serving(chat.app) as server, trio.open_nursery() as nursery:
+            url = server.url("/chat/r?name=ann")
+            nursery.start_soon(partial(follow, url, on_message, base=0.01))
+            await until(lambda: received)
+            room = chat.rooms.get("r")
+            for n in range(3):
+                await room.history.append({"type": "message", "name": "bob", "text": str(n)})
+            await until(lambda: len(stored()) == 3)
+            room._fanout.gap(room.name, "the broker reconnected")  # (as above)
+            for n in range(3, 6):  # some reach the closing socket, some the next one
+                await room.history.append({"type": "message", "name": "bob", "text": str(n)})
+            await until(lambda: len(stored()) == 6)
+            welcomes = [m for m in received if m["type"] == "welcome"]
+            assert len(welcomes) == 2 and welcomes[1]["recovered"] is True
+            assert stored() == [str(n) for n in range(6)]
+            nursery.cancel_scope.cancel()
+            with pytest.raises(ConnectionClosed) as refused:
+                await follow(server.url("/chat/" + "x" * 201), on_message)
+            assert refused.value.reason.code == 1008
+            with pytest.raises(ConnectionRejected) as missing:
+                await follow(server.url("/nowhere"), on_message)
+            assert missing.value.status_code == 404
 
 
 async def test_migration_from_quart(autojump_clock: trio.testing.MockClock) -> None:

@@ -19,11 +19,12 @@ async def ws(ws, nursery, name):
 ```
 """
 
+from ._history import RoomHistory
 from ._presence import Presence, PresenceChange, PresenceChanges
 from ._room import Member, Room, RoomTask
 from ._rooms import Rooms
 from ._state import RoomState, StateUpdate
-from ._store import Lease, PresenceEntry
+from ._store import Lease, PresenceEntry, Recovery
 from .errors import InvalidName, LeaseLost, RoomFailed, RoomUnavailable
 
 __all__ = [
@@ -35,8 +36,10 @@ __all__ = [
     "PresenceChange",
     "PresenceChanges",
     "PresenceEntry",
+    "Recovery",
     "Room",
     "RoomFailed",
+    "RoomHistory",
     "RoomState",
     "RoomTask",
     "RoomUnavailable",
