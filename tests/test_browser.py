@@ -62,7 +62,7 @@ async def test_two_tabs_chat_in_a_room(chromium: str, tmp_path: Path) -> None:
     screenshot = tmp_path / "chat.png"
     with trio.fail_after(45):
         async with serving(app) as server, launch(chromium, tmp_path / "profile") as browser:
-            alice, zoe = await browser.new_page(height=440), await browser.new_page(height=440)
+            alice, zoe = await browser.new_page(height=480), await browser.new_page(height=480)
             for page in (alice, zoe):
                 await page.navigate(server.url("/", scheme="http"))
                 assert await page.evaluate("document.title") == "trioweb chat"
