@@ -17,6 +17,7 @@ A room name longer than ``MAX_ROOM`` is refused (400; 4400 with its reason for a
 """
 
 import os
+from functools import partial
 from pathlib import Path
 
 import trio
@@ -70,7 +71,7 @@ async def chat(ws: WebSocket, nursery: trio.Nursery, room: str) -> None:
             {"type": "welcome", "name": name, "names": names, "recovered": recovered}
         )
         # Then what it missed (if it resumed exactly), then the room's messages, none twice.
-        nursery.start_soon(lambda: member.forward_to(ws, on_gap=resume_instead))
+        nursery.start_soon(partial(member.forward_to, ws, on_gap=resume_instead))
         async for message in ws.iter_json():  # bad JSON closes with 1007
             text = message.get("text") if isinstance(message, dict) else None
             if not isinstance(text, str) or not text.strip():
