@@ -17,13 +17,17 @@ async def main(base: str) -> None:
             while chunk := await stream.receive_some():
                 response += chunk
         assert response.startswith(b"HTTP/1.1 200"), response[:200]
-        assert b"new WebSocket" in response
+        assert b'import { connect } from "/trioweb.js"' in response  # the browser client
         ws_url = base.replace("http://", "ws://") + "/ws/lobby?name=ci"
         async with open_websocket_url(ws_url) as ws:
-            assert json.loads(await ws.get_message()) == {"type": "join", "name": "ci"}
+            welcome = json.loads(await ws.get_message())
+            assert welcome["type"] == "welcome" and "ci" in welcome["names"], welcome
             await ws.send_message(json.dumps({"text": "hello from CI"}))
-            said = json.loads(await ws.get_message())
+            while (said := json.loads(await ws.get_message()))["type"] == "presence":
+                pass  # who is in the room
+            offset = said.pop("offset")
             assert said == {"type": "message", "name": "ci", "text": "hello from CI"}, said
+            assert offset.isdigit(), offset  # kept in the room's history, for resuming
     print("ci: GET / answered 200 and the chat room echoed a message")
 
 

@@ -70,6 +70,27 @@ async def test_dashboard_one_sampler_feeds_every_watcher(autojump_clock):
             assert {s.policy for s in hub._fanout._topics[TOPIC]} == {"latest"}
 
 
+def welcome(name, names, recovered=None):
+    return {"type": "welcome", "name": name, "names": names, "recovered": recovered}
+
+
+def presence(*names):
+    return {"type": "presence", "names": list(names)}
+
+
+def said(name, text):
+    """A chat message as members receive it, without its offset."""
+    return {"type": "message", "name": name, "text": text}
+
+
+async def receive_said(ws):
+    """The next message, which must be one said: (its offset, the rest)."""
+    message = await ws.receive_json()
+    offset = message.pop("offset")
+    assert offset.isdigit(), message
+    return offset, message
+
+
 async def test_chat_page_and_rooms():
     from examples.chat import app as chat_app
 
@@ -77,23 +98,65 @@ async def test_chat_page_and_rooms():
         page = await client.get("/")
         assert page.status_code == 200
         assert page.headers["content-type"] == "text/html; charset=utf-8"
-        assert "new WebSocket" in page.text
+        assert 'import { connect } from "/trioweb.js"' in page.text
+        assert (await client.get("/trioweb.js")).status_code == 200  # the page's client
         async with client.websocket("/ws/lobby?name=alice") as alice:
-            assert await alice.receive_json() == {"type": "join", "name": "alice"}
+            assert await alice.receive_json() == welcome("alice", ["alice"])
+            assert await alice.receive_json() == presence("alice")  # her own join
             async with client.websocket("/ws/lobby?name=bob") as bob:
-                assert await alice.receive_json() == {"type": "join", "name": "bob"}
-                assert await bob.receive_json() == {"type": "join", "name": "bob"}
+                assert await bob.receive_json() == welcome("bob", ["alice", "bob"])
+                assert await alice.receive_json() == presence("alice", "bob")
+                assert await bob.receive_json() == presence("alice", "bob")
                 async with client.websocket("/ws/elsewhere?name=carol") as carol:
-                    assert await carol.receive_json() == {"type": "join", "name": "carol"}
+                    assert await carol.receive_json() == welcome("carol", ["carol"])
+                    assert await carol.receive_json() == presence("carol")
                     await bob.send_json({"text": "hi alice"})
-                    expected = {"type": "message", "name": "bob", "text": "hi alice"}
-                    assert await alice.receive_json() == expected
-                    assert await bob.receive_json() == expected
+                    first, message = await receive_said(alice)
+                    assert message == said("bob", "hi alice")
+                    assert await receive_said(bob) == (first, message)
                     await carol.send_json({"text": "anyone?"})
-                    assert (await carol.receive_json())["text"] == "anyone?"
-            assert await alice.receive_json() == {"type": "leave", "name": "bob"}
+                    assert (await receive_said(carol))[1] == said("carol", "anyone?")
+            assert await alice.receive_json() == presence("alice")  # bob left
             await alice.send_json({"text": "still here"})
-            assert (await alice.receive_json())["text"] == "still here"
+            second, message = await receive_said(alice)
+            assert message == said("alice", "still here")
+            assert int(second) > int(first)
+
+
+async def test_chat_resumes_from_an_offset():
+    """``?since=`` the last offset seen: the welcome says ``recovered``, what was missed
+    follows once, in order, then the live messages; an offset the room never gave: a reset."""
+    from examples.chat import app as chat_app
+
+    async with TestClient(chat_app) as client:
+        async with client.websocket("/ws/lobby?name=alice") as alice:
+            assert await alice.receive_json() == welcome("alice", ["alice"])
+            assert await alice.receive_json() == presence("alice")
+            offsets = []
+            for text in ("one", "two", "three"):
+                await alice.send_json({"text": text})
+                offsets.append((await receive_said(alice))[0])
+            # Bob saw "one", then lost his connection.
+            async with client.websocket(f"/ws/lobby?name=bob&since={offsets[0]}") as bob:
+                assert await bob.receive_json() == welcome("bob", ["alice", "bob"], True)
+                assert await receive_said(bob) == (offsets[1], said("alice", "two"))
+                assert await receive_said(bob) == (offsets[2], said("alice", "three"))
+                assert await bob.receive_json() == presence("alice", "bob")
+                await alice.send_json({"text": "four"})
+                assert (await receive_said(bob))[1] == said("alice", "four")
+            async with client.websocket("/ws/lobby?name=bob&since=12") as bob:
+                assert await bob.receive_json() == welcome("bob", ["alice", "bob"], False)
+                assert await bob.receive_json() == presence("alice", "bob")
+
+
+async def test_chat_refuses_a_room_name_too_long():
+    from examples.chat import app as chat_app
+
+    async with TestClient(chat_app) as client:
+        with pytest.raises(WebSocketDenied) as denied:
+            async with client.websocket("/ws/" + "r" * 101 + "?name=x"):
+                pass
+    assert denied.value.status_code == 400
 
 
 @pytest.mark.parametrize(("sent", "code"), [("{not json", 1007), ('{"nope": 1}', 1003)])
@@ -101,7 +164,7 @@ async def test_chat_closes_on_bad_messages(sent, code):
     from examples.chat import app as chat_app
 
     async with TestClient(chat_app) as client, client.websocket("/ws/r?name=x") as ws:
-        assert (await ws.receive_json())["type"] == "join"
+        assert (await ws.receive_json())["type"] == "welcome"
         await ws.send(sent)
         with pytest.raises(WebSocketClosed) as closed:
             while True:
