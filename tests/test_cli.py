@@ -181,7 +181,7 @@ def test_routes_lists_every_route():
     result = run_cli("routes", "examples.chat:app")
     assert result.returncode == 0
     assert result.stdout.splitlines() == [
-        "GET,HEAD  /trioweb.js  trioweb._client.client_handler.<locals>.trioweb_client_js",
+        "GET,HEAD  /trioweb.js  trioweb.serve_client",
         "GET,HEAD  /            examples.chat.app.page",
         "WS        /ws/{room}   examples.chat.app.chat",
     ]

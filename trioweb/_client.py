@@ -35,6 +35,9 @@ def client_handler() -> Callable[[Request], Awaitable[Response]]:
             return Response(status_code=304, headers=headers)
         return Response(body, headers=headers, media_type=CLIENT_MEDIA_TYPE)
 
+    # As ``trioweb routes`` lists it (a closure's own qualname says "<locals>").
+    trioweb_client_js.__qualname__ = "serve_client"
+    trioweb_client_js.__module__ = "trioweb"
     return trioweb_client_js
 
 
