@@ -300,3 +300,12 @@ async def test_stored_messages_lost_by_pubsub_come_back_from_the_history(redis_s
                     assert isinstance(item, str), f"a gap reached the member: {item}"
                     got.append(json.loads(item)["offset"])
             assert got == sent
+
+
+async def test_the_history_of_a_room_in_use_outlives_state_ttl(redis_server):
+    async with two_processes(redis_server.url, presence_ttl=0.4, state_ttl=1.0) as (here, _):
+        async with here.join("r", user="ann") as ann:
+            kept = await ann.room.history.append({"n": 1})
+            await trio.sleep(2.0)  # twice state_ttl, with the room in use all along
+            recovery = await ann.room.history.recover(str(int(kept) - 1))
+            assert recovery.exact and len(recovery.messages) == 1

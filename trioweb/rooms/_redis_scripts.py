@@ -62,25 +62,26 @@ return 0
 """
 )
 
-# Rooms, one after another. KEYS: per room, presence, members, departed, state, fence. ARGV:
-# lifetime ms, key ttl ms, text frame prefix, state ttl ms, then per room: its channel, how many
-# entries of ours, and those (id, entry) pairs. For each room: refresh ours first (adding back,
-# and announcing, any that expired, unless they left since), then remove and announce
-# everyone's expired entries. A room with members here is in use: its state and fencing
-# counter live on.
+# Rooms, one after another. KEYS: per room, presence, members, departed, state, fence, history,
+# offsets. ARGV: lifetime ms, key ttl ms, text frame prefix, state ttl ms, then per room: its
+# channel, how many entries of ours, and those (id, entry) pairs. For each room: refresh ours
+# first (adding back, and announcing, any that expired, unless they left since), then remove and
+# announce everyone's expired entries. A room with members here is in use: its state, fencing
+# counter and history live on.
 HEARTBEAT = Script(
     script=_NOW
     + """
 local swept = 0
 local a = 5
-for r = 0, #KEYS / 5 - 1 do
-  local presence, members, departed = KEYS[r * 5 + 1], KEYS[r * 5 + 2], KEYS[r * 5 + 3]
+for r = 0, #KEYS / 7 - 1 do
+  local presence, members, departed = KEYS[r * 7 + 1], KEYS[r * 7 + 2], KEYS[r * 7 + 3]
   local channel, count = ARGV[a], tonumber(ARGV[a + 1])
   a = a + 2
   redis.call('ZREMRANGEBYSCORE', departed, '-inf', now)
   if count > 0 then
-    redis.call('PEXPIRE', KEYS[r * 5 + 4], ARGV[4])
-    redis.call('PEXPIRE', KEYS[r * 5 + 5], ARGV[4])
+    for k = 4, 7 do
+      redis.call('PEXPIRE', KEYS[r * 7 + k], ARGV[4])
+    end
   end
   local back = {}
   for i = a, a + count * 2 - 1, 2 do

@@ -204,6 +204,7 @@ class RedisStore:
                 *self._departure_keys(room),
                 self._keys("state", room),
                 self._keys("fence", room),
+                *self._history_keys(room),
             ]
             args += [self.topics(room).presence, len(entries)]
             for entry in entries:
