@@ -39,7 +39,8 @@ def offset_of(message: str | bytes) -> int | None:
         return None
     end = message.find('"', len(OFFSET_PREFIX))
     digits = message[len(OFFSET_PREFIX) : end]
-    return int(digits) if end > 0 and digits.isdigit() else None
+    # ASCII only: str.isdigit() also takes digits int() refuses ("²"), or reads (Arabic-Indic).
+    return int(digits) if end > 0 and digits.isascii() and digits.isdigit() else None
 
 
 class RoomHistory:

@@ -201,7 +201,9 @@ return offset
 # KEYS: history, offsets. ARGV: the offset after which to read (digits), at most how many.
 # {1, message...} if the history holds everything published after the offset (nothing was
 # trimmed in between, and the offset is not from the future or another life of the room), else
-# {0}.
+# {0}. More than "at most how many" (the stream was filled by a process with a longer history:
+# a rolling deploy that changes it, or a restart with a shorter one) is {0} too: returning the
+# first ones only would lose the rest silently.
 RECOVER = Script(
     script="""
 local since = tonumber(ARGV[1])
@@ -213,9 +215,11 @@ if #oldest == 0 then
   return {0}
 end
 if since < tonumber(string.match(oldest[1][1], '^(%d+)')) - 1 then return {0} end
+local limit = tonumber(ARGV[2])
+local entries = redis.call('XRANGE', KEYS[1], '(' .. ARGV[1] .. '-0', '+', 'COUNT', limit + 1)
+if #entries > limit then return {0} end
 local out = {1}
-local after = '(' .. ARGV[1] .. '-0'
-for _, entry in ipairs(redis.call('XRANGE', KEYS[1], after, '+', 'COUNT', ARGV[2])) do
+for _, entry in ipairs(entries) do
   out[#out + 1] = entry[2][2]
 end
 return out
