@@ -23,8 +23,9 @@ async def test_recovery_is_never_exact_with_messages_cut_off_by_a_smaller_histor
     # must not report exact with only its first `history` messages: the rest would be lost
     # silently (forward_to skips to the live stream after the replay's last offset).
     async with AsyncExitStack() as stack:
-        big, small = Rooms(Broadcast(redis_server.url), history=10), Rooms(
-            Broadcast(redis_server.url), history=3
+        big, small = (
+            Rooms(Broadcast(redis_server.url), history=10),
+            Rooms(Broadcast(redis_server.url), history=3),
         )
         for rooms in (big, small):
             await stack.enter_async_context(rooms.hub.lifespan())

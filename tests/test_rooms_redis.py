@@ -309,3 +309,27 @@ async def test_the_history_of_a_room_in_use_outlives_state_ttl(redis_server):
             await trio.sleep(2.0)  # twice state_ttl, with the room in use all along
             recovery = await ann.room.history.recover(str(int(kept) - 1))
             assert recovery.exact and len(recovery.messages) == 1
+
+
+async def test_a_stored_message_whose_publish_was_lost_is_filled_in_from_the_history(
+    redis_server,
+):
+    async with two_processes(redis_server.url) as (here, there):
+        async with here.join("r", user="ann") as ann, there.join("r", user="bob") as bob:
+            first = await bob.room.history.append({"n": 1})
+            client = coredis.Redis.from_url(redis_server.url)
+            async with client:
+                # Stored, but its PUBLISH never reached anyone (as when the hub's pub/sub
+                # connection is replaced right then): no Gap says so, only the offsets.
+                second = await client.incr("trioweb:offsets:r")
+                message = f'{{"offset":"{second}","n":2}}'
+                await client.xadd("trioweb:history:r", {"m": message}, identifier=f"{second}-0")
+            third = await bob.room.history.append({"n": 3})
+            got = []
+            with trio.fail_after(5):
+                while len(got) < 3:
+                    item = await ann.messages.receive()
+                    assert isinstance(item, str), f"a gap reached the member: {item}"
+                    got.append(json.loads(item))
+            assert [m["offset"] for m in got] == [first, str(second), third]
+            assert [m["n"] for m in got] == [1, 2, 3]

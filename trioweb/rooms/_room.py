@@ -59,6 +59,8 @@ RELAY_BUFFER = 10_000
 #: How long a leave, a release or a presence read may take in cleanup before it is abandoned
 #: (an entry left behind expires with the presence TTL; a lease with its TTL).
 CLEANUP_TIMEOUT = 2.0
+#: The gap members see when stored messages skipped an offset and the history cannot fill it.
+SKIPPED = "stored messages were lost on their way and the history no longer has them"
 #: How often a room whose presence could not be read retries, at most.
 RESYNC_RETRY = 1.0
 
@@ -334,20 +336,33 @@ class Room:
                         started = True
                         task_status.started()
                     async for item in messages:
-                        if isinstance(item, Gap):
+                        offset = None if isinstance(item, Gap) else offset_of(item)
+                        if offset is not None and skip_through is not None:
+                            if offset <= skip_through:
+                                continue  # the history gave it already
+                            skip_through = None
+                        # A Gap, or a stored message past the next offset (offsets of one
+                        # history follow each other: a jump is a hole, whether or not the
+                        # hub saw a gap): fill it from the history.
+                        hole = isinstance(item, Gap) or (
+                            offset is not None and last is not None and offset > last + 1
+                        )
+                        if hole:
                             recovered = await self._recover_after(last)
                             if recovered is None:
-                                fanout.gap(name, item.reason)
-                                continue
-                            for message in recovered:
-                                fanout.deliver(name, message)
-                                last = skip_through = offset_of(message)
+                                reason = item.reason if isinstance(item, Gap) else SKIPPED
+                                fanout.gap(name, reason)
+                            else:
+                                for message in recovered:
+                                    fanout.deliver(name, message)
+                                    last = skip_through = offset_of(message)
+                                if offset is None or (
+                                    skip_through is not None and offset <= skip_through
+                                ):
+                                    continue
+                        if isinstance(item, Gap):
                             continue
-                        offset = offset_of(item)
                         if offset is not None:
-                            if skip_through is not None and offset <= skip_through:
-                                continue
-                            skip_through = None
                             last = offset
                         fanout.deliver(name, item)
             except SubscriberTooSlow:
