@@ -37,7 +37,15 @@ from ._denial import Denial, denial
 from ._failures import PROTOCOL_ERRORS
 from ._phases import Event, Phase, advance
 from ._send_lock import SendLock, yields_so_far
-from ._types import DEFAULT_CLOSE_TIMEOUT, WIRE_SETTINGS, Message, Receive, Scope, Send
+from ._types import (
+    CLOSED_BY_SERVER,
+    DEFAULT_CLOSE_TIMEOUT,
+    WIRE_SETTINGS,
+    Message,
+    Receive,
+    Scope,
+    Send,
+)
 from .close_codes import CloseCode, as_close_code, check_close_code
 from .exceptions import WebSocketDisconnect, truncate_reason
 
@@ -67,10 +75,13 @@ class Connection:
         "_send_lock",
         "_silence",
         "accepted",
+        "bytes_in",
+        "bytes_out",
         "cancel_scope",
         "close_code",
         "close_reason",
         "close_timeout",
+        "closed_by_server",
         "compression",
         "denial_status",
         "denial_subprotocol",
@@ -78,6 +89,9 @@ class Connection:
         "idle_timeout",
         "inbox",
         "max_message_size",
+        "messages_in",
+        "messages_out",
+        "opened_at",
         "phase",
         "server_close",
         "subprotocol",
@@ -135,6 +149,12 @@ class Connection:
         self.denial_subprotocol: str | None = None
         #: The HTTP status the handshake was refused with, however it reached the client.
         self.denial_status: int | None = None
+        #: For the session line: when the handshake came (trio's clock), and the messages and
+        #: their bytes (UTF-8 for text) each way.
+        self.opened_at = trio.current_time()
+        #: The server's wire closed the socket on its own (1009, a protocol error).
+        self.closed_by_server = False
+        self.messages_in = self.bytes_in = self.messages_out = self.bytes_out = 0
 
     # -- the handshake ------------------------------------------------------------------
 
@@ -274,6 +294,10 @@ class Connection:
             if self.phase is not _CONNECTED:
                 raise self.disconnect_error()
             await self._send(message)
+            # Counted for the session line: two adds, and the size of the payload.
+            self.messages_out += 1
+            data = message.get("text")
+            self.bytes_out += _size(data if data is not None else message.get("bytes") or b"")
         except PROTOCOL_ERRORS as exc:
             raise self._send_failed(message, exc) from None
         finally:
@@ -346,6 +370,7 @@ class Connection:
             return  # the answer to our own close: it cancels nothing
         self.close_code = as_close_code(int(message.get("code") or CloseCode.NO_STATUS_RECEIVED))
         self.close_reason = message.get("reason") or ""
+        self.closed_by_server = bool(message.get(CLOSED_BY_SERVER))
         self.inbox.close()
         if self.cancel_scope is not None:
             self.cancel_scope.cancel()
@@ -384,6 +409,8 @@ class Connection:
     def _take(self, data: str | bytes) -> None:
         """One message from the client: into the inbox, or the close its size or an overflow
         calls for."""
+        self.messages_in += 1
+        self.bytes_in += len(data) if data.__class__ is bytes or data.isascii() else _size(data)
         limit = self.max_message_size
         # A message of n characters is at most 4n bytes in UTF-8: up to a quarter of the
         # limit, no size needs computing.
@@ -421,6 +448,13 @@ class Connection:
             message = await self._receive()
             if message["type"] == "websocket.disconnect":
                 self.phase = advance(self.phase, Event.DISCONNECTED)
+
+
+def _size(data: str | bytes) -> int:
+    """The size of a message in bytes (UTF-8 for text; ASCII text costs no encoding)."""
+    if isinstance(data, str) and not data.isascii():
+        return len(data.encode("utf-8", "surrogatepass"))
+    return len(data)
 
 
 def _oversize(data: str | bytes, limit: int) -> int:

@@ -17,6 +17,7 @@ message.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any, Protocol, cast
 
@@ -31,6 +32,7 @@ from ._settings import WebSocketSettings, find_errorhandler
 from ._types import Receive, Scope, Send
 from .exceptions import HTTPException, WebSocketClose
 from .http import PlainTextResponse, Response, make_response
+from .logs import SESSION_FIELDS
 from .nursery import ConnectionNursery
 from .routing import Route, Router
 from .websocket import WebSocket
@@ -38,6 +40,7 @@ from .websocket import WebSocket
 __all__ = ["Host", "asgi_entry"]
 
 logger = logging.getLogger("trioweb")
+session_logger = logging.getLogger("trioweb.session")
 
 #: The reader task's name: the one trio would make up, but made once, not once per socket.
 _READER_NAME = f"{__name__}.Connection.read_loop"
@@ -116,6 +119,56 @@ async def asgi_entry(host: Host, scope: Scope, receive: Receive, send: Send) -> 
         registry.discard(connection, route)
     if connection.phase is Phase.CLOSED_BY_APP and connection.close_code is not None:
         await connection.drain_until_disconnect()
+    if session_logger.isEnabledFor(logging.INFO):
+        _log_session(connection, route, scope)
+
+
+def _log_session(connection: Connection, route: Route, scope: Scope) -> None:
+    """The session line: one INFO line on ``trioweb.session`` for a socket that was accepted
+    (a denied handshake has its line in the access log), its fields also on the record for
+    :class:`~trioweb.logs.JSONFormatter`."""
+    if not connection.accepted or connection.denial_status is not None:
+        return
+    phase = connection.phase
+    closed_by = (
+        "server"
+        if phase is Phase.CLOSED_BY_APP or phase is Phase.DONE or connection.closed_by_server
+        else "client"
+        if phase is Phase.CLOSED_BY_CLIENT
+        else "none"
+    )
+    client = scope.get("client")
+    address = f"{client[0]}:{client[1]}" if client else "-"
+    duration = trio.current_time() - connection.opened_at
+    fields = {
+        "route": route.path,
+        "path": scope.get("path", "/"),
+        "client": address,
+        "closed_by": closed_by,
+        "code": connection.close_code,
+        "reason": connection.close_reason or "",
+        "duration": round(duration, 3),
+        "messages_in": connection.messages_in,
+        "bytes_in": connection.bytes_in,
+        "messages_out": connection.messages_out,
+        "bytes_out": connection.bytes_out,
+    }
+    session_logger.info(
+        "session %s path=%s client=%s closed_by=%s code=%s reason=%s duration=%.3fs "
+        "in=%d/%dB out=%d/%dB",
+        fields["route"],
+        fields["path"],
+        address,
+        closed_by,
+        "-" if connection.close_code is None else connection.close_code,
+        json.dumps(fields["reason"], ensure_ascii=False),
+        duration,
+        connection.messages_in,
+        connection.bytes_in,
+        connection.messages_out,
+        connection.bytes_out,
+        extra={SESSION_FIELDS: fields},
+    )
 
 
 def _admit(

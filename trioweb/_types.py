@@ -16,6 +16,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 #: status of a denial sent as a close, for the access log), read by trioweb's WebSocket stream
 #: for hypercorn (``trioweb/_ws_stream.py``) and ignored by other servers.
 WIRE_SETTINGS = "trioweb.websocket"
+#: A key trioweb's wire stream adds (True) to a ``websocket.disconnect`` that is its own close
+#: (a message over the limit: 1009; a protocol error: 1002/1007), not the client's.
+CLOSED_BY_SERVER = "trioweb.closed_by_server"
 
 #: Seconds to wait for the client's Close after the server sent its own, unless the app says.
 DEFAULT_CLOSE_TIMEOUT = 5.0

@@ -79,7 +79,7 @@ from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import generate_accept_token
 
 from ._deflate import Compression, DeflateExtension, negotiate
-from ._types import DEFAULT_CLOSE_TIMEOUT, WIRE_SETTINGS
+from ._types import CLOSED_BY_SERVER, DEFAULT_CLOSE_TIMEOUT, WIRE_SETTINGS
 
 __all__ = ["VERIFIED_VERSIONS", "WebSocketStream", "install"]
 
@@ -149,6 +149,8 @@ class WebSocketStream(WSStream):
         self.close_reason: tuple[int, str] | None = None
         #: The app has had its ``websocket.disconnect``.
         self.told = False
+        #: The close is the stream's own (1009, a protocol error), not the client's.
+        self.closed_here = False
         self._deflate: DeflateExtension | None = None
         self._close_timeout = DEFAULT_CLOSE_TIMEOUT
         self._close_timer: Any = None  # a hypercorn SingleTask while a close is pending
@@ -263,6 +265,7 @@ class WebSocketStream(WSStream):
         elif state is ConnectionState.OPEN:  # a protocol error: fail the connection
             logger.info("closing a WebSocket with %d: %s", code, reason)
             self.close_reason = (code, reason)
+            self.closed_here = True
             await self._send_wsproto_event(CloseConnection(code=code, reason=_short(reason)))
         # else LOCAL_CLOSING and a protocol error: our Close is out, nothing more to say.
         await self.send(StreamClosed(stream_id=self.stream_id))
@@ -275,6 +278,7 @@ class WebSocketStream(WSStream):
         await self._send_wsproto_event(CloseConnection(code=_TOO_BIG, reason=reason))
         await self.send(EndData(stream_id=self.stream_id))
         # The app learns now, so its handler is cancelled at once, not after the handshake.
+        self.closed_here = True
         await self._tell_app(_TOO_BIG, reason)
 
     def _final_close(self) -> tuple[int, str]:
@@ -287,7 +291,10 @@ class WebSocketStream(WSStream):
     async def _tell_app(self, code: int, reason: str) -> None:
         if not self.told and self.app_put is not None:
             self.told = True
-            await self.app_put({"type": "websocket.disconnect", "code": code, "reason": reason})
+            message = {"type": "websocket.disconnect", "code": code, "reason": reason}
+            if self.closed_here:
+                message[CLOSED_BY_SERVER] = True
+            await self.app_put(message)
 
     # -- the close timer -------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ import errno
 import importlib
 import json
 import logging
+import logging.config
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -21,6 +22,7 @@ import trio
 
 from ._failures import leaves
 from .app import App
+from .logs import logging_config
 from .server import BackgroundTaskError, StartupError, make_config, serve
 
 __all__ = ["load_app", "main"]
@@ -84,6 +86,13 @@ def _parser() -> argparse.ArgumentParser:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="log every request and handshake with its status and duration (default: on)",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="trioweb's own log lines (sessions, warnings): text with timestamps, as hypercorn's "
+        "(default), or one JSON object a line",
     )
     routes = commands.add_parser("routes", help="list an app's routes")
     routes.add_argument("target", metavar="MODULE:APP", help="for example examples.chat:app")
@@ -173,7 +182,10 @@ def _serve_one(
         raise next(leaves(failed)) from None
 
 
-def _worker_main(target: str, options: dict[str, Any], sock: socket.socket) -> None:
+def _worker_main(
+    target: str, options: dict[str, Any], sock: socket.socket, log_format: str = "text"
+) -> None:
+    _configure_logging(log_format)  # a spawned process starts with logging unconfigured
     try:
         _serve_one(target, options, None, sock.fileno())
     except BackgroundTaskError as exc:  # drained already: say why in one line, exit 1
@@ -181,7 +193,9 @@ def _worker_main(target: str, options: dict[str, Any], sock: socket.socket) -> N
         sys.exit(1)
 
 
-def _run_workers(target: str, options: dict[str, Any], workers: int) -> int:
+def _run_workers(
+    target: str, options: dict[str, Any], workers: int, log_format: str = "text"
+) -> int:
     """Start ``workers`` processes on one shared socket and relay SIGINT/SIGTERM to them.
 
     hypercorn's own supervisor would bypass trioweb's shutdown trigger, so the workers are
@@ -202,7 +216,9 @@ def _run_workers(target: str, options: dict[str, Any], workers: int) -> int:
     host, port = listener.getsockname()[:2]
     context = multiprocessing.get_context("spawn")
     processes = [
-        context.Process(target=_worker_main, args=(target, options, listener), daemon=False)
+        context.Process(
+            target=_worker_main, args=(target, options, listener, log_format), daemon=False
+        )
         for _ in range(workers)
     ]
     for process in processes:
@@ -236,23 +252,15 @@ def _run_workers(target: str, options: dict[str, Any], workers: int) -> int:
     return 1 if failed else 0
 
 
-def _configure_logging() -> None:
-    """Show trioweb's log lines the way hypercorn shows its own, on stderr."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(
-        logging.Formatter(
-            "%(asctime)s [%(process)d] [%(levelname)s] %(message)s", "[%Y-%m-%d %H:%M:%S %z]"
-        )
-    )
-    trioweb_logger = logging.getLogger("trioweb")
-    trioweb_logger.addHandler(handler)
-    trioweb_logger.setLevel(logging.INFO)
+def _configure_logging(log_format: str = "text") -> None:
+    """Show trioweb's log lines on stderr: the way hypercorn shows its own, or as JSON lines."""
+    logging.config.dictConfig(logging_config(log_format))
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``trioweb`` command."""
     args = _parser().parse_args(argv)
-    _configure_logging()
+    _configure_logging(getattr(args, "log_format", "text"))
     if args.command == "asyncapi":
         return _write_asyncapi(args)
     if args.command == "routes":
@@ -280,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         options.update(accesslog="-", access_log_format=ACCESS_LOG_FORMAT)
     if args.workers > 1:
         try:
-            return _run_workers(args.target, options, args.workers)
+            return _run_workers(args.target, options, args.workers, args.log_format)
         except OSError as exc:
             print(f"trioweb: error: {_address_error(args.host, args.port, exc)}", file=sys.stderr)
             return 1

@@ -38,6 +38,7 @@ import trio
 from coredis.exceptions import RedisError
 
 from .._failures import leaves
+from ..logs import RateLimitedWarning
 from ._backend import Message, Sink
 from .errors import BrokerUnavailable
 
@@ -124,6 +125,9 @@ class RedisBackend:
         self.subscribe_timeout = subscribe_timeout
         self.publish_timeout = publish_timeout
         self.retry_interval = retry_interval
+        #: "publish failed": the first, then one line per 10 s with the count (an outage
+        #: fails every publish).
+        self._publish_failed = RateLimitedWarning(logger, interval=10.0)
         self._sink: Sink | None = None
         self._client: coredis.Redis[bytes] | None = None
         self._pubsub: Any = None
@@ -373,8 +377,12 @@ class RedisBackend:
             with trio.fail_after(self.publish_timeout):
                 await client.publish(topic, pack(message))
         except BROKER_ERRORS as exc:
-            logger.warning("publish to %r failed, message lost: %s", topic, _describe(exc))
+            self._publish_failed.warning(
+                "publish to %r failed, message lost: %s", topic, _describe(exc)
+            )
             return False
+        if self._publish_failed.suppressed:
+            self._publish_failed.flush()
         return True
 
     async def subscribe(self, topic: str) -> bool:
