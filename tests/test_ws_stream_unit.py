@@ -183,8 +183,11 @@ def wire(task_group: TaskGroup) -> Wire:
     return Wire(task_group)
 
 
-def close_event(code: int, reason: str = "") -> dict[str, Any]:
-    return {"type": "websocket.disconnect", "code": code, "reason": reason}
+def close_event(code: int, reason: str = "", *, by_server: bool = False) -> dict[str, Any]:
+    event = {"type": "websocket.disconnect", "code": code, "reason": reason}
+    if by_server:  # the stream closed on its own: the app is told so, for its session line
+        event["trioweb.closed_by_server"] = True
+    return event
 
 
 # -- the handshake: trioweb's accept in place of hypercorn's Handshake.accept --------------------
@@ -347,7 +350,8 @@ async def test_a_message_over_the_limit_closes_1009_and_waits_for_the_clients_cl
     assert isinstance(wire.sent[-2], Data) and isinstance(wire.sent[-1], EndData)
     # The app is told at once and returns, and the socket stays open for the client's Close
     # (hypercorn's app_send(None) would close TCP now).
-    assert wire.disconnects() == [close_event(1009, "message over the limit of 10 bytes")]
+    too_big = close_event(1009, "message over the limit of 10 bytes", by_server=True)
+    assert wire.disconnects() == [too_big]
     assert wire.app_returned
     assert wire.closed_tcp() == 0
     assert wire.stream.connection.state is ConnectionState.LOCAL_CLOSING
@@ -358,7 +362,8 @@ async def test_a_message_over_the_limit_closes_1009_and_waits_for_the_clients_cl
     await wire.from_client(close.response())
     assert wire.closed_tcp() == 1
     assert wire.to_client() == []
-    assert wire.disconnects() == [close_event(1009, "message over the limit of 10 bytes")]
+    too_big = close_event(1009, "message over the limit of 10 bytes", by_server=True)
+    assert wire.disconnects() == [too_big]
 
 
 async def test_a_deflate_bomb_is_stopped_at_the_limit(wire: Wire) -> None:

@@ -37,6 +37,7 @@ from ._denial import Denial, denial
 from ._failures import PROTOCOL_ERRORS
 from ._phases import Event, Phase, advance
 from ._send_lock import SendLock, yields_so_far
+from ._sizes import oversize, size_of
 from ._types import (
     CLOSED_BY_SERVER,
     DEFAULT_CLOSE_TIMEOUT,
@@ -149,11 +150,9 @@ class Connection:
         self.denial_subprotocol: str | None = None
         #: The HTTP status the handshake was refused with, however it reached the client.
         self.denial_status: int | None = None
-        #: For the session line: when the handshake came (trio's clock), and the messages and
-        #: their bytes (UTF-8 for text) each way.
+        #: For the session line: the handshake's time (trio's clock), messages and bytes each way.
         self.opened_at = trio.current_time()
-        #: The server's wire closed the socket on its own (1009, a protocol error).
-        self.closed_by_server = False
+        self.closed_by_server = False  #: the server's wire closed on its own (1009, 1002...)
         self.messages_in = self.bytes_in = self.messages_out = self.bytes_out = 0
 
     # -- the handshake ------------------------------------------------------------------
@@ -297,7 +296,7 @@ class Connection:
             # Counted for the session line: two adds, and the size of the payload.
             self.messages_out += 1
             data = message.get("text")
-            self.bytes_out += _size(data if data is not None else message.get("bytes") or b"")
+            self.bytes_out += size_of(data if data is not None else message.get("bytes") or b"")
         except PROTOCOL_ERRORS as exc:
             raise self._send_failed(message, exc) from None
         finally:
@@ -410,11 +409,11 @@ class Connection:
         """One message from the client: into the inbox, or the close its size or an overflow
         calls for."""
         self.messages_in += 1
-        self.bytes_in += len(data) if data.__class__ is bytes or data.isascii() else _size(data)
+        self.bytes_in += len(data) if data.__class__ is bytes or data.isascii() else size_of(data)
         limit = self.max_message_size
         # A message of n characters is at most 4n bytes in UTF-8: up to a quarter of the
         # limit, no size needs computing.
-        if limit is not None and len(data) * 4 > limit and (size := _oversize(data, limit)):
+        if limit is not None and len(data) * 4 > limit and (size := oversize(data, limit)):
             self.shut_down(
                 CloseCode.MESSAGE_TOO_BIG, f"message of {size} bytes over the limit of {limit}"
             )
@@ -448,20 +447,3 @@ class Connection:
             message = await self._receive()
             if message["type"] == "websocket.disconnect":
                 self.phase = advance(self.phase, Event.DISCONNECTED)
-
-
-def _size(data: str | bytes) -> int:
-    """The size of a message in bytes (UTF-8 for text; ASCII text costs no encoding)."""
-    if isinstance(data, str) and not data.isascii():
-        return len(data.encode("utf-8", "surrogatepass"))
-    return len(data)
-
-
-def _oversize(data: str | bytes, limit: int) -> int:
-    """The size in bytes of ``data`` if it is over ``limit``, else 0 (cheap for most text)."""
-    if isinstance(data, bytes):
-        return len(data) if len(data) > limit else 0
-    if len(data) * 4 <= limit:  # UTF-8 takes at most 4 bytes a character
-        return 0
-    size = len(data.encode("utf-8", "surrogatepass"))
-    return size if size > limit else 0
