@@ -163,3 +163,116 @@ async def test_a_dead_peer_is_dropped_when_pings_are_on(no_errors_logged):
                 # From here on this client reads nothing and answers no ping. Without pings
                 # it would stay connected for ever (and fail_after would fire).
                 await ended.wait()
+
+
+def test_pings_are_on_by_default_every_20_s_and_can_be_turned_off(monkeypatch):
+    from trioweb import cli, server
+
+    assert server.serve.__kwdefaults__["ping_interval"] == server.DEFAULT_PING_INTERVAL == 20
+    assert server.dead_peer_timeout(20) == 41  # the documented bound
+    config = server.make_config("127.0.0.1", 0, graceful_timeout=1, ping_interval=20, options={})
+    assert (config.websocket_ping_interval, config.read_timeout) == (20, 41)
+    for off in (None, 0):
+        config = server.make_config(
+            "127.0.0.1", 0, graceful_timeout=1, ping_interval=off, options={}
+        )
+        assert (config.websocket_ping_interval, config.read_timeout) == (None, None)
+    # trioweb run: 20 unless told, and --ping-interval 0 is none at all
+    seen: list[object] = []
+    monkeypatch.setattr(cli, "_serve_one", lambda target, options, _: seen.append(options))
+    monkeypatch.setattr(cli, "load_app", lambda target: App())
+    assert cli.main(["run", "x:app"]) == 0
+    assert cli.main(["run", "x:app", "--ping-interval", "0"]) == 0
+    assert cli.main(["run", "x:app", "--ping-interval", "2.5"]) == 0
+    assert [options["ping_interval"] for options in seen] == [20, None, 2.5]  # type: ignore[index]
+    assert cli.main(["run", "x:app", "--ping-interval", "-1"]) == 2
+
+
+async def test_serve_refuses_a_negative_ping_interval():
+    import trioweb
+
+    with pytest.raises(ValueError, match="ping_interval"):
+        await trioweb.serve(App(), port=0, handle_signals=False, ping_interval=-1)
+
+
+async def test_a_blackholed_peer_is_dropped_within_the_bound_with_the_default_settings(
+    monkeypatch, no_errors_logged
+):
+    # A client that completes the handshake, then never reads, answers or closes anything (no
+    # FIN: a blackholed socket). serve() is called WITHOUT ping_interval: only the default is
+    # shortened (20 s is too long for a test), so the default path itself is what is measured.
+    import trioweb
+    from trioweb.server import dead_peer_timeout
+
+    interval = 0.5
+    monkeypatch.setitem(trioweb.serve.__kwdefaults__, "ping_interval", interval)
+    bound = dead_peer_timeout(interval)  # 2 s here, 41 s with the real default of 20
+    app = App()
+    cancelled, ended = trio.Event(), trio.Event()
+    codes: list[int | None] = []
+
+    @app.websocket("/echo")
+    async def hang(ws: WebSocket):
+        await ws.accept()
+        try:
+            await trio.sleep_forever()  # a handler that waits on something else than the peer
+        except trio.Cancelled:
+            cancelled.set()
+            raise
+
+    @app.after_websocket
+    async def record(ws: WebSocket) -> None:
+        codes.append(ws.close_code)
+        ended.set()
+
+    with trio.fail_after(bound + 10):
+        async with helpers.serving(app) as server:
+            stream = await trio.open_tcp_stream(helpers.HOST, server.port)
+            async with stream:
+                await stream.send_all(HANDSHAKE)
+                assert (await stream.receive_some()).startswith(b"HTTP/1.1 101")
+                last_byte_sent = trio.current_time()
+                await ended.wait()
+                detected = trio.current_time() - last_byte_sent
+                assert cancelled.is_set()
+                # Dropped no sooner than the read timeout, and well within the bound.
+                assert bound - 0.2 <= detected <= bound + 1.0, detected
+                assert codes == [1006]  # the connection dropped: no Close frame
+
+
+async def test_a_live_peer_that_answers_pings_outlives_the_read_timeout(
+    monkeypatch, no_errors_logged
+):
+    # The other side of the bound: a quiet client whose only traffic is its Pongs stays
+    # connected through many read timeouts; and the first Ping comes an interval after the
+    # accept, not as the socket's first frame.
+    import trioweb
+    from trioweb.server import dead_peer_timeout
+
+    interval = 0.5
+    monkeypatch.setitem(trioweb.serve.__kwdefaults__, "ping_interval", interval)
+    app = echo_app()
+    with trio.fail_after(20):
+        async with helpers.serving(app) as server:
+            stream = await trio.open_tcp_stream(helpers.HOST, server.port)
+            async with stream:
+                await stream.send_all(HANDSHAKE)
+                buffer = b""
+                while b"\r\n\r\n" not in buffer:
+                    buffer += await stream.receive_some()
+                assert buffer.startswith(b"HTTP/1.1 101")
+                buffer = buffer.split(b"\r\n\r\n", 1)[1]
+                accepted, pings = trio.current_time(), 0
+                # Pings for three read timeouts: each answered, none missing.
+                while trio.current_time() - accepted < 3 * dead_peer_timeout(interval):
+                    while len(buffer) < 2:
+                        buffer += await stream.receive_some()
+                    assert buffer[:2] == b"\x89\x00"  # an empty Ping, nothing else
+                    if pings == 0:
+                        assert trio.current_time() - accepted >= interval - 0.1
+                    buffer, pings = buffer[2:], pings + 1
+                    await stream.send_all(masked_frame(0xA, b""))
+                assert pings >= 3 * dead_peer_timeout(interval) / interval - 2
+                await stream.send_all(masked_frame(0x1, b"still here"))
+                while b"still here" not in buffer:
+                    buffer += await stream.receive_some()

@@ -392,7 +392,9 @@ class Connection:
                 if not self._take_event(await receive()):
                     return
         if silence.cancelled_caught and not self.phase.closed:
-            self.shut_down(CloseCode.GOING_AWAY, f"idle for more than {idle:g} s")
+            # 1000, not 1001 (a shutdown): a client that reconnects after 1001 would defeat the
+            # timeout; the reason tells it apart from a handler that returned.
+            self.shut_down(CloseCode.NORMAL, f"idle for more than {idle:g} s")
 
     def _take_event(self, message: Message) -> bool:
         """One ASGI event for the reader; ``False`` once it is the disconnect."""

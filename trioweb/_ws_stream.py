@@ -68,6 +68,7 @@ from typing import Any
 
 import hypercorn.protocol.h2
 import hypercorn.protocol.h11
+import trio
 from hypercorn.protocol.events import EndData, Response, StreamClosed
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, Handshake, WSStream
@@ -154,12 +155,16 @@ class WebSocketStream(WSStream):
         self._deflate: DeflateExtension | None = None
         self._close_timeout = DEFAULT_CLOSE_TIMEOUT
         self._close_timer: Any = None  # a hypercorn SingleTask while a close is pending
+        #: The ping task's scope: the end of the stream ends it at once, or the connection
+        #: (and its file descriptor) would wait for its sleep.
+        self._pings = trio.CancelScope()
 
     # -- the ASGI side ---------------------------------------------------------------------
 
     async def handle(self, event: StreamEvent) -> None:
         """Handle an event from hypercorn's protocol; the end of the stream tells the app."""
         if isinstance(event, StreamClosed):
+            self._pings.cancel()
             if not self.closed:
                 self.closed = True
                 await self._stop_close_timer()
@@ -232,6 +237,20 @@ class WebSocketStream(WSStream):
             self.task_group.spawn(self._send_pings)
 
     # -- the wire side ---------------------------------------------------------------------
+
+    async def _send_pings(self) -> None:
+        """A Ping every ``websocket_ping_interval`` seconds, the first one an interval after the
+        accept. (hypercorn's pings at once, which made a Ping the first frame of every socket
+        now that pings are on by default.) A live peer's Pongs still come well within the read
+        timeout of two intervals and a second that drops a dead one. The end of the stream
+        ends the task at once."""
+        interval = self.config.websocket_ping_interval
+        assert interval is not None
+        with self._pings:
+            while not self.closed:
+                await self.context.sleep(interval)
+                if not self.closed:
+                    await self._send_wsproto_event(Ping())
 
     async def _handle_events(self) -> None:
         connection = self.connection

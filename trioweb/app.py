@@ -63,7 +63,8 @@ class App(AsyncAPIMethods, LifeMethods):
     - ``inbox_size``: messages a socket may have waiting unread (overflow: close 1008);
     - ``max_message_size``: bytes in one message (over it: close 1009);
     - ``max_connections``: open sockets (beyond it, handshakes get 503; ``None``: no limit);
-    - ``idle_timeout``: seconds without a message from the client (then: close 1001);
+    - ``idle_timeout``: seconds without a message from the client (then: close 1000
+      "idle for more than N s");
     - ``allowed_origins``: the browser origins that may connect. ``None`` (the default) allows
       only pages of the host the handshake was sent to; a list names origins or patterns
       (``"https://*.example.com"``); ``["*"]`` allows any. Handshakes without ``Origin``

@@ -23,7 +23,14 @@ import trio
 from ._failures import leaves
 from .app import App
 from .logs import logging_config
-from .server import BackgroundTaskError, StartupError, make_config, serve
+from .server import (
+    DEFAULT_PING_INTERVAL,
+    BackgroundTaskError,
+    StartupError,
+    dead_peer_timeout,
+    make_config,
+    serve,
+)
 
 __all__ = ["load_app", "main"]
 
@@ -78,8 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--ping-interval",
         type=float,
-        default=None,
-        help="seconds between WebSocket pings; peers silent for two intervals are dropped",
+        default=DEFAULT_PING_INTERVAL,
+        help=(
+            f"seconds between WebSocket pings (default {DEFAULT_PING_INTERVAL:g}; 0: none); a peer "
+            f"silent for two intervals and a second ({dead_peer_timeout(DEFAULT_PING_INTERVAL)} s"
+            " by default) is dropped"
+        ),
     )
     run.add_argument(
         "--access-log",
@@ -273,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         print("trioweb: error: --workers must be at least 1", file=sys.stderr)
         return 2
+    if not args.ping_interval >= 0:
+        print("trioweb: error: --ping-interval must be 0 (off) or positive", file=sys.stderr)
+        return 2
     try:
         load_app(args.target)
     except AppLoadError as exc:
@@ -282,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
         "host": args.host,
         "port": args.port,
         "graceful_timeout": args.graceful_timeout,
-        "ping_interval": args.ping_interval,
+        "ping_interval": args.ping_interval or None,  # 0: no pings
     }
     if args.access_log:
         options.update(accesslog="-", access_log_format=ACCESS_LOG_FORMAT)

@@ -52,6 +52,18 @@ class BackgroundTaskError(RuntimeError):
     """
 
 
+DEFAULT_PING_INTERVAL = 20.0
+"""Seconds between server pings unless ``serve(ping_interval=...)`` or ``--ping-interval``
+say otherwise; a peer silent for ``dead_peer_timeout(DEFAULT_PING_INTERVAL)`` (41 s) is dropped."""
+
+
+def dead_peer_timeout(ping_interval: float) -> int:
+    """Seconds without a byte from the peer after which a connection is dropped, with pings
+    every ``ping_interval`` seconds: hypercorn's ``read_timeout`` (an int), two intervals and a
+    second, which a live peer's pongs always beat."""
+    return int(ping_interval * 2) + 1
+
+
 def make_config(
     host: str,
     port: int,
@@ -66,11 +78,13 @@ def make_config(
         f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
     ]
     config.graceful_timeout = graceful_timeout
-    if ping_interval is not None:
+    if ping_interval is not None and not ping_interval >= 0:
+        raise ValueError(f"ping_interval must be positive, 0 or None, not {ping_interval}")
+    if ping_interval:  # None or 0: no pings
         # hypercorn's pings never check for pongs; only a read timeout notices a dead peer,
         # and a live one answers every ping well within two intervals.
         config.websocket_ping_interval = ping_interval
-        config.read_timeout = int(ping_interval * 2) + 1
+        config.read_timeout = dead_peer_timeout(ping_interval)
     for name, value in options.items():
         if not hasattr(Config, name):
             raise TypeError(f"serve() got an unknown option {name!r} (not a hypercorn setting)")
@@ -109,7 +123,7 @@ async def serve(
     *,
     graceful_timeout: float = 10.0,
     drain_timeout: float | None = None,
-    ping_interval: float | None = None,
+    ping_interval: float | None = DEFAULT_PING_INTERVAL,
     shutdown_trigger: Callable[[], Awaitable[Any]] | None = None,
     handle_signals: bool = True,
     task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
@@ -121,8 +135,11 @@ async def serve(
     the URLs it listens on (``["http://127.0.0.1:54321"]``). On shutdown, open sockets get close
     1001 and up to ``drain_timeout`` seconds (default: ``graceful_timeout``) to finish; then
     hypercorn stops listening and cancels whatever is left after ``graceful_timeout``.
-    ``ping_interval`` sends WebSocket pings and drops peers silent for two intervals. Any
-    other keyword sets the hypercorn ``Config`` attribute of that name.
+    ``ping_interval`` (20 s by default; ``None`` or 0 turns it off) sends WebSocket pings and
+    drops a peer from which no byte arrived for ``int(2 * ping_interval) + 1`` seconds (41 s by
+    default: a peer that vanished without a FIN); its handler is cancelled. Any other keyword
+    sets the hypercorn ``Config`` attribute of that name (``read_timeout=None`` keeps the pings
+    but drops no one).
 
     For an ``App(background_failure="exit")``, a failing task in ``app.nursery`` starts the
     same shutdown, and ``serve()`` then raises :class:`BackgroundTaskError` (it also does

@@ -4,7 +4,7 @@ app = App(
     max_message_size=64 * 1024,  # bytes in one message; over it: close 1009
     inbox_size=32,  # messages received but not read yet; over it: close 1008
     max_connections=10_000,  # open sockets in this process; beyond it: HTTP 503
-    idle_timeout=300,  # seconds without a message from the client; then: close 1001
+    idle_timeout=300,  # seconds without a message from the client; then: close 1000
 )
 
 

@@ -16,7 +16,8 @@
 //   reconnects after a delay drawn at random between 0 and min(retryCap, retryBase * 2^n), n
 //   counting the failed attempts in a row (n goes back to 0 once a socket stayed open for
 //   stableAfter ms). Closed with 1008 or 4400-4499 (a denial: trioweb's browser_denials="close"
-//   sends 4000 + the HTTP status), it stops and emits "denied". Any other code: it stops.
+//   sends 4000 + the HTTP status), it stops and emits "denied". Any other code: it stops
+//   (1000 included, which is also trioweb's idle timeout: "idle for more than N s").
 // - Resume: it remembers the last "offset" (a string field of a JSON object message) and
 //   reconnects with ?since=OFFSET. The first message after each open decides between
 //   "recovered" (it has "recovered": true: nothing was lost) and "reset" (anything else: reload
