@@ -392,8 +392,7 @@ class Connection:
                 if not self._take_event(await receive()):
                     return
         if silence.cancelled_caught and not self.phase.closed:
-            # 1000, not 1001 (a shutdown): a client that reconnects after 1001 would defeat the
-            # timeout; the reason tells it apart from a handler that returned.
+            # 1000, not a shutdown's 1001 (reconnecting on it would defeat the timeout).
             self.shut_down(CloseCode.NORMAL, f"idle for more than {idle:g} s")
 
     def _take_event(self, message: Message) -> bool:
