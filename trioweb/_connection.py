@@ -19,8 +19,7 @@ socket is closed with 1008 instead of blocking.
 An in-process client (the test client) may hand messages to :meth:`Connection.deliver`
 instead, which runs the reader's own per-message code in the client's task.
 
-Where the socket is in its life is a :class:`~trioweb._phases.Phase`, moved only through
-:func:`~trioweb._phases.advance`.
+Where the socket is in its life is a :class:`~trioweb._phases.Phase`, moved by ``advance()``.
 """
 
 from __future__ import annotations
