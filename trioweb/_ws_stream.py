@@ -68,7 +68,6 @@ from typing import Any
 
 import hypercorn.protocol.h2
 import hypercorn.protocol.h11
-import trio
 from hypercorn.protocol.events import EndData, Response, StreamClosed
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, Handshake, WSStream
@@ -155,16 +154,19 @@ class WebSocketStream(WSStream):
         self._deflate: DeflateExtension | None = None
         self._close_timeout = DEFAULT_CLOSE_TIMEOUT
         self._close_timer: Any = None  # a hypercorn SingleTask while a close is pending
-        #: The ping task's scope: the end of the stream ends it at once, or the connection
-        #: (and its file descriptor) would wait for its sleep.
-        self._pings = trio.CancelScope()
+        #: The ping task (a hypercorn SingleTask, so that it works under either worker): the
+        #: end of the stream stops it at once, or the connection (and its file descriptor)
+        #: would wait for its sleep.
+        self._pings: Any = None
 
     # -- the ASGI side ---------------------------------------------------------------------
 
     async def handle(self, event: StreamEvent) -> None:
         """Handle an event from hypercorn's protocol; the end of the stream tells the app."""
         if isinstance(event, StreamClosed):
-            self._pings.cancel()
+            pings, self._pings = self._pings, None
+            if pings is not None:
+                await pings.stop()
             if not self.closed:
                 self.closed = True
                 await self._stop_close_timer()
@@ -233,8 +235,9 @@ class WebSocketStream(WSStream):
         await self.config.log.access(
             self.scope, {"status": logged, "headers": []}, time() - self.start_time
         )
-        if self.config.websocket_ping_interval is not None:
-            self.task_group.spawn(self._send_pings)
+        if self.config.websocket_ping_interval is not None and not self.closed:
+            self._pings = self.context.single_task_class()
+            await self._pings.restart(self.task_group, self._send_pings)
 
     # -- the wire side ---------------------------------------------------------------------
 
@@ -246,11 +249,10 @@ class WebSocketStream(WSStream):
         ends the task at once."""
         interval = self.config.websocket_ping_interval
         assert interval is not None
-        with self._pings:
-            while not self.closed:
-                await self.context.sleep(interval)
-                if not self.closed:
-                    await self._send_wsproto_event(Ping())
+        while not self.closed:
+            await self.context.sleep(interval)
+            if not self.closed:
+                await self._send_wsproto_event(Ping())
 
     async def _handle_events(self) -> None:
         connection = self.connection
