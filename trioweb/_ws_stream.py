@@ -158,6 +158,8 @@ class WebSocketStream(WSStream):
         #: end of the stream stops it at once, or the connection (and its file descriptor)
         #: would wait for its sleep.
         self._pings: Any = None
+        #: Something came from the client since the ping task last looked.
+        self._heard = True
 
     # -- the ASGI side ---------------------------------------------------------------------
 
@@ -173,6 +175,7 @@ class WebSocketStream(WSStream):
                 if self.app_put is not None:
                     await self._tell_app(*self._final_close())
             return
+        self._heard = True  # any bytes from the client: it is alive (see _send_pings)
         await super().handle(event)
 
     async def app_send(self, message: Any) -> None:
@@ -243,16 +246,27 @@ class WebSocketStream(WSStream):
 
     async def _send_pings(self) -> None:
         """A Ping every ``websocket_ping_interval`` seconds, the first one an interval after the
-        accept. (hypercorn's pings at once, which made a Ping the first frame of every socket
-        now that pings are on by default.) A live peer's Pongs still come well within the read
-        timeout of two intervals and a second that drops a dead one. The end of the stream
-        ends the task at once."""
+        accept (hypercorn's pings at once: a Ping as every socket's first frame), and the end of
+        a peer that answers nothing: if a whole interval after a Ping brought not a byte from
+        it (no Pong, no message), the stream is closed and the app told 1006. So a peer that
+        vanished without a FIN is dropped within two intervals of its last byte. (hypercorn
+        never checks Pongs; its read timeout would, but for every connection, HTTP downloads
+        included.) The end of the stream stops the task at once."""
         interval = self.config.websocket_ping_interval
         assert interval is not None
+        pinged = False
         while not self.closed:
+            self._heard = False
             await self.context.sleep(interval)
-            if not self.closed:
-                await self._send_wsproto_event(Ping())
+            if self.closed:
+                return
+            if pinged and not self._heard:
+                logger.info("closing a WebSocket whose peer answered no ping in %g s", interval)
+                self._pings = None  # it is this task: closing must not cancel it
+                await self.send(StreamClosed(stream_id=self.stream_id))
+                return
+            await self._send_wsproto_event(Ping())
+            pinged = True
 
     async def _handle_events(self) -> None:
         connection = self.connection

@@ -88,8 +88,8 @@ def _parser() -> argparse.ArgumentParser:
         default=DEFAULT_PING_INTERVAL,
         help=(
             f"seconds between WebSocket pings (default {DEFAULT_PING_INTERVAL:g}; 0: none); a peer "
-            f"silent for two intervals and a second ({dead_peer_timeout(DEFAULT_PING_INTERVAL)} s"
-            " by default) is dropped"
+            f"that answers none is dropped within two intervals "
+            f"({dead_peer_timeout(DEFAULT_PING_INTERVAL):g} s by default)"
         ),
     )
     run.add_argument(

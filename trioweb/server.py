@@ -54,14 +54,14 @@ class BackgroundTaskError(RuntimeError):
 
 DEFAULT_PING_INTERVAL = 20.0
 """Seconds between server pings unless ``serve(ping_interval=...)`` or ``--ping-interval``
-say otherwise; a peer silent for ``dead_peer_timeout(DEFAULT_PING_INTERVAL)`` (41 s) is dropped."""
+say otherwise; a peer silent for ``dead_peer_timeout(DEFAULT_PING_INTERVAL)`` (40 s) is dropped."""
 
 
-def dead_peer_timeout(ping_interval: float) -> int:
-    """Seconds without a byte from the peer after which a connection is dropped, with pings
-    every ``ping_interval`` seconds: hypercorn's ``read_timeout`` (an int), two intervals and a
-    second, which a live peer's pongs always beat."""
-    return int(ping_interval * 2) + 1
+def dead_peer_timeout(ping_interval: float) -> float:
+    """At most how long after a WebSocket peer's last byte trioweb's stream drops it, with
+    pings every ``ping_interval`` seconds: two intervals (an interval after a Ping that
+    brought nothing back)."""
+    return ping_interval * 2
 
 
 def make_config(
@@ -81,10 +81,9 @@ def make_config(
     if ping_interval is not None and not ping_interval >= 0:
         raise ValueError(f"ping_interval must be positive, 0 or None, not {ping_interval}")
     if ping_interval:  # None or 0: no pings
-        # hypercorn's pings never check for pongs; only a read timeout notices a dead peer,
-        # and a live one answers every ping well within two intervals.
+        # trioweb's stream drops a peer that answers no ping for an interval (hypercorn's never
+        # checks Pongs, and its read timeout would cut slow HTTP downloads too).
         config.websocket_ping_interval = ping_interval
-        config.read_timeout = dead_peer_timeout(ping_interval)
     for name, value in options.items():
         if not hasattr(Config, name):
             raise TypeError(f"serve() got an unknown option {name!r} (not a hypercorn setting)")
@@ -136,10 +135,9 @@ async def serve(
     1001 and up to ``drain_timeout`` seconds (default: ``graceful_timeout``) to finish; then
     hypercorn stops listening and cancels whatever is left after ``graceful_timeout``.
     ``ping_interval`` (20 s by default; ``None`` or 0 turns it off) sends WebSocket pings and
-    drops a peer from which no byte arrived for ``int(2 * ping_interval) + 1`` seconds (41 s by
-    default: a peer that vanished without a FIN); its handler is cancelled. Any other keyword
-    sets the hypercorn ``Config`` attribute of that name (``read_timeout=None`` keeps the pings
-    but drops no one).
+    drops a peer that answers none, within two intervals of its last byte (40 s by default: a
+    peer that vanished without a FIN); its handler is cancelled. Any other keyword sets the
+    hypercorn ``Config`` attribute of that name.
 
     For an ``App(background_failure="exit")``, a failing task in ``app.nursery`` starts the
     same shutdown, and ``serve()`` then raises :class:`BackgroundTaskError` (it also does
