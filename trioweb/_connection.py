@@ -36,7 +36,7 @@ from ._denial import Denial, denial
 from ._failures import PROTOCOL_ERRORS
 from ._phases import Event, Phase, advance
 from ._send_lock import SendLock, yields_so_far
-from ._sizes import oversize, size_of
+from ._sizes import size_of
 from ._types import (
     CLOSED_BY_SERVER,
     DEFAULT_CLOSE_TIMEOUT,
@@ -408,12 +408,12 @@ class Connection:
     def _take(self, data: str | bytes) -> None:
         """One message from the client: into the inbox, or the close its size or an overflow
         calls for."""
+        # Its size once, for the session's count and the limit (ASCII text costs no encoding).
+        size = size_of(data)
         self.messages_in += 1
-        self.bytes_in += len(data) if data.__class__ is bytes or data.isascii() else size_of(data)
+        self.bytes_in += size
         limit = self.max_message_size
-        # A message of n characters is at most 4n bytes in UTF-8: up to a quarter of the
-        # limit, no size needs computing.
-        if limit is not None and len(data) * 4 > limit and (size := oversize(data, limit)):
+        if limit is not None and size > limit:
             self.shut_down(
                 CloseCode.MESSAGE_TOO_BIG, f"message of {size} bytes over the limit of {limit}"
             )

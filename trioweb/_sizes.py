@@ -3,7 +3,7 @@ only when they matter: most text is ASCII, whose size is its length."""
 
 from __future__ import annotations
 
-__all__ = ["oversize", "size_of"]
+__all__ = ["size_of"]
 
 
 def size_of(data: str | bytes) -> int:
@@ -11,13 +11,3 @@ def size_of(data: str | bytes) -> int:
     if isinstance(data, str) and not data.isascii():
         return len(data.encode("utf-8", "surrogatepass"))
     return len(data)
-
-
-def oversize(data: str | bytes, limit: int) -> int:
-    """The size in bytes of ``data`` if it is over ``limit``, else 0 (cheap for most text)."""
-    if isinstance(data, bytes):
-        return len(data) if len(data) > limit else 0
-    if len(data) * 4 <= limit:  # UTF-8 takes at most 4 bytes a character
-        return 0
-    size = len(data.encode("utf-8", "surrogatepass"))
-    return size if size > limit else 0
