@@ -15,7 +15,7 @@ What coredis does not do for us, and this module does:
 - Its ``channels`` says what it has seen acknowledged, not where the broker is heading: a topic
   stays in it while its UNSUBSCRIBE is on the way. Which topics to (un)subscribe, and when one
   is live, is decided here from our own account of the commands sent and the answers read.
-- It accepts an unknown URL scheme silently: the URL is checked here.
+- It accepts an unknown URL scheme silently: the URL is checked (``_redis_client.check_url``).
 
 How a topic goes live: only the background task sends SUBSCRIBE and UNSUBSCRIBE, and counts
 the answers it is owed per topic. Redis answers the commands of a connection in order, and a
@@ -30,52 +30,31 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import coredis
 import trio
-from coredis.exceptions import RedisError
 
-from .._failures import leaves
 from ..logs import RateLimitedWarning
 from ._backend import Message, Sink
+from ._redis_client import BROKER_ERRORS, check_url, describe, is_outage, redact, run_client
 from .errors import BrokerUnavailable
 
-__all__ = ["BrokerUnavailable", "RedisBackend"]
+__all__ = [
+    "BROKER_ERRORS",
+    "BrokerUnavailable",
+    "RedisBackend",
+    "check_url",
+    "pack",
+    "redact",
+    "run_client",
+    "unpack",
+]
 
 logger = logging.getLogger("trioweb.broadcast")
 
-SCHEMES = ("redis", "rediss", "unix")
-#: Errors that mean "the broker is not reachable right now", never a bug of ours.
-BROKER_ERRORS = (RedisError, OSError, TimeoutError, trio.TooSlowError)
-
 _TEXT, _BYTES = b"t", b"b"
-
-
-def redact(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else ":***@"
-    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
-
-
-def check_url(url: str) -> str:
-    """Return ``url`` if it names a Redis server coredis can reach, else raise ``ValueError``."""
-    parts = urlsplit(url)
-    if parts.scheme not in SCHEMES:
-        raise ValueError(
-            f"unsupported broker URL {redact(url)!r}: use redis://host:port/db, "
-            "rediss:// (TLS) or unix:///path/to/socket"
-        )
-    if parts.scheme == "unix" and not parts.path:
-        raise ValueError(f"broker URL {redact(url)!r} names no socket path")
-    if parts.scheme != "unix" and not parts.hostname:
-        raise ValueError(f"broker URL {redact(url)!r} names no host")
-    return url
 
 
 def pack(message: Message) -> bytes:
@@ -94,18 +73,6 @@ def unpack(payload: bytes) -> Message | None:
     if kind == _BYTES:
         return body
     return None
-
-
-def is_outage(exc: BaseException) -> bool:
-    """True if ``exc`` (a group: every error in it) says the broker is unreachable, and nothing
-    else: a cancellation alongside is fine, any other error is a bug, not an outage."""
-    errors = [e for e in leaves(exc) if not isinstance(e, trio.Cancelled)]
-    return bool(errors) and all(isinstance(e, BROKER_ERRORS) for e in errors)
-
-
-def _describe(exc: BaseException) -> str:
-    leaf = next((e for e in leaves(exc) if not isinstance(e, trio.Cancelled)), exc)
-    return f"{type(leaf).__name__}: {leaf}" if str(leaf) else type(leaf).__name__
 
 
 class RedisBackend:
@@ -155,36 +122,24 @@ class RedisBackend:
         """Own the client: check the broker, report started, then keep the pub/sub alive and
         deliver what it brings into ``sink``."""
         self._sink = sink
-        client: coredis.Redis[bytes] = coredis.Redis.from_url(self.url, decode_responses=False)
-        started = False
-        try:
-            # coredis wraps errors raised inside these blocks in ExceptionGroups: the
-            # user-facing error is raised outside, below.
-            async with client:
-                with trio.fail_after(self.connect_timeout):
-                    await client.ping()
-                self._client = client
+
+        async def serve(client: coredis.Redis[bytes], started: Callable[[], None]) -> None:
+            self._client = client
+            try:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self._keep_pubsub)
-                    started = True
-                    task_status.started()
+                    started()
                     await trio.sleep_forever()
-        except BaseException as exc:
-            self._client = None
-            if started:
-                # Being cancelled at shutdown, coredis's teardown can raise (ClosedResourceError
-                # from its push-message reader): only the cancellation matters then.
-                if isinstance(exc, BaseExceptionGroup):
-                    cancelled, noise = exc.split(trio.Cancelled)
-                    if cancelled is not None:
-                        if noise is not None:
-                            logger.debug("broker client teardown: %s", _describe(noise))
-                        raise cancelled from None
-                raise
-            if not any(isinstance(e, BROKER_ERRORS) for e in leaves(exc)):
-                raise
-            failure = _describe(exc)
-        raise BrokerUnavailable(f"cannot reach the broker at {redact(self.url)}: {failure}")
+            finally:
+                self._client = None
+
+        await run_client(
+            self.url,
+            what="the broker",
+            connect_timeout=self.connect_timeout,
+            serve=serve,
+            task_status=task_status,
+        )
 
     async def _keep_pubsub(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Hold one pub/sub connection; if it breaks beyond coredis's own retries, open another."""
@@ -217,7 +172,7 @@ class RedisBackend:
                 logger.warning(
                     "broker pub/sub connection to %s failed (%s); reconnecting",
                     redact(self.url),
-                    _describe(exc),
+                    describe(exc),
                 )
                 if first:
                     first = False
@@ -315,7 +270,7 @@ class RedisBackend:
             with trio.fail_after(self.subscribe_timeout):
                 await command(*topics)
         except BROKER_ERRORS as exc:
-            logger.debug("broker command for %s failed: %s", sorted(topics), _describe(exc))
+            logger.debug("broker command for %s failed: %s", sorted(topics), describe(exc))
             # The command may never have reached the broker: count on no answer to it (a late
             # one is then taken for coredis re-subscribing: a spurious gap at worst) and send
             # again, whichever way is wanted by then.
@@ -378,7 +333,7 @@ class RedisBackend:
                 await client.publish(topic, pack(message))
         except BROKER_ERRORS as exc:
             self._publish_failed.warning(
-                "publish to %r failed, message lost: %s", topic, _describe(exc)
+                "publish to %r failed, message lost: %s", topic, describe(exc)
             )
             return False
         if self._publish_failed.suppressed:

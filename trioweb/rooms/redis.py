@@ -28,16 +28,16 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 import coredis
 import trio
 from coredis.commands.script import Script
 
-from .._failures import leaves
 from .._json import json_text
 from ..broadcast.errors import BrokerUnavailable
-from ..broadcast.redis import BROKER_ERRORS, check_url, pack, redact
+from ..broadcast.redis import BROKER_ERRORS, check_url, pack, redact, run_client
 from ._redis_scripts import (
     ACQUIRE,
     APPEND,
@@ -119,29 +119,22 @@ class RedisStore:
 
     async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Own the client for the store's life; ``BrokerUnavailable`` if Redis is unreachable."""
-        client: coredis.Redis[bytes] = coredis.Redis.from_url(self.url, decode_responses=False)
-        started = False
-        try:
-            async with client:
-                with trio.fail_after(self._connect_timeout):
-                    await client.ping()
-                self._client = client
-                started = True
-                task_status.started()
+
+        async def serve(client: coredis.Redis[bytes], started: Callable[[], None]) -> None:
+            self._client = client
+            try:
+                started()
                 await trio.sleep_forever()
-        except BaseException as exc:
-            self._client = None
-            if started:
-                if isinstance(exc, BaseExceptionGroup):
-                    cancelled, _ = exc.split(trio.Cancelled)
-                    if cancelled is not None:
-                        raise cancelled from None
-                raise
-            errors = [e for e in leaves(exc) if not isinstance(e, trio.Cancelled)]
-            if not errors or not all(isinstance(e, BROKER_ERRORS) for e in errors):
-                raise
-            failure = f"{type(errors[0]).__name__}: {errors[0]}"
-        raise BrokerUnavailable(f"cannot reach the room store at {redact(self.url)}: {failure}")
+            finally:
+                self._client = None
+
+        await run_client(
+            self.url,
+            what="the room store",
+            connect_timeout=self._connect_timeout,
+            serve=serve,
+            task_status=task_status,
+        )
 
     def _keys(self, kind: str, room: str) -> str:
         return f"{self._prefix}:{kind}:{room}"
