@@ -25,8 +25,9 @@ ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 NAMES = ("bare", "trioweb", "starlette", "quart-trio")
 #: Apps the harness serves for a comparison of its own, not among the frameworks compared:
 #: ``typed`` is trioweb with typed messages against ``receive_json`` and checks by hand
-#: (``benchmarks/typed.py``).
-EXTRA = ("typed",)
+#: (``benchmarks/typed.py``); ``bare-stream`` is the bare app on trioweb's WebSocket stream, to
+#: tell the stream's own cost from the framework's.
+EXTRA = ("typed", "bare-stream")
 #: The ones that need more than trioweb's own dependencies.
 OPTIONAL = {"starlette": "starlette", "quart-trio": "quart_trio"}
 
@@ -66,6 +67,8 @@ def load(name: str) -> ASGIApp:
         from .typed import make_app
 
         return make_app()
+    if name == "bare-stream":
+        return make_bare()
     variant = name.split("@", 1)[0].partition("+")[2]
     if variant:
         return make_trioweb(compression(variant))

@@ -7,7 +7,8 @@ pair of neighbouring windows sees the same machine; the report is the median of 
 ratios of server CPU per unit (steadier than rates) and of rates, with their quartiles.
 
 KIND is ``echo:SIZE`` (50 sockets, SIZE-byte messages) or ``handshakes``. ``--base TREE``
-adds ``trioweb@base``, trioweb imported from TREE (a checkout of another commit).
+adds ``trioweb@base``, trioweb imported from TREE (a checkout of another commit); ``--peers
+starlette quart-trio`` adds other frameworks to the rotation, each compared with trioweb.
 """
 
 from __future__ import annotations
@@ -54,9 +55,12 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=10, help="windows per server (default 10)")
     parser.add_argument("--seconds", type=float, default=1.5, help="one window (default 1.5)")
     parser.add_argument("--logs", type=Path, default=Path("bench-paired-logs"))
+    parser.add_argument(
+        "--peers", nargs="*", default=[], help="more apps in the rotation (e.g. starlette)"
+    )
     args = parser.parse_args()
     args.logs.mkdir(parents=True, exist_ok=True)
-    names = ["trioweb", *(["trioweb@base"] if args.base else []), "bare"]
+    names = ["trioweb", *(["trioweb@base"] if args.base else []), "bare", *args.peers]
     servers = {
         name: Server(
             name, args.logs / f"{name}.log", SERVER_CPUS, args.base if "@" in name else None
@@ -78,6 +82,7 @@ def main() -> None:
     pairs = [(name, "bare") for name in names if name != "bare"]
     if args.base:
         pairs.append(("trioweb", "trioweb@base"))
+    pairs += [("trioweb", peer) for peer in args.peers]
     for a, b in pairs:
         cpu_ratios = [x[0] / y[0] for x, y in zip(results[a], results[b], strict=True)]
         rate_ratios = [x[1] / y[1] for x, y in zip(results[a], results[b], strict=True)]

@@ -38,7 +38,8 @@ from wsproto.extensions import PerMessageDeflate
 
 from trioweb import Compression
 from trioweb._types import DEFAULT_CLOSE_TIMEOUT, WIRE_SETTINGS
-from trioweb._ws_stream import WebSocketStream, _MessageBuffer
+from trioweb._ws_buffer import MessageBuffer
+from trioweb._ws_stream import WebSocketStream
 
 # RFC 6455 (1.3)'s own example key and the accept token it gives.
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
@@ -263,11 +264,11 @@ async def test_context_takeover_when_the_app_asks_for_it(wire: Wire) -> None:
     assert wire.messages_to_client() == ["repeat " * 20] * 2
 
 
-# -- the message buffer: trioweb's _MessageBuffer in place of hypercorn's WebsocketBuffer --------
+# -- the message buffer: trioweb's MessageBuffer in place of hypercorn's WebsocketBuffer --------
 
 
 def test_message_buffer_takes_whole_messages() -> None:
-    buffer = _MessageBuffer(10)
+    buffer = MessageBuffer(10)
     assert buffer.add("ab") and buffer.add("c")
     assert buffer.take() == {"type": "websocket.receive", "bytes": None, "text": "abc"}
     assert buffer.add(b"abc")
@@ -276,7 +277,7 @@ def test_message_buffer_takes_whole_messages() -> None:
 
 
 def test_message_buffer_counts_utf8_bytes_and_forgets_a_message_over_its_limit() -> None:
-    buffer = _MessageBuffer(10)
+    buffer = MessageBuffer(10)
     assert buffer.add("é" * 5)  # 10 bytes: at the limit
     assert not buffer.add("x")  # hypercorn's raises FrameTooLargeError and keeps the data
     assert (buffer.parts, buffer.size) == ([], 0)

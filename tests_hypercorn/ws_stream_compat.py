@@ -45,9 +45,9 @@ DESELECTED: dict[str, str] = {
 }
 
 #: Tests that run and pass but exercise hypercorn classes trioweb's stream does not use, so
-#: they say nothing about it: it keeps its message in a ``_MessageBuffer`` (not hypercorn's
+#: they say nothing about it: it keeps its message in a ``MessageBuffer`` (not hypercorn's
 #: ``WebsocketBuffer``, whose ``FrameTooLargeError`` it never sees) and negotiates its
-#: handshake with ``_accept_handshake`` (not ``Handshake.accept``). Their counterparts for
+#: handshake with ``accept_handshake`` (not ``Handshake.accept``). Their counterparts for
 #: trioweb's stream are in tests/test_ws_stream_unit.py. Listed so that nobody counts them.
 NOT_THE_STREAM: dict[str, str] = {
     "test_buffer": "WebsocketBuffer",

@@ -1,23 +1,27 @@
-"""The runtime of one socket: its phase, its sends, its reader, and nothing above it.
+"""The runtime of one socket: its phase, its sends, the way its messages come in, and nothing
+above it.
 
 A :class:`Connection` is what a :class:`~trioweb.WebSocket` stands on. It knows ASGI and trio,
 and no part of trioweb above it: not the app, not routes, not hooks (``_session.py`` runs those,
-and decides how the socket closes). Everything a socket runs lives in one nursery, the
-session's; the connection is handed its cancel scope and cancels it when the socket ends::
+and decides how the socket closes). Everything a socket runs lives in one cancel scope, the
+session's; the connection is handed it and cancels it when the socket ends::
 
-    connection nursery (the session's)
-    ├── reader task: the only caller of ASGI receive(); drains it without pause into the
-    │   inbox, and turns websocket.disconnect into a cancellation of the whole nursery
-    ├── before_websocket hooks, then the handler (in the nursery's own body)
+    connection scope (the session's)
+    ├── before_websocket hooks, then the handler (in the scope's own body)
+    ├── with a server that hands messages over directly (trioweb's stream): nothing else;
+    │   the stream calls deliver() for each message and disconnected() at the end, from its
+    │   own task, so a message costs no task switch but the handler's own wake-up
+    ├── otherwise, in a nursery, the reader task (``_reader.py``): the only caller of ASGI
+    │   receive(); drains it into the inbox, and reports websocket.disconnect
     └── the handler's nursery, only if it asked for one: the tasks it starts
 
-Why a reader that never waits: hypercorn stops reading the TCP stream while its queue toward
-the app is full (10 events, docs/hypercorn.md fact 4), so a paused reader would also stall pong
-replies and the very disconnect that should end the connection. When the inbox is full, the
-socket is closed with 1008 instead of blocking.
-
-An in-process client (the test client) may hand messages to :meth:`Connection.deliver`
-instead, which runs the reader's own per-message code in the client's task.
+Why nothing may ever wait between the wire and the inbox: hypercorn stops reading the TCP
+stream while its queue toward the app is full (10 events, docs/hypercorn.md fact 4), so a
+paused reader would also stall pong replies and the very disconnect that should end the
+connection. Both ways in put a message in the inbox at once, and a full inbox closes the
+socket with 1008 instead of blocking. (The direct way is taken only when the app was given the
+server's own receive: a middleware that wraps it must see every message.) The test client
+hands messages over directly too, but reports the end through receive().
 
 Where the socket is in its life is a :class:`~trioweb._phases.Phase`, moved by ``advance()``.
 """
@@ -38,8 +42,8 @@ from ._phases import Event, Phase, advance
 from ._send_lock import SendLock, yields_so_far
 from ._sizes import size_of
 from ._types import (
-    CLOSED_BY_SERVER,
     DEFAULT_CLOSE_TIMEOUT,
+    DIRECT_DELIVERY,
     WIRE_SETTINGS,
     Message,
     Receive,
@@ -49,7 +53,7 @@ from ._types import (
 from .close_codes import CloseCode, as_close_code, check_close_code
 from .exceptions import WebSocketDisconnect, truncate_reason
 
-__all__ = ["DIRECT_DELIVERY", "SHUTDOWN_CLOSE", "Connection"]
+__all__ = ["SHUTDOWN_CLOSE", "Connection"]
 
 logger = logging.getLogger("trioweb")
 
@@ -58,22 +62,16 @@ _CONNECTED = Phase.CONNECTED
 
 SHUTDOWN_CLOSE = (CloseCode.GOING_AWAY, "server shutting down")
 
-#: The ASGI extension of an in-process client (trioweb's TestClient) that hands messages
-#: straight to the connection: ``{"attach": f, "receive": r}``; if the app was given ``r`` itself
-#: as its receive callable (no middleware in between wraps it), it calls
-#: ``f(connection.deliver)``.
-DIRECT_DELIVERY = "trioweb.direct_delivery"
-
 
 class Connection:
     """The runtime state of one socket. Users hold a :class:`~trioweb.WebSocket` instead."""
 
     __slots__ = (
+        "_ended",
         "_handler_done",
         "_receive",
         "_send",
         "_send_lock",
-        "_silence",
         "accepted",
         "bytes_in",
         "bytes_out",
@@ -86,6 +84,7 @@ class Connection:
         "denial_status",
         "denial_subprotocol",
         "denials_by_close",
+        "direct_end",
         "idle_timeout",
         "inbox",
         "max_message_size",
@@ -94,6 +93,7 @@ class Connection:
         "opened_at",
         "phase",
         "server_close",
+        "silence",
         "subprotocol",
         "supports_denial",
         "user_scope",
@@ -116,7 +116,7 @@ class Connection:
         self._send_lock = SendLock()
         #: Messages larger than this many bytes close the socket with 1009.
         self.max_message_size = max_message_size
-        #: Seconds without a message from the client before the socket is closed with 1001.
+        #: Seconds without a message from the client before the socket is closed with 1000.
         self.idle_timeout = idle_timeout
         #: permessage-deflate for this socket, if the client offers it (None: off).
         self.compression = compression
@@ -133,8 +133,9 @@ class Connection:
         #: The scope of the handler's own nursery, if it asked for one.
         self.user_scope: trio.CancelScope | None = None
         self._handler_done = False
-        #: The reader's idle-timeout scope, while it runs with one.
-        self._silence: trio.CancelScope | None = None
+        #: The idle timeout's scope, while the reader or the watcher runs with one: every
+        #: message pushes its deadline back (``_reader.py``).
+        self.silence: trio.CancelScope | None = None
         self.subprotocol: str | None = None
         self.close_code: int | None = None
         self.close_reason: str | None = None
@@ -153,6 +154,22 @@ class Connection:
         self.opened_at = trio.current_time()
         self.closed_by_server = False  #: the server's wire closed on its own (1009, 1002...)
         self.messages_in = self.bytes_in = self.messages_out = self.bytes_out = 0
+        #: The server reports the end by :meth:`disconnected`, not through ASGI receive().
+        self.direct_end = False
+        #: Set by the end, while :meth:`drain_until_disconnect` waits for it (direct_end only).
+        self._ended: trio.Event | None = None
+
+    def attach(self, scope: Scope, receive: Receive) -> bool:
+        """Take the server's direct way in (``_types.DIRECT_DELIVERY``) if it offers one for
+        this very ``receive``; True if it reports the end that way too, so that no reader task
+        is needed."""
+        direct = (scope.get("extensions") or {}).get(DIRECT_DELIVERY)
+        # Only when receive() is the server's own: a middleware that wraps it must see every
+        # message, as it does behind any other server.
+        if direct is None or direct.get("receive") is not receive:
+            return False
+        self.direct_end = bool(direct["attach"](self))
+        return self.direct_end
 
     # -- the handshake ------------------------------------------------------------------
 
@@ -359,53 +376,31 @@ class Connection:
         if self.cancel_scope is not None:
             self.cancel_scope.cancel()
 
-    # -- the reader ---------------------------------------------------------------------
+    # -- the way in ---------------------------------------------------------------------
 
-    def _on_disconnect(self, message: Message) -> None:
+    def disconnected(self, code: int, reason: str, closed_by_server: bool) -> None:
+        """The end of the socket, as the server reports it (its ``websocket.disconnect``)."""
         was_closed = self.phase.closed
         self.phase = advance(self.phase, Event.DISCONNECTED)
+        ended = self._ended
+        if ended is not None:
+            ended.set()
         if was_closed:
             return  # the answer to our own close: it cancels nothing
-        self.close_code = as_close_code(int(message.get("code") or CloseCode.NO_STATUS_RECEIVED))
-        self.close_reason = message.get("reason") or ""
-        self.closed_by_server = bool(message.get(CLOSED_BY_SERVER))
+        self.close_code = as_close_code(code)
+        self.close_reason = reason
+        self.closed_by_server = closed_by_server
         self.inbox.close()
         if self.cancel_scope is not None:
             self.cancel_scope.cancel()
 
-    async def read_loop(self) -> None:
-        """Drain ASGI receive() into the inbox until the client disconnects."""
-        receive = self._receive
-        idle = self.idle_timeout
-        if idle is None:
-            while self._take_event(await receive()):
-                pass
-            return
-        # One scope for the whole loop, its deadline pushed back by every message. (The loop
-        # is written twice rather than inside a null context manager: that would keep a bound
-        # method alive for the socket's whole life.)
-        silence = self._silence = trio.CancelScope()
-        with silence:
-            while True:
-                silence.deadline = trio.current_time() + idle
-                if not self._take_event(await receive()):
-                    return
-        if silence.cancelled_caught and not self.phase.closed:
+    def went_idle(self) -> None:
+        """The idle timeout passed with no message (``_reader.py`` watches it)."""
+        if not self.phase.closed:
             # 1000, not a shutdown's 1001 (reconnecting on it would defeat the timeout).
-            self.shut_down(CloseCode.NORMAL, f"idle for more than {idle:g} s")
+            self.shut_down(CloseCode.NORMAL, f"idle for more than {self.idle_timeout:g} s")
 
-    def _take_event(self, message: Message) -> bool:
-        """One ASGI event for the reader; ``False`` once it is the disconnect."""
-        kind = message["type"]
-        if kind == "websocket.receive":
-            data: str | bytes | None = message.get("text")
-            self._take(data if data is not None else message.get("bytes") or b"")
-        elif kind == "websocket.disconnect":
-            self._on_disconnect(message)
-            return False
-        return True
-
-    def _take(self, data: str | bytes) -> None:
+    def take(self, data: str | bytes) -> None:
         """One message from the client: into the inbox, or the close its size or an overflow
         calls for."""
         # Its size once, for the session's count and the limit (ASCII text costs no encoding).
@@ -424,25 +419,30 @@ class Connection:
             )
 
     def deliver(self, data: str | bytes) -> bool:
-        """Take a message straight from an in-process client, as the reader would take it from
-        ASGI receive(); ``False`` once the connection's scope is cancelled, which stops the
-        reader (the client then goes through receive(), where what comes after the end is
-        handled).
-
-        The direct path of :class:`~trioweb.testing.TestClient`: it spares each message the
-        wake-up of the reader task.
+        """Take a message handed over directly (``_types.DIRECT_DELIVERY``), as the reader
+        would take it from ASGI receive(); ``False`` once the connection's scope is cancelled,
+        the message unwanted (an in-process client then goes through receive(), where what
+        comes after the end is handled; trioweb's stream drops it, as the drain after a close
+        would).
         """
         scope = self.cancel_scope
         if scope is None or scope.cancel_called:
             return False
-        silence, idle = self._silence, self.idle_timeout
+        silence, idle = self.silence, self.idle_timeout
         if silence is not None and idle is not None:
             silence.deadline = trio.current_time() + idle
-        self._take(data)
+        self.take(data)
         return True
 
     async def drain_until_disconnect(self) -> None:
-        """After our close, read until the client's answer so hypercorn's queue never fills."""
+        """After our close, read until the client's answer so hypercorn's queue never fills
+        (with ``direct_end``, only wait for it: the server bounds the wait by its close
+        timeout)."""
+        if self.direct_end:
+            if not self.phase.disconnected:
+                ended = self._ended = trio.Event()
+                await ended.wait()
+            return
         while not self.phase.disconnected:
             message = await self._receive()
             if message["type"] == "websocket.disconnect":

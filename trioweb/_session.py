@@ -24,9 +24,10 @@ from typing import Any, Protocol, cast
 import trio
 
 from ._close_rules import Close, Deny, end_of_session
-from ._connection import DIRECT_DELIVERY, Connection
+from ._connection import Connection
 from ._failures import sort_failure
 from ._phases import Phase
+from ._reader import read_loop, watch_silence
 from ._registry import ConnectionRegistry
 from ._settings import WebSocketSettings, find_errorhandler
 from ._types import Receive, Scope, Send
@@ -42,8 +43,9 @@ __all__ = ["Host", "asgi_entry"]
 logger = logging.getLogger("trioweb")
 session_logger = logging.getLogger("trioweb.session")
 
-#: The reader task's name: the one trio would make up, but made once, not once per socket.
-_READER_NAME = f"{__name__}.Connection.read_loop"
+#: The reader's and the idle watcher's task names, made once rather than once per socket.
+_READER_NAME = "trioweb._reader.read_loop"
+_WATCHER_NAME = "trioweb._reader.watch_silence"
 
 
 class Host(Protocol):
@@ -90,21 +92,28 @@ async def asgi_entry(host: Host, scope: Scope, receive: Receive, send: Send) -> 
     returned: Any = None
     try:
         try:
-            async with trio.open_nursery() as nursery:
-                connection.cancel_scope = nursery.cancel_scope
+            with trio.CancelScope() as connection_scope:
+                connection.cancel_scope = connection_scope
                 registry.add(connection, route)
-                nursery.start_soon(connection.read_loop, name=_READER_NAME)
-                direct = (scope.get("extensions") or {}).get(DIRECT_DELIVERY)
-                # Only when receive() is the client's own: a middleware that wraps it must see
-                # every message, as it does behind a server.
-                if direct is not None and direct.get("receive") is receive:
-                    direct["attach"](connection.deliver)
-                if settings.before_websocket or route.nursery_param is not None:
-                    returned = await _run_handler(connection, ws, route, settings)
-                else:  # the common case, without a frame in between
-                    returned = await route.handler(ws, **ws.path_params)
-                if not nursery.cancel_scope.cancel_called:  # (a disconnect already did)
-                    nursery.cancel_scope.cancel()  # only the reader is left
+                # Made here, awaited in one of two places below: no frame in between for the
+                # common case (a handler with no hooks and no nursery).
+                running = (
+                    _run_handler(connection, ws, route, settings)
+                    if settings.before_websocket or route.nursery_param is not None
+                    else route.handler(ws, **ws.path_params)
+                )
+                if connection.attach(scope, receive) and connection.idle_timeout is None:
+                    returned = await running  # the server tells us everything: no task beside
+                else:
+                    async with trio.open_nursery() as nursery:
+                        if connection.direct_end:
+                            nursery.start_soon(watch_silence, connection, name=_WATCHER_NAME)
+                        else:
+                            nursery.start_soon(read_loop, connection, receive, name=_READER_NAME)
+                        returned = await running
+                        nursery.cancel_scope.cancel()  # only the reader or watcher is left
+                # The handler is done: a message handed over from now on is not wanted.
+                connection_scope.cancel()
         except BaseException as exc:  # sorted out right below
             failure = exc
         try:

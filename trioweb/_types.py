@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Protocol
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -22,3 +22,26 @@ CLOSED_BY_SERVER = "trioweb.closed_by_server"
 
 #: Seconds to wait for the client's Close after the server sent its own, unless the app says.
 DEFAULT_CLOSE_TIMEOUT = 5.0
+
+#: The ASGI extension through which a server (trioweb's WebSocket stream) or an in-process
+#: client (the test client) hands a trioweb app's messages straight to its connection, sparing
+#: each message the ASGI queue and the wake-up of a reader task: ``{"attach": attach,
+#: "receive": receive}``. The app calls ``attach(peer)`` (a :class:`DirectPeer`) only if the
+#: ``receive`` it was given is that very one, so that a middleware wrapping receive still sees
+#: every message; from then on every message goes to ``peer.deliver(data)``. If ``attach``
+#: returns True, the end does too (``peer.disconnected(...)`` in place of a
+#: ``websocket.disconnect`` event), and the app no longer reads its ASGI receive at all.
+DIRECT_DELIVERY = "trioweb.direct_delivery"
+
+
+class DirectPeer(Protocol):
+    """The connection's side of :data:`DIRECT_DELIVERY`."""
+
+    def deliver(self, data: str | bytes) -> bool:
+        """Take one message; False once the socket is ending (the message is not wanted)."""
+        ...
+
+    def disconnected(self, code: int, reason: str, closed_by_server: bool) -> None:
+        """The socket has ended, with this close code and reason (``closed_by_server``: the
+        server's own close, such as 1009 or 1002, rather than the client's)."""
+        ...

@@ -62,24 +62,30 @@ from __future__ import annotations
 import importlib.metadata
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from time import time
 from typing import Any
 
 import hypercorn.protocol.h2
 import hypercorn.protocol.h11
-from hypercorn.protocol.events import EndData, Response, StreamClosed
+from hypercorn.protocol.events import Data, EndData, Request, Response, StreamClosed
 from hypercorn.protocol.events import Event as StreamEvent
-from hypercorn.protocol.ws_stream import ASGIWebsocketState, Handshake, WSStream
+from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from hypercorn.typing import WebsocketAcceptEvent
-from wsproto.connection import Connection, ConnectionState, ConnectionType
-from wsproto.events import CloseConnection, Message, Ping
-from wsproto.extensions import Extension
+from wsproto.connection import ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
 from wsproto.frame_protocol import CloseReason
-from wsproto.utilities import generate_accept_token
 
-from ._deflate import Compression, DeflateExtension, negotiate
-from ._types import CLOSED_BY_SERVER, DEFAULT_CLOSE_TIMEOUT, WIRE_SETTINGS
+from ._deflate import Compression, DeflateExtension
+from ._types import (
+    CLOSED_BY_SERVER,
+    DEFAULT_CLOSE_TIMEOUT,
+    DIRECT_DELIVERY,
+    WIRE_SETTINGS,
+    DirectPeer,
+)
+from ._ws_buffer import MessageBuffer
+from ._ws_handshake import OfferDirectDelivery, accept_handshake, short_reason
 
 __all__ = ["VERIFIED_VERSIONS", "WebSocketStream", "install"]
 
@@ -93,58 +99,22 @@ VERIFIED_VERSIONS = frozenset({"0.18.0"})
 DEFAULT_COMPRESSION = Compression()
 
 _ABNORMAL = int(CloseReason.ABNORMAL_CLOSURE)
+# Read on every message: module globals are faster to reach than enum members.
+_CONNECTED = ASGIWebsocketState.CONNECTED
+_OPEN = ConnectionState.OPEN
 _TOO_BIG = int(CloseReason.MESSAGE_TOO_BIG)
-
-
-class _MessageBuffer:
-    """The message being received, counted in bytes as it grows (hypercorn's appends first
-    and checks after, and is never cleared when the check fails)."""
-
-    __slots__ = ("limit", "parts", "size")
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.parts: list[Any] = []
-        self.size = 0
-
-    def add(self, data: str | bytes) -> bool:
-        """Add a piece of the message; False (and nothing kept) once it is over the limit."""
-        if isinstance(data, str) and not data.isascii():
-            self.size += len(data.encode("utf-8", "surrogatepass"))
-        else:
-            self.size += len(data)
-        if self.size > self.limit:
-            self.clear()
-            return False
-        self.parts.append(data)
-        return True
-
-    def take(self) -> dict[str, Any]:
-        """The whole message as an ASGI ``websocket.receive`` event; the buffer is emptied."""
-        parts = self.parts
-        first = parts[0] if parts else b""
-        data = first if len(parts) == 1 else first[:0].join(parts)
-        self.clear()
-        if isinstance(data, str):
-            return {"type": "websocket.receive", "bytes": None, "text": data}
-        return {"type": "websocket.receive", "bytes": data, "text": None}
-
-    def clear(self) -> None:
-        """Forget the message (the list is kept: no allocation per message)."""
-        self.parts.clear()
-        self.size = 0
 
 
 class WebSocketStream(WSStream):
     """hypercorn's ``WSStream`` with a wire half that always ends the socket cleanly."""
 
     # In place of hypercorn's WebsocketBuffer, not beside it: one buffer per socket.
-    buffer: _MessageBuffer  # type: ignore[assignment]
+    buffer: MessageBuffer  # type: ignore[assignment]
     app_put: Callable[[dict[str, Any]], Awaitable[None]] | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.buffer = _MessageBuffer(self.config.websocket_max_message_size)
+        self.buffer = MessageBuffer(self.config.websocket_max_message_size)
         #: (code, reason) for the app's ``websocket.disconnect``, once the wire knows it.
         self.close_reason: tuple[int, str] | None = None
         #: The app has had its ``websocket.disconnect``.
@@ -160,11 +130,31 @@ class WebSocketStream(WSStream):
         self._pings: Any = None
         #: Something came from the client since the ping task last looked.
         self._heard = True
+        #: A trioweb app's connection, once it took the direct way in (``DIRECT_DELIVERY``):
+        #: messages and the end go to it, not through the app's ASGI queue.
+        self._peer: DirectPeer | None = None
 
     # -- the ASGI side ---------------------------------------------------------------------
 
     async def handle(self, event: StreamEvent) -> None:
         """Handle an event from hypercorn's protocol; the end of the stream tells the app."""
+        if type(event) is Data and not self.closed and self.handshake.accepted:
+            # Bytes of an open socket, the event of every message in: what hypercorn's handle
+            # does for them, without its walk through the other kinds of event.
+            self._heard = True  # any bytes from the client: it is alive (see _send_pings)
+            self.connection.receive_data(event.data)
+            await self._handle_events()
+            return
+        if isinstance(event, Request) and not self.closed:
+            # The app is spawned in here, by hypercorn: it gets the offer of the direct way in
+            # with its scope (the offer, not the stream, is what the spawned task keeps).
+            app = self.app
+            self.app = OfferDirectDelivery(app, self._attach_peer)  # type: ignore[assignment]
+            try:
+                await super().handle(event)
+            finally:
+                self.app = app
+            return
         if isinstance(event, StreamClosed):
             pings, self._pings = self._pings, None
             if pings is not None:
@@ -172,8 +162,8 @@ class WebSocketStream(WSStream):
             if not self.closed:
                 self.closed = True
                 await self._stop_close_timer()
-                if self.app_put is not None:
-                    await self._tell_app(*self._final_close())
+                await self._tell_app(*self._final_close())
+            self._forget_peer()
             return
         self._heard = True  # any bytes from the client: it is alive (see _send_pings)
         await super().handle(event)
@@ -183,12 +173,30 @@ class WebSocketStream(WSStream):
         dropped until the app has read its disconnect."""
         if self.closed:
             return
+        if (
+            message is not None
+            and message["type"] == "websocket.send"
+            and self.state is _CONNECTED
+            and self.connection.state is _OPEN
+        ):
+            # Every message out: what hypercorn's app_send does for it, without its walk
+            # through the other kinds of event.
+            data = message.get("bytes")
+            if data is not None:
+                await self._send_wsproto_event(BytesMessage(data=bytes(data)))
+                return
+            text = message["text"]
+            if not isinstance(text, str):
+                raise TypeError(f"{text} should be a str")
+            await self._send_wsproto_event(TextMessage(data=text))
+            return
         if message is None and self._closing_handshake_pending():
             # The app is done (hypercorn's stream would close TCP now), but our Close is out
             # and the client's answer, or the close timer, ends the socket: closing TCP under a
             # reply in flight resets it, and the client may lose the Close frame. Nothing is
             # told to the app from here on.
             self.app_put = None
+            self._forget_peer()
             return
         if (
             message is not None
@@ -209,6 +217,22 @@ class WebSocketStream(WSStream):
             await self._start_close_timer()
         await super().app_send(message)
 
+    def _attach_peer(self, peer: DirectPeer) -> bool:
+        """The app takes the direct way in: from now on its messages and its end go to
+        ``peer``. Refused (False) if the end already went through its ASGI queue."""
+        self._forget_peer()  # the offer is taken: the scope need not lead back to the stream
+        if self.told or self.closed:
+            return False
+        self._peer = peer
+        return True
+
+    def _forget_peer(self) -> None:
+        """Drop the references between the app's side and the stream (no cycle outlives it)."""
+        self._peer = None
+        extensions = getattr(self, "scope", {}).get("extensions")
+        if extensions:
+            extensions.pop(DIRECT_DELIVERY, None)
+
     def _closing_handshake_pending(self) -> bool:
         """Our Close is out (the close timer runs) and the client's has not come yet."""
         return (
@@ -224,7 +248,7 @@ class WebSocketStream(WSStream):
         self._close_timeout = settings.get("close_timeout", DEFAULT_CLOSE_TIMEOUT)
         compression = settings.get("compression", DEFAULT_COMPRESSION)
         self.state = ASGIWebsocketState.CONNECTED
-        status_code, headers, self.connection, self._deflate = _accept_handshake(
+        status_code, headers, self.connection, self._deflate = accept_handshake(
             self.handshake, message.get("subprotocol"), message.get("headers", []), compression
         )
         if self._deflate is not None:
@@ -277,7 +301,13 @@ class WebSocketStream(WSStream):
                 deflate = self._deflate
                 if not self.buffer.add(event.data) or (deflate is not None and deflate.overflowed):
                     await self._close_too_big()
-                elif event.message_finished and self.app_put is not None:
+                elif not event.message_finished:
+                    pass
+                elif self._peer is not None:
+                    # Straight into the app's inbox, no task switch: False means the app has
+                    # stopped reading (its socket is ending) and the message is not wanted.
+                    self._peer.deliver(self.buffer.take_data())
+                elif self.app_put is not None:
                     await self.app_put(self.buffer.take())
             elif isinstance(event, Ping):
                 if connection.state is ConnectionState.OPEN:
@@ -301,7 +331,7 @@ class WebSocketStream(WSStream):
             logger.info("closing a WebSocket with %d: %s", code, reason)
             self.close_reason = (code, reason)
             self.closed_here = True
-            await self._send_wsproto_event(CloseConnection(code=code, reason=_short(reason)))
+            await self._send_wsproto_event(CloseConnection(code=code, reason=short_reason(reason)))
         # else LOCAL_CLOSING and a protocol error: our Close is out, nothing more to say.
         await self.send(StreamClosed(stream_id=self.stream_id))
 
@@ -324,7 +354,14 @@ class WebSocketStream(WSStream):
         return _ABNORMAL, ""  # no Close frame came: RFC 6455, 7.1.5
 
     async def _tell_app(self, code: int, reason: str) -> None:
-        if not self.told and self.app_put is not None:
+        if self.told:
+            return
+        peer = self._peer
+        if peer is not None:
+            self.told = True
+            self._peer = None
+            peer.disconnected(code, reason, self.closed_here)
+        elif self.app_put is not None:
             self.told = True
             message = {"type": "websocket.disconnect", "code": code, "reason": reason}
             if self.closed_here:
@@ -349,46 +386,6 @@ class WebSocketStream(WSStream):
         if not self.closed:
             logger.info("no Close from the client within %g s; closing TCP", self._close_timeout)
             await self.send(StreamClosed(stream_id=self.stream_id))
-
-
-def _short(reason: str) -> str:
-    """A close reason that fits a control frame (123 bytes of UTF-8)."""
-    encoded = reason.encode("utf-8")
-    return reason if len(encoded) <= 123 else encoded[:123].decode("utf-8", "ignore")
-
-
-def _accept_handshake(
-    handshake: Handshake,
-    subprotocol: str | None,
-    additional_headers: Iterable[tuple[bytes, bytes]],
-    compression: Compression | None,
-) -> tuple[int, list[tuple[bytes, bytes]], Connection, DeflateExtension | None]:
-    """hypercorn's ``Handshake.accept`` with trioweb's permessage-deflate negotiation in place
-    of its hard-coded ``PerMessageDeflate()``."""
-    headers: list[tuple[bytes, bytes]] = []
-    if subprotocol is not None:
-        if handshake.subprotocols is None or subprotocol not in handshake.subprotocols:
-            raise Exception("Invalid Subprotocol")
-        headers.append((b"sec-websocket-protocol", subprotocol.encode()))
-    deflate: DeflateExtension | None = None
-    if compression is not None and handshake.extensions:
-        negotiated = negotiate(handshake.extensions, compression)
-        if negotiated is not None:
-            deflate, response = negotiated
-            headers.append((b"sec-websocket-extensions", response.encode("ascii")))
-    if handshake.key is not None:
-        headers.append((b"sec-websocket-accept", generate_accept_token(handshake.key)))
-    status_code = 200
-    if handshake.http_version == "1.1":
-        headers.extend([(b"upgrade", b"WebSocket"), (b"connection", b"Upgrade")])
-        status_code = 101
-    for name, value in additional_headers:
-        if name == b"sec-websocket-protocol" or name.startswith(b":"):
-            raise Exception(f"Invalid additional header, {name.decode()}")
-        headers.append((name, value))
-    handshake.accepted = True
-    extensions: list[Extension] = [deflate] if deflate is not None else []
-    return status_code, headers, Connection(ConnectionType.SERVER, extensions), deflate
 
 
 # -- installing it ---------------------------------------------------------------------------

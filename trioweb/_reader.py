@@ -1,0 +1,74 @@
+"""The tasks a socket may need beside its handler: the reader, or the idle watcher.
+
+Neither runs when the server hands messages over directly and reports the end itself
+(trioweb's stream, ``_types.DIRECT_DELIVERY``) and no idle timeout is set: then the handler's
+task is the socket's only one. Otherwise the session starts one of them in the connection's
+nursery:
+
+- :func:`read_loop`, the reader, where the server does not hand messages over (another server,
+  a middleware that wraps receive(), the test client's end): the only caller of ASGI
+  receive(), draining it without pause into the connection (see ``_connection.py`` for why it
+  never waits), until the disconnect, which it reports.
+- :func:`watch_silence`, where the server hands everything over but an idle timeout is set:
+  it only waits for the timeout's deadline, which every message pushes back.
+
+Both keep the idle timeout in one cancel scope, ``connection.silence``, for the socket's life:
+a message moves its deadline, so a busy socket costs no timer per message.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from ._connection import Connection
+from ._types import CLOSED_BY_SERVER, Message, Receive
+from .close_codes import CloseCode
+
+__all__ = ["read_loop", "take_event", "watch_silence"]
+
+
+async def read_loop(connection: Connection, receive: Receive) -> None:
+    """Drain ASGI receive() into ``connection`` until the client disconnects."""
+    idle = connection.idle_timeout
+    if idle is None:
+        while take_event(connection, await receive()):
+            pass
+        return
+    # The loop is written twice rather than inside a null context manager, which would stay
+    # on this task's stack for the socket's whole life.
+    silence = connection.silence = trio.CancelScope()
+    with silence:
+        while True:
+            silence.deadline = trio.current_time() + idle
+            if not take_event(connection, await receive()):
+                return
+    if silence.cancelled_caught:
+        connection.went_idle()
+
+
+def take_event(connection: Connection, message: Message) -> bool:
+    """One ASGI event from the server; ``False`` once it is the disconnect."""
+    kind = message["type"]
+    if kind == "websocket.receive":
+        data: str | bytes | None = message.get("text")
+        connection.take(data if data is not None else message.get("bytes") or b"")
+    elif kind == "websocket.disconnect":
+        connection.disconnected(
+            int(message.get("code") or CloseCode.NO_STATUS_RECEIVED),
+            message.get("reason") or "",
+            bool(message.get(CLOSED_BY_SERVER)),
+        )
+        return False
+    return True
+
+
+async def watch_silence(connection: Connection) -> None:
+    """The idle timeout where no reader runs: wait for a deadline that every message handed
+    over pushes back (``Connection.deliver``)."""
+    idle = connection.idle_timeout
+    assert idle is not None
+    silence = connection.silence = trio.CancelScope(deadline=trio.current_time() + idle)
+    with silence:
+        await trio.sleep_forever()
+    if silence.cancelled_caught:
+        connection.went_idle()
