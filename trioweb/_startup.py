@@ -1,6 +1,7 @@
 """Starting a server: bind first, and a failed start is one error, never announced as running.
 
-Two orders of hypercorn's trio worker that ``serve()`` changes (docs/deployment.md, "Running"):
+Two orders of hypercorn's trio worker that ``serve()`` changes (docs/deployment.md, "When it
+cannot start"):
 
 - hypercorn runs the app's startup *before* it binds: a port in use would be found only after
   the app had connected to its brokers and run its hooks. :func:`bind` creates the listening

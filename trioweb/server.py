@@ -133,6 +133,11 @@ async def serve(
     peer that vanished without a FIN); its handler is cancelled. Any other keyword sets the
     hypercorn ``Config`` attribute of that name.
 
+    When the server cannot start (the address, the TLS files, the app's startup), ``serve()``
+    raises :class:`StartupError`, one line naming what failed, chained to the error; the
+    address and TLS files are checked before the app's startup runs, and nothing says the
+    server runs (hypercorn's "Running on ..." is never logged).
+
     For an ``App(background_failure="exit")``, a failing task in ``app.nursery`` starts the
     same shutdown, and ``serve()`` then raises :class:`BackgroundTaskError` (it also does
     if a background task failed while the server was stopping for another reason).
