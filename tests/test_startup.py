@@ -287,3 +287,19 @@ async def test_every_worker_logs_its_shutdown_summary_on_sigint():
     assert {pid for pid, _ in drained} == pids
     assert sorted(count for _, count in drained) == ["0", "1"], log
     assert "closed_by=server code=1001" in log  # the session line, from the worker that had it
+
+
+async def test_a_startup_that_hangs_past_startup_timeout_is_one_error(capfd):
+    app = trioweb.App()
+    never = trio.Event()
+
+    @app.on_startup
+    async def hangs() -> None:
+        await never.wait()
+
+    with pytest.raises(trioweb.StartupError) as raised, trio.fail_after(10):
+        await trioweb.serve(app, port=0, handle_signals=False, startup_timeout=0.2)
+    assert str(raised.value) == (
+        "app startup failed: not done after 0.2 s (hypercorn's startup_timeout)"
+    )
+    assert capfd.readouterr() == ("", "")

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING, Any
 import trio
 from hypercorn.config import Config, Sockets
 from hypercorn.trio.run import worker_serve
-from hypercorn.utils import LifespanFailureError, wrap_app
+from hypercorn.utils import LifespanFailureError, LifespanTimeoutError, wrap_app
 
 from . import _hypercorn_guard
+from ._failures import leaves
 from ._lifespan import ALREADY_RUNNING
 from ._startup import StartupError, StartupGuard, bind, close_sockets
 
@@ -210,6 +211,7 @@ async def _serve_bound(
         guard = StartupGuard(app, cancel_scope)
         framework: Any = guard  # hypercorn's Framework type is a union it satisfies at runtime
         hypercorn_app = wrap_app(framework, config.wsgi_max_body_size, None)
+        up = False
         try:
             with cancel_scope:
                 async with trio.open_nursery() as nursery:
@@ -222,8 +224,15 @@ async def _serve_bound(
                             shutdown_trigger=drain_then_stop,
                         )
                     )
+                    up = True
                     task_status.started(urls)
         except BaseExceptionGroup as group:
+            slow, others = group.split(LifespanTimeoutError)
+            if slow is not None and others is None and not up:  # a startup hook that hangs
+                raise StartupError(
+                    f"app startup failed: not done after {config.startup_timeout:g} s "
+                    "(hypercorn's startup_timeout)"
+                ) from next(leaves(slow))
             failed, rest = group.split(LifespanFailureError)
             if failed is None or rest is not None:
                 raise
