@@ -303,3 +303,63 @@ async def test_a_startup_that_hangs_past_startup_timeout_is_one_error(capfd):
         "app startup failed: not done after 0.2 s (hypercorn's startup_timeout)"
     )
     assert capfd.readouterr() == ("", "")
+
+
+SLOW_START = """
+import os, trio
+from pathlib import Path
+from trioweb import App
+app = App()
+here = Path(__file__).parent
+
+@app.on_startup
+async def wait_for_go():
+    (here / f"starting-{os.getpid()}").touch()
+    with trio.fail_after(30):
+        while not (here / "go").exists():
+            await trio.sleep(0.05)
+"""
+
+
+@pytest.mark.long
+async def test_a_signal_while_workers_start_stops_them_once_they_serve(tmp_path):
+    # SIGTERM comes while both workers are in their startup: each is stopped (drained, exit 0)
+    # as soon as it serves, and the supervisor never announces "serving".
+    (tmp_path / "slow_start.py").write_text(SLOW_START)
+    command = ["run", "slow_start:app", "--port", "0", "--workers", "2"]
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "trioweb", *command],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    out = err = b""
+    try:
+        with trio.fail_after(30):
+            # Polling another process's files, within the deadline: both workers in startup.
+            while len(list(tmp_path.glob("starting-*"))) < 2:  # noqa: ASYNC110
+                await trio.sleep(0.05)
+            process.send_signal(signal.SIGTERM)
+            (tmp_path / "go").touch()
+            async with trio.open_nursery() as nursery:
+
+                async def drain(stream, into: list[bytes]) -> None:
+                    while chunk := await stream.receive_some():
+                        into.append(chunk)
+
+                outs: list[bytes] = []
+                errs: list[bytes] = []
+                nursery.start_soon(drain, process.stdout, outs)
+                nursery.start_soon(drain, process.stderr, errs)
+            out, err = b"".join(outs), b"".join(errs)
+            assert await process.wait() == 0, err
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    log = err.decode()
+    assert b"serving" not in out
+    assert "Traceback" not in log
+    assert len(re.findall(r"\[INFO\] received SIGTERM", log)) == 2, log
+    assert len(re.findall(r"\[INFO\] drained in", log)) == 2, log

@@ -232,7 +232,7 @@ class _Supervisor:
     """
 
     def __init__(self, processes: list[Any], reports: list[Any], with_traceback: bool) -> None:
-        self.processes = processes
+        #: Each worker's report pipe -> its process.
         self.reports = dict(zip(reports, processes, strict=True))
         self.started: set[Any] = set()
         self.stopping = False
@@ -307,7 +307,7 @@ def _run_workers(
     for process, (_, sender) in zip(processes, pipes, strict=True):
         process.start()
         sender.close()  # the worker's end: the parent's copy would hide the worker's exit
-    # A worker still booting when the signal came dies of it: that is a normal stop too.
+    # A worker killed by a signal (sent straight to it, not relayed) stopped normally too.
     stopped = {0, -signal.SIGINT, -signal.SIGTERM}
     announced = False
     running = list(processes)
