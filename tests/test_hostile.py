@@ -277,3 +277,116 @@ async def test_a_live_peer_that_answers_pings_outlives_the_read_timeout(
                 await stream.send_all(masked_frame(0x1, b"still here"))
                 while b"still here" not in buffer:
                     buffer += await stream.receive_some()
+
+
+@pytest.mark.long
+async def test_a_blackholed_peer_is_dropped_within_40_s_with_the_real_defaults(no_errors_logged):
+    # The same blackholed client, against serve() with nothing shortened: pings every 20 s,
+    # dropped within two intervals (40 s) of its last byte, and not before one interval (a
+    # live peer always gets a whole interval to answer).
+    import trioweb
+    from trioweb.server import DEFAULT_PING_INTERVAL, dead_peer_timeout
+
+    # helpers.serving passes no ping_interval: serve()'s own default applies, untouched
+    assert trioweb.serve.__kwdefaults__["ping_interval"] == DEFAULT_PING_INTERVAL == 20
+    bound = dead_peer_timeout(DEFAULT_PING_INTERVAL)
+    app = App()
+    cancelled, ended = trio.Event(), trio.Event()
+    codes: list[int | None] = []
+
+    @app.websocket("/echo")
+    async def hang(ws: WebSocket):
+        await ws.accept()
+        try:
+            await trio.sleep_forever()
+        except trio.Cancelled:
+            cancelled.set()
+            raise
+
+    @app.after_websocket
+    async def record(ws: WebSocket) -> None:
+        codes.append(ws.close_code)
+        ended.set()
+
+    with trio.fail_after(bound + 20):
+        async with helpers.serving(app) as server:
+            stream = await trio.open_tcp_stream(helpers.HOST, server.port)
+            async with stream:
+                await stream.send_all(HANDSHAKE)
+                last_byte_sent = trio.current_time()
+                # Nothing more is read or sent: the server's Pings pile up in the kernel.
+                await ended.wait()
+                detected = trio.current_time() - last_byte_sent
+    print(f"blackholed peer dropped {detected:.2f} s after its last byte (bound {bound:g} s)")
+    assert cancelled.is_set()
+    assert codes == [1006]
+    assert DEFAULT_PING_INTERVAL <= detected <= bound + 2.0, detected
+
+
+async def test_a_slow_http_download_is_not_cut_by_the_pings(no_errors_logged):
+    # Pings (and the dead-peer check) are the WebSocket stream's own: an HTTP response that
+    # takes many ping intervals, to a client that sends nothing after its request, is whole.
+    from trioweb import Response
+
+    interval, chunks = 0.3, 5  # a chunk every interval: 1.5 s, five intervals
+    app = App()
+
+    class Trickle(Response):
+        async def __call__(self, send, *, head: bool = False) -> None:
+            headers = [(b"content-type", b"text/plain"), (b"transfer-encoding", b"chunked")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            for n in range(chunks):
+                await trio.sleep(interval)  # a slow producer, not a wait for a condition
+                body = f"chunk {n}\n".encode()
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+
+    @app.get("/download")
+    async def download(request):
+        return Trickle()
+
+    with trio.fail_after(20):
+        async with helpers.serving(app, ping_interval=interval) as server:
+            stream = await trio.open_tcp_stream(helpers.HOST, server.port)
+            async with stream:
+                began = trio.current_time()
+                await stream.send_all(
+                    b"GET /download HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+                )
+                received = b""
+                while chunk := await stream.receive_some():
+                    received += chunk
+                took = trio.current_time() - began
+    assert received.startswith(b"HTTP/1.1 200")
+    for n in range(chunks):
+        assert f"chunk {n}\n".encode() in received
+    assert received.endswith(b"0\r\n\r\n")  # the chunked body's end: not cut
+    assert took >= 2 * 2 * interval  # longer than the dead-peer bound, twice
+
+
+async def test_an_upload_that_stalls_for_several_ping_intervals_is_not_cut(no_errors_logged):
+    # What a server-wide read timeout would cut (hypercorn reads nothing while an HTTP/1.1
+    # response is in flight, but it does while a request body arrives): a client whose upload
+    # stalls for three ping intervals (a phone between cells) still gets its answer.
+    interval = 0.3
+    app = App()
+
+    @app.post("/upload")
+    async def upload(request):
+        return f"{len(await request.body())} bytes"
+
+    with trio.fail_after(20):
+        async with helpers.serving(app, ping_interval=interval) as server:
+            stream = await trio.open_tcp_stream(helpers.HOST, server.port)
+            async with stream:
+                await stream.send_all(
+                    b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                    b"Content-Length: 10\r\n\r\nhalf "
+                )
+                await trio.sleep(3 * interval)  # the stall under test: nothing comes
+                await stream.send_all(b"done!")
+                received = b""
+                while chunk := await stream.receive_some():
+                    received += chunk
+    assert received.startswith(b"HTTP/1.1 200")
+    assert received.endswith(b"10 bytes")

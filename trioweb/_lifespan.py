@@ -69,6 +69,11 @@ class Lifecycle:
         self.serving = False
         #: What made the last startup fail, for serve() to report.
         self.startup_failure: str | None = None
+        #: The error itself, with its traceback (serve() chains its StartupError to it).
+        self.startup_error: Exception | None = None
+        #: Log a failed startup's traceback at ERROR; serve() turns it off (to DEBUG), since
+        #: it raises the error itself and ``trioweb run`` promises one line.
+        self.log_startup_failure = True
         # What the app does as a life begins, starts serving, and stops serving.
         self._on_begin = on_begin
         self._on_serving = on_serving
@@ -93,6 +98,7 @@ class Lifecycle:
     async def _live(self, app: Any, receive: Receive, send: Send) -> None:
         self._on_begin()
         self.startup_failure = None
+        self.startup_error = None
         self.background.reset()
         startup_error: Exception | None = None
         failures: list[BaseException] = []
@@ -108,8 +114,9 @@ class Lifecycle:
                     if self.context is not None:
                         await stack.enter_async_context(self.context(app))
                 except Exception as exc:
-                    logger.error("startup failed", exc_info=exc)
-                    startup_error = exc
+                    level = logging.ERROR if self.log_startup_failure else logging.DEBUG
+                    logger.log(level, "startup failed", exc_info=exc)
+                    startup_error = self.startup_error = exc
                     self.startup_failure = describe(exc)
                 else:
                     self._start_serving()

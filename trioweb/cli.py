@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import json
 import logging
@@ -15,12 +14,15 @@ import os
 import signal
 import socket
 import sys
+import traceback
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
 import trio
 
 from ._failures import leaves
+from ._startup import bind
 from .app import App
 from .logs import logging_config
 from .server import (
@@ -105,6 +107,11 @@ def _parser() -> argparse.ArgumentParser:
         help="trioweb's own log lines (sessions, warnings): text with timestamps, as hypercorn's "
         "(default), or one JSON object a line",
     )
+    run.add_argument(
+        "--traceback",
+        action="store_true",
+        help="when the server cannot start, print the error's traceback after its one line",
+    )
     routes = commands.add_parser("routes", help="list an app's routes")
     routes.add_argument("target", metavar="MODULE:APP", help="for example examples.chat:app")
     asyncapi = commands.add_parser(
@@ -160,27 +167,20 @@ def _list_routes(app: App) -> str:
     return "\n".join(f"{m:<{widths[0]}}  {p:<{widths[1]}}  {h}" for m, p, h in rows)
 
 
-def _address_error(host: str, port: int, exc: OSError) -> str:
-    if exc.errno == errno.EADDRINUSE:
-        return f"cannot serve on {host}:{port}: the port is already in use"
-    if exc.errno == errno.EACCES:
-        return f"cannot serve on {host}:{port}: permission denied (ports below 1024 need root)"
-    return f"cannot serve on {host}:{port}: {exc.strerror or exc}"
-
-
 def _serve_one(
-    target: str, options: dict[str, Any], announce: str | None, fd: int | None = None
+    target: str,
+    options: dict[str, Any],
+    started: Callable[[list[str]], None],
+    fd: int | None = None,
 ) -> None:
-    """Run one worker: load the app and serve it until a signal."""
+    """Run one worker: load the app, serve it until a signal; ``started(urls)`` once it is up."""
     app = load_app(target)
     if fd is not None:
         options = {**options, "bind": [f"fd://{fd}"]}
 
     async def run() -> None:
         async with trio.open_nursery() as nursery:
-            urls = await nursery.start(partial(serve, app, **options))
-            if announce is not None:
-                print(f"{announce} on {', '.join(urls)} (Ctrl+C to stop)", flush=True)
+            started(await nursery.start(partial(serve, app, **options)))
 
     try:
         trio.run(run)
@@ -190,29 +190,97 @@ def _serve_one(
         failed, rest = group.split((StartupError, BackgroundTaskError, OSError))
         if failed is None or rest is not None:
             raise
-        raise next(leaves(failed)) from None
+        error = next(leaves(failed))
+        raise error from error.__cause__  # its cause kept: --traceback shows it
+
+
+def _error_lines(exc: BaseException, with_traceback: bool) -> str:
+    """``trioweb: error: ...`` in one line; then, if asked, the traceback of what caused it."""
+    text = f"trioweb: error: {exc}\n"
+    if with_traceback and exc.__cause__ is not None:
+        text += "".join(traceback.format_exception(exc.__cause__))
+    return text
 
 
 def _worker_main(
-    target: str, options: dict[str, Any], sock: socket.socket, log_format: str = "text"
+    target: str,
+    options: dict[str, Any],
+    sock: socket.socket,
+    log_format: str,
+    report: multiprocessing.connection.Connection,
 ) -> None:
+    """One of ``--workers``: tells the supervisor through ``report`` that it serves, or why it
+    could not start (the supervisor prints that once, for all of them)."""
     _configure_logging(log_format)  # a spawned process starts with logging unconfigured
     try:
-        _serve_one(target, options, None, sock.fileno())
+        _serve_one(target, options, lambda urls: report.send(("started",)), sock.fileno())
+    except (StartupError, AppLoadError) as exc:
+        report.send(("failed", _error_lines(exc, False), _error_lines(exc, True)))
+        sys.exit(1)
     except BackgroundTaskError as exc:  # drained already: say why in one line, exit 1
         print(f"trioweb: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
 
 
+class _Supervisor:
+    """The workers of ``--workers``: started on one shared socket, stopped together.
+
+    A signal goes on to every worker that serves; one still starting gets SIGTERM once it
+    reports it serves (its own signal handling is in place from then on: before, a signal
+    would kill it mid-import). The first worker that cannot start has its error printed,
+    once, and the others are stopped.
+    """
+
+    def __init__(self, processes: list[Any], reports: list[Any], with_traceback: bool) -> None:
+        #: Each worker's report pipe -> its process.
+        self.reports = dict(zip(reports, processes, strict=True))
+        self.started: set[Any] = set()
+        self.stopping = False
+        self.failed = False
+        self.with_traceback = with_traceback
+
+    def relay(self, signum: int, frame: Any = None) -> None:
+        """Pass ``signum`` to every worker that serves; the others get SIGTERM when they do."""
+        self.stopping = True
+        for process in self.started:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signum)
+
+    def read(self, report: multiprocessing.connection.Connection) -> bool:
+        """Handle one message of a worker; False once its pipe is closed."""
+        try:
+            message = report.recv()
+        except (EOFError, OSError):
+            return False
+        process = self.reports[report]
+        if message[0] == "started":
+            self.started.add(process)
+            if self.stopping:
+                os.kill(process.pid, signal.SIGTERM)
+        elif message[0] == "failed":
+            if not self.failed:  # every worker fails alike (a broker down): say it once
+                sys.stderr.write(message[2] if self.with_traceback else message[1])
+                sys.stderr.flush()
+            self.failed = True
+            if not self.stopping:
+                self.relay(signal.SIGTERM)
+        return True
+
+
 def _run_workers(
-    target: str, options: dict[str, Any], workers: int, log_format: str = "text"
+    target: str,
+    options: dict[str, Any],
+    workers: int,
+    log_format: str = "text",
+    with_traceback: bool = False,
 ) -> int:
     """Start ``workers`` processes on one shared socket and relay SIGINT/SIGTERM to them.
 
     hypercorn's own supervisor would bypass trioweb's shutdown trigger, so the workers are
-    plain processes each running :func:`serve`, which drains its sockets with 1001. A worker
-    that exits with an error (a background task failed under ``background_failure="exit"``)
-    makes the others stop the same way, and the exit status 1.
+    plain processes each running :func:`serve`, which drains its sockets with 1001. The
+    "serving" line is printed once every worker serves. A worker that cannot start, or exits
+    with an error (a background task failed under ``background_failure="exit"``), makes the
+    others stop the same way, and the exit status 1.
     """
     config = make_config(
         options["host"],
@@ -221,46 +289,48 @@ def _run_workers(
         ping_interval=None,
         options={},
     )
-    sockets = config.create_sockets()  # OSError (port in use) is reported by main()
+    sockets = bind(config)  # StartupError (a port in use) is reported by main()
     (listener,) = sockets.insecure_sockets
-    listener.listen(config.backlog)
     host, port = listener.getsockname()[:2]
     context = multiprocessing.get_context("spawn")
+    pipes = [context.Pipe(duplex=False) for _ in range(workers)]
     processes = [
         context.Process(
-            target=_worker_main, args=(target, options, listener, log_format), daemon=False
+            target=_worker_main, args=(target, options, listener, log_format, sender), daemon=False
         )
-        for _ in range(workers)
+        for _, sender in pipes
     ]
-    for process in processes:
+    supervisor = _Supervisor(processes, [receiver for receiver, _ in pipes], with_traceback)
+    # In place before the first worker starts: a signal from now on stops them all.
+    signal.signal(signal.SIGINT, supervisor.relay)
+    signal.signal(signal.SIGTERM, supervisor.relay)
+    for process, (_, sender) in zip(processes, pipes, strict=True):
         process.start()
-
-    stopping = False
-
-    def relay(signum: int, frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        for process in processes:
-            if process.pid is not None and process.is_alive():
-                os.kill(process.pid, signum)
-
-    signal.signal(signal.SIGINT, relay)
-    signal.signal(signal.SIGTERM, relay)
-    print(f"trioweb: serving {target} on http://{host}:{port} with {workers} workers", flush=True)
-    # A worker still booting when the signal came dies of it: that is a normal stop too.
+        sender.close()  # the worker's end: the parent's copy would hide the worker's exit
+    # A worker killed by a signal (sent straight to it, not relayed) stopped normally too.
     stopped = {0, -signal.SIGINT, -signal.SIGTERM}
-    failed = False
+    announced = False
     running = list(processes)
-    while running:  # each pass sees at least one more worker end
-        ended = multiprocessing.connection.wait([p.sentinel for p in running])
+    reports = list(supervisor.reports)
+    while running:  # each pass reads a report or sees a worker end
+        ended = multiprocessing.connection.wait([p.sentinel for p in running] + reports)
+        for report in [r for r in reports if r in ended]:
+            if not supervisor.read(report):
+                reports.remove(report)
+        if not announced and len(supervisor.started) == workers and not supervisor.stopping:
+            announced = True
+            print(f"trioweb: serving {target} on http://{host}:{port} with {workers} workers")
+            sys.stdout.flush()
         for process in [p for p in running if p.sentinel in ended]:
+            if any(supervisor.reports[r] is process for r in reports):
+                continue  # its last report first (it may say why it failed)
             process.join()
             running.remove(process)
             if process.exitcode not in stopped:
-                failed = True
-                if not stopping:  # once: a second SIGTERM would cut the others' drain short
-                    relay(signal.SIGTERM, None)
-    return 1 if failed else 0
+                supervisor.failed = True
+                if not supervisor.stopping:  # once: a second SIGTERM would cut the drains short
+                    supervisor.relay(signal.SIGTERM)
+    return 1 if supervisor.failed else 0
 
 
 def _configure_logging(log_format: str = "text") -> None:
@@ -302,16 +372,17 @@ def main(argv: list[str] | None = None) -> int:
         options.update(accesslog="-", access_log_format=ACCESS_LOG_FORMAT)
     if args.workers > 1:
         try:
-            return _run_workers(args.target, options, args.workers, args.log_format)
-        except OSError as exc:
-            print(f"trioweb: error: {_address_error(args.host, args.port, exc)}", file=sys.stderr)
+            return _run_workers(args.target, options, args.workers, args.log_format, args.traceback)
+        except StartupError as exc:
+            sys.stderr.write(_error_lines(exc, args.traceback))
             return 1
+
+    def announce(urls: list[str]) -> None:
+        print(f"trioweb: serving {args.target} on {', '.join(urls)} (Ctrl+C to stop)", flush=True)
+
     try:
-        _serve_one(args.target, options, f"trioweb: serving {args.target}")
+        _serve_one(args.target, options, announce)
     except (StartupError, BackgroundTaskError) as exc:
-        print(f"trioweb: error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"trioweb: error: {_address_error(args.host, args.port, exc)}", file=sys.stderr)
+        sys.stderr.write(_error_lines(exc, args.traceback))
         return 1
     return 0

@@ -20,13 +20,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import hypercorn.trio
 import trio
-from hypercorn.config import Config
-from hypercorn.utils import LifespanFailureError
+from hypercorn.config import Config, Sockets
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import LifespanFailureError, LifespanTimeoutError, wrap_app
 
 from . import _hypercorn_guard
+from ._failures import leaves
 from ._lifespan import ALREADY_RUNNING
+from ._startup import StartupError, StartupGuard, bind, close_sockets
 
 if TYPE_CHECKING:
     from .app import App
@@ -34,13 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["BackgroundTaskError", "StartupError", "serve"]
 
 logger = logging.getLogger("trioweb")
-
-
-class StartupError(RuntimeError):
-    """The app's startup failed (a startup hook or the lifespan context manager raised).
-
-    The traceback has already been logged on logger ``trioweb``; the message says what failed.
-    """
 
 
 class BackgroundTaskError(RuntimeError):
@@ -139,6 +134,11 @@ async def serve(
     peer that vanished without a FIN); its handler is cancelled. Any other keyword sets the
     hypercorn ``Config`` attribute of that name.
 
+    When the server cannot start (the address, the TLS files, the app's startup), ``serve()``
+    raises :class:`StartupError`, one line naming what failed, chained to the error; the
+    address and TLS files are checked before the app's startup runs, and nothing says the
+    server runs (hypercorn's "Running on ..." is never logged).
+
     For an ``App(background_failure="exit")``, a failing task in ``app.nursery`` starts the
     same shutdown, and ``serve()`` then raises :class:`BackgroundTaskError` (it also does
     if a background task failed while the server was stopping for another reason).
@@ -154,6 +154,30 @@ async def serve(
         host, port, graceful_timeout=graceful_timeout, ping_interval=ping_interval, options=options
     )
     drain = graceful_timeout if drain_timeout is None else drain_timeout
+    # Listen before the app's startup: a port in use is one line at once, not after the app
+    # has connected to its brokers (hypercorn's own order is the reverse).
+    sockets = bind(config)
+    # A failed startup is raised below, chained to its error: no traceback in the log too.
+    app.lifecycle.log_startup_failure = False
+    try:
+        await _serve_bound(
+            app, config, sockets, drain, shutdown_trigger, handle_signals, task_status
+        )
+    finally:
+        app.lifecycle.log_startup_failure = True
+        close_sockets(sockets)  # if hypercorn never took them (it closes those it serves)
+
+
+async def _serve_bound(
+    app: App,
+    config: Config,
+    sockets: Sockets,
+    drain: float,
+    shutdown_trigger: Callable[[], Awaitable[Any]] | None,
+    handle_signals: bool,
+    task_status: trio.TaskStatus[list[str]],
+) -> None:
+    """The body of :func:`serve`, once its sockets listen."""
     with contextlib.ExitStack() as stack:
         waiters: list[Callable[[], Awaitable[Any]]] = []
         if shutdown_trigger is not None:
@@ -170,32 +194,56 @@ async def serve(
 
         async def drain_then_stop() -> None:
             await _first_of(*waiters)
-            logger.info("shutting down: closing %d WebSocket(s) with 1001", len(app.connections))
+            count = len(app.connections)
+            logger.info("shutting down: closing %d WebSocket(s) with 1001", count)
+            began = trio.current_time()
             # A second signal stops waiting for the handlers; the graceful timeout still applies.
             await _first_of(partial(app.connections.shut_down_all, drain), *second_signal)
+            # The summary: one line per process (with --workers, each worker's, with its pid).
+            logger.info(
+                "drained in %.2f s: %d WebSocket(s) closed, %d still open",
+                trio.current_time() - began,
+                count - min(count, len(app.connections)),
+                len(app.connections),
+            )
 
-        asgi_app: Any = app  # hypercorn's Framework type is a union our App satisfies at runtime
+        cancel_scope = trio.CancelScope()
+        guard = StartupGuard(app, cancel_scope)
+        framework: Any = guard  # hypercorn's Framework type is a union it satisfies at runtime
+        hypercorn_app = wrap_app(framework, config.wsgi_max_body_size, None)
+        up = False
         try:
-            async with trio.open_nursery() as nursery:
-                urls = await nursery.start(
-                    partial(
-                        hypercorn.trio.serve, asgi_app, config, shutdown_trigger=drain_then_stop
+            with cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    urls = await nursery.start(
+                        partial(
+                            worker_serve,
+                            hypercorn_app,
+                            config,
+                            sockets=sockets,
+                            shutdown_trigger=drain_then_stop,
+                        )
                     )
-                )
-                # hypercorn starts listening even when startup failed (its error follows at
-                # once): only report a server that is really up.
-                if app.lifecycle.serving:
+                    up = True
                     task_status.started(urls)
         except BaseExceptionGroup as group:
+            slow, others = group.split(LifespanTimeoutError)
+            if slow is not None and others is None and not up:  # a startup hook that hangs
+                raise StartupError(
+                    f"app startup failed: not done after {config.startup_timeout:g} s "
+                    "(hypercorn's startup_timeout)"
+                ) from next(leaves(slow))
             failed, rest = group.split(LifespanFailureError)
             if failed is None or rest is not None:
                 raise
-            if app.lifecycle.startup_failure is not None:
-                raise StartupError(f"app startup failed: {app.lifecycle.startup_failure}") from None
             # The lifespan reported a failed shutdown: a failing background task says it
             # below; anything else (a shutdown hook) goes on as it is.
             if _fatal_background_failure(app) is None:
                 raise
+        if guard.failure is not None:
+            raise StartupError(
+                f"app startup failed: {guard.failure}"
+            ) from app.lifecycle.startup_error
         if (fatal := _fatal_background_failure(app)) is not None:
             raise BackgroundTaskError(fatal)
 

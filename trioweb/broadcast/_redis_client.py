@@ -5,6 +5,7 @@ task for a coredis client."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -109,5 +110,21 @@ async def run_client(
             raise
         if not any(isinstance(e, BROKER_ERRORS) for e in leaves(exc)):
             raise
-        failure = describe(exc)
-    raise BrokerUnavailable(f"cannot reach {what} at {redact(url)}: {failure}")
+        failure = _unreachable_because(exc, connect_timeout)
+    raise BrokerUnavailable(f"cannot reach {what} at {redact(url)} ({failure})")
+
+
+def _unreachable_because(exc: BaseException, connect_timeout: float) -> str:
+    """Why the broker is out of reach, in a few words: the socket's own reason ("Connection
+    refused"), found under coredis's wrappers, rather than its generic message."""
+    for leaf in leaves(exc):
+        if isinstance(leaf, trio.TooSlowError):
+            return f"no answer within {connect_timeout:g} s"
+        cause: BaseException | None = leaf
+        for _ in range(8):  # a cause chain is short; a cycle must not loop
+            if cause is None:
+                break
+            if isinstance(cause, OSError) and isinstance(cause.errno, int):
+                return os.strerror(cause.errno)
+            cause = cause.__cause__ or cause.__context__
+    return describe(exc)
