@@ -21,6 +21,7 @@ __all__ = [
     "check_url",
     "describe",
     "is_outage",
+    "ping",
     "redact",
     "run_client",
 ]
@@ -111,3 +112,16 @@ async def run_client(
             raise
         failure = describe(exc)
     raise BrokerUnavailable(f"cannot reach {what} at {redact(url)}: {failure}")
+
+
+async def ping(client: coredis.Redis[bytes] | None) -> str | None:
+    """``None`` if ``client``'s broker answers a PING, else why not (the readiness check of
+    both Redis users; the caller bounds the wait)."""
+    if client is None:
+        await trio.lowlevel.checkpoint()
+        return "not connected"
+    try:
+        await client.ping()
+    except BROKER_ERRORS as exc:
+        return describe(exc)
+    return None
