@@ -15,12 +15,14 @@ import os
 import signal
 import socket
 import sys
+from contextlib import nullcontext
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
 from ._failures import leaves
+from ._metrics import serve_on_port, worker_metrics_dir
 from .app import App
 from .logs import logging_config
 from .server import (
@@ -33,6 +35,28 @@ from .server import (
 )
 
 __all__ = ["load_app", "main"]
+
+
+class Operations(NamedTuple):
+    """What ``--metrics``, ``--metrics-port`` and ``--health`` add to the app in each worker."""
+
+    metrics: bool = False
+    metrics_port: int | None = None
+    health: bool = False
+
+    def apply(self, app: App, host: str, workers: int) -> None:
+        """Mount the endpoints asked for; serve the metrics port of a single process."""
+        if self.metrics and app.metrics is None:  # (an app that serves its own keeps them)
+            app.serve_metrics()
+        elif self.metrics_port is not None and app.metrics is None:
+            app.serve_metrics(None)  # counted, served on the port only
+        if self.metrics_port is not None and workers == 1 and app.metrics is not None:
+            serve_on_port(host, self.metrics_port, app.metrics.registry)
+        if self.health:
+            app.serve_health()
+
+
+NO_OPS = Operations()
 
 
 class AppLoadError(Exception):
@@ -105,6 +129,22 @@ def _parser() -> argparse.ArgumentParser:
         help="trioweb's own log lines (sessions, warnings): text with timestamps, as hypercorn's "
         "(default), or one JSON object a line",
     )
+    run.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve Prometheus metrics at /metrics on the app's port (every worker's)",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve the metrics on this port instead, from one process (same --host)",
+    )
+    run.add_argument(
+        "--health",
+        action="store_true",
+        help="serve liveness at /healthz and readiness at /readyz",
+    )
     routes = commands.add_parser("routes", help="list an app's routes")
     routes.add_argument("target", metavar="MODULE:APP", help="for example examples.chat:app")
     asyncapi = commands.add_parser(
@@ -169,10 +209,16 @@ def _address_error(host: str, port: int, exc: OSError) -> str:
 
 
 def _serve_one(
-    target: str, options: dict[str, Any], announce: str | None, fd: int | None = None
+    target: str,
+    options: dict[str, Any],
+    announce: str | None,
+    fd: int | None = None,
+    ops: Operations = NO_OPS,
+    workers: int = 1,
 ) -> None:
     """Run one worker: load the app and serve it until a signal."""
     app = load_app(target)
+    ops.apply(app, options["host"], workers)
     if fd is not None:
         options = {**options, "bind": [f"fd://{fd}"]}
 
@@ -194,18 +240,27 @@ def _serve_one(
 
 
 def _worker_main(
-    target: str, options: dict[str, Any], sock: socket.socket, log_format: str = "text"
+    target: str,
+    options: dict[str, Any],
+    sock: socket.socket,
+    log_format: str = "text",
+    ops: Operations = NO_OPS,
 ) -> None:
     _configure_logging(log_format)  # a spawned process starts with logging unconfigured
     try:
-        _serve_one(target, options, None, sock.fileno())
+        _serve_one(target, options, None, sock.fileno(), ops, workers=2)
     except BackgroundTaskError as exc:  # drained already: say why in one line, exit 1
         print(f"trioweb: error: {exc}", file=sys.stderr, flush=True)
         sys.exit(1)
 
 
 def _run_workers(
-    target: str, options: dict[str, Any], workers: int, log_format: str = "text"
+    target: str,
+    options: dict[str, Any],
+    workers: int,
+    log_format: str = "text",
+    ops: Operations = NO_OPS,
+    worker_exited: Any = None,
 ) -> int:
     """Start ``workers`` processes on one shared socket and relay SIGINT/SIGTERM to them.
 
@@ -228,12 +283,14 @@ def _run_workers(
     context = multiprocessing.get_context("spawn")
     processes = [
         context.Process(
-            target=_worker_main, args=(target, options, listener, log_format), daemon=False
+            target=_worker_main, args=(target, options, listener, log_format, ops), daemon=False
         )
         for _ in range(workers)
     ]
     for process in processes:
         process.start()
+    if ops.metrics_port is not None:  # every worker's metrics, read from their files
+        serve_on_port(host, ops.metrics_port)
 
     stopping = False
 
@@ -256,6 +313,8 @@ def _run_workers(
         for process in [p for p in running if p.sentinel in ended]:
             process.join()
             running.remove(process)
+            if worker_exited is not None and process.pid is not None:
+                worker_exited(process.pid)  # its live gauges no longer count
             if process.exitcode not in stopped:
                 failed = True
                 if not stopping:  # once: a second SIGTERM would cut the others' drain short
@@ -288,10 +347,11 @@ def main(argv: list[str] | None = None) -> int:
         print("trioweb: error: --ping-interval must be 0 (off) or positive", file=sys.stderr)
         return 2
     try:
-        load_app(args.target)
+        app = load_app(args.target)
     except AppLoadError as exc:
         print(f"trioweb: error: {exc}", file=sys.stderr)
         return 2
+    ops = Operations(args.metrics, args.metrics_port, args.health)
     options: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
@@ -301,13 +361,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.access_log:
         options.update(accesslog="-", access_log_format=ACCESS_LOG_FORMAT)
     if args.workers > 1:
+        # One scrape of any worker covers them all: prometheus-client's multiprocess mode,
+        # in a directory of this run's own.
+        wanted = args.metrics or args.metrics_port is not None or app.metrics is not None
         try:
-            return _run_workers(args.target, options, args.workers, args.log_format)
+            with worker_metrics_dir() if wanted else nullcontext() as worker_exited:
+                return _run_workers(
+                    args.target, options, args.workers, args.log_format, ops, worker_exited
+                )
         except OSError as exc:
             print(f"trioweb: error: {_address_error(args.host, args.port, exc)}", file=sys.stderr)
             return 1
     try:
-        _serve_one(args.target, options, f"trioweb: serving {args.target}")
+        _serve_one(args.target, options, f"trioweb: serving {args.target}", ops=ops)
     except (StartupError, BackgroundTaskError) as exc:
         print(f"trioweb: error: {exc}", file=sys.stderr)
         return 1
