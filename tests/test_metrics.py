@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ async def scrape(port: int) -> Samples:
     """``/metrics``, parsed as Prometheus does: every sample by name and labels."""
     status, headers, body = await http_get(port, "/metrics")
     assert status == 200
-    assert headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert headers["content-type"].startswith("text/plain; version=")
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
         for family in text_string_to_metric_families(body)
@@ -286,3 +287,41 @@ async def test_one_scrape_covers_every_worker(tmp_path):
             await process.wait()
     # The run's metrics directory is gone with it.
     assert not list(tmp_path.glob("trioweb-metrics-*"))
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (for an option that takes a fixed port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.long
+async def test_a_metrics_port_of_their_own_and_health_from_the_command_line(tmp_path):
+    metrics_port = free_port()
+    process, port = await start_cli(
+        "metrics_app:app", "--port", "0", "--workers", "2", "--no-access-log",
+        "--metrics-port", str(metrics_port), "--health", tmp=tmp_path,
+    )  # fmt: skip
+    try:
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/ws/r") as ws:
+            await ws.send_message("hi")
+            assert await ws.get_message() == "hi"
+        status, _, _ = await http_get(port, "/metrics")
+        assert status == 404  # not on the app's port
+        assert (await http_get(port, "/readyz"))[0] == 200
+        assert (await http_get(port, "/healthz"))[0] == 200
+        with trio.fail_after(10):
+            while True:  # the supervisor reads the workers' files; they flush every second
+                samples = await scrape(metrics_port)
+                if value(samples, "trioweb_websocket_closes_total", route="/ws/{room}",
+                         code="1000") == 1:  # fmt: skip
+                    break
+                await trio.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

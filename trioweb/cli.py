@@ -287,10 +287,10 @@ def _run_workers(
         )
         for _ in range(workers)
     ]
+    if ops.metrics_port is not None:  # every worker's metrics, read from their files
+        serve_on_port(host, ops.metrics_port)  # (before the workers: a port in use stops all)
     for process in processes:
         process.start()
-    if ops.metrics_port is not None:  # every worker's metrics, read from their files
-        serve_on_port(host, ops.metrics_port)
 
     stopping = False
 
