@@ -249,6 +249,28 @@ async def start_cli(*args: str, tmp: Path) -> tuple[trio.Process, int]:
     return process, int(found.group(1))
 
 
+async def test_trioweb_run_metrics_and_health_in_one_process(tmp_path):
+    process, port = await start_cli(
+        "metrics_app:app", "--port", "0", "--metrics", "--health", "--no-access-log", tmp=tmp_path
+    )
+    try:
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/ws/r") as ws:
+            await ws.send_message("hi")
+            assert await ws.get_message() == "hi"
+            samples = await scrape(port)  # one process: the scrape itself adds the counts
+        assert value(samples, "trioweb_websocket_messages_total", route="/ws/{room}",
+                     direction="in") == 1  # fmt: skip
+        assert (await http_get(port, "/readyz"))[0] == 200
+        assert (await http_get(port, "/healthz"))[0] == 200
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
 @pytest.mark.long
 async def test_one_scrape_covers_every_worker(tmp_path):
     process, port = await start_cli(

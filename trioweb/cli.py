@@ -373,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"trioweb: error: {_address_error(args.host, args.port, exc)}", file=sys.stderr)
             return 1
     try:
-        _serve_one(args.target, options, f"trioweb: serving {args.target}", ops=ops)
+        ops.apply(app, args.host, 1)  # the app _serve_one loads: the module is imported once
+        _serve_one(args.target, options, f"trioweb: serving {args.target}")
     except (StartupError, BackgroundTaskError) as exc:
         print(f"trioweb: error: {exc}", file=sys.stderr)
         return 1
