@@ -139,8 +139,9 @@ class Metrics:
         self._rooms = gauge(
             "trioweb_rooms_open", "Rooms open in this process.", multiprocess_mode="livesum"
         )
-        # Each live session: its route's label and its counts as last added to the counters.
+        # Each live session: its route's series and its counts as last added to the counters.
         self._live: dict[Connection, list[Any]] = {}
+        self._series: dict[str, _RouteSeries] = {}
         self._last_failures = 0
         self._last_dropped: dict[str, int] = {}
         self._last_slow = 0
@@ -150,26 +151,32 @@ class Metrics:
 
     def opened(self, connection: Connection, route: Any) -> None:
         """A session started on ``route``."""
-        label = route.path
-        self._open.labels(label).inc()
-        self._total.labels(label).inc()
-        self._live[connection] = [label, 0, 0, 0, 0]
+        series = self._series.get(route.path)
+        if series is None:
+            series = self._series[route.path] = _RouteSeries(self, route.path)
+        series.open.inc()
+        series.total.inc()
+        self._live[connection] = [series, 0, 0, 0, 0]
 
     def closed(self, connection: Connection, route: Any) -> None:
         """A session ended: its last counts, its close code (or denial) and its duration."""
         entry = self._live.pop(connection, None)
         if entry is None:
             return
-        label = entry[0]
-        self._add_counts({label: self._delta(connection, entry)})
-        self._open.labels(label).dec()
+        series: _RouteSeries = entry[0]
+        series.add(self._delta(connection, entry))
+        series.open.dec()
         if connection.denial_status is not None:  # by a hook or the handler
-            self._denied.labels(label, str(connection.denial_status)).inc()
+            self._denied.labels(series.label, str(connection.denial_status)).inc()
             return
         code = connection.close_code
-        self._closes.labels(label, "none" if code is None else str(code)).inc()
+        closes = series.closes.get(code)
+        if closes is None:
+            label = "none" if code is None else str(code)
+            closes = series.closes[code] = self._closes.labels(series.label, label)
+        closes.inc()
         if connection.accepted:
-            self._seconds.labels(label).observe(trio.current_time() - connection.opened_at)
+            series.seconds.observe(trio.current_time() - connection.opened_at)
 
     def refused(self, route: Any, status: int) -> None:
         """A handshake was denied before its handler ran."""
@@ -179,14 +186,15 @@ class Metrics:
 
     def flush(self) -> None:
         """Add what happened since the last flush to the counters; set the room gauges."""
-        per_route: dict[str, list[int]] = {}
+        per_route: dict[_RouteSeries, list[int]] = {}
         for connection, entry in self._live.items():
             delta = self._delta(connection, entry)
             if any(delta):
                 sums = per_route.setdefault(entry[0], [0, 0, 0, 0])
                 for i, value in enumerate(delta):
                     sums[i] += value
-        self._add_counts(per_route)
+        for series, sums in per_route.items():
+            series.add(sums)
         failures = self._app.lifecycle.background.failures
         if failures < self._last_failures:  # a new lifespan started the count again
             self._last_failures = 0
@@ -240,17 +248,6 @@ class Metrics:
         entry[1:] = now
         return delta
 
-    def _add_counts(self, per_route: dict[str, Any]) -> None:
-        for label, (messages_in, messages_out, bytes_in, bytes_out) in per_route.items():
-            for counter, value_in, value_out in (
-                (self._messages, messages_in, messages_out),
-                (self._bytes, bytes_in, bytes_out),
-            ):
-                if value_in:
-                    counter.labels(label, "in").inc(value_in)
-                if value_out:
-                    counter.labels(label, "out").inc(value_out)
-
     @asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[Metrics]:
         """Flush and probe while the app runs (``serve_metrics`` registers this)."""
@@ -287,6 +284,47 @@ class Metrics:
         registry = self._prom.CollectorRegistry()
         self._multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return bytes(self._prom.generate_latest(registry))
+
+
+class _RouteSeries:
+    """One route's series, looked up once: a session's start and end then cost a few
+    increments, not a label lookup (and its lock) each."""
+
+    __slots__ = (
+        "bytes_in",
+        "bytes_out",
+        "closes",
+        "label",
+        "messages_in",
+        "messages_out",
+        "open",
+        "seconds",
+        "total",
+    )
+
+    def __init__(self, metrics: Metrics, label: str) -> None:
+        self.label = label
+        self.open = metrics._open.labels(label)
+        self.total = metrics._total.labels(label)
+        self.seconds = metrics._seconds.labels(label)
+        self.messages_in = metrics._messages.labels(label, "in")
+        self.messages_out = metrics._messages.labels(label, "out")
+        self.bytes_in = metrics._bytes.labels(label, "in")
+        self.bytes_out = metrics._bytes.labels(label, "out")
+        #: By close code.
+        self.closes: dict[int | None, Any] = {}
+
+    def add(self, counts: Any) -> None:
+        """Add messages in and out, bytes in and out."""
+        messages_in, messages_out, bytes_in, bytes_out = counts
+        if messages_in:
+            self.messages_in.inc(messages_in)
+        if messages_out:
+            self.messages_out.inc(messages_out)
+        if bytes_in:
+            self.bytes_in.inc(bytes_in)
+        if bytes_out:
+            self.bytes_out.inc(bytes_out)
 
 
 def partial_metric(kind: Any, registry: Any) -> Callable[..., Any]:
