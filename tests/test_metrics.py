@@ -347,3 +347,26 @@ async def test_a_metrics_port_of_their_own_and_health_from_the_command_line(tmp_
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_metrics_port_in_use_gets_a_one_line_error(workers):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "trioweb", "run", "metrics_app:app", "--port", "0",
+             "--workers", workers, "--metrics-port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"trioweb: error: --metrics-port: cannot serve on 127.0.0.1:{port}: "
+        "the port is already in use"
+    )
+    assert "Traceback" not in result.stderr

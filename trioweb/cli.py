@@ -51,12 +51,23 @@ class Operations(NamedTuple):
         elif self.metrics_port is not None and app.metrics is None:
             app.serve_metrics(None)  # counted, served on the port only
         if self.metrics_port is not None and workers == 1 and app.metrics is not None:
-            serve_on_port(host, self.metrics_port, app.metrics.registry)
+            _serve_metrics_port(host, self.metrics_port, app.metrics.registry)
         if self.health:
             app.serve_health()
 
 
 NO_OPS = Operations()
+
+
+class MetricsPortError(Exception):
+    """The ``--metrics-port`` could not be listened on."""
+
+
+def _serve_metrics_port(host: str, port: int, registry: Any = None) -> None:
+    try:
+        serve_on_port(host, port, registry)
+    except OSError as exc:
+        raise MetricsPortError(f"--metrics-port: {_address_error(host, port, exc)}") from None
 
 
 class AppLoadError(Exception):
@@ -288,7 +299,7 @@ def _run_workers(
         for _ in range(workers)
     ]
     if ops.metrics_port is not None:  # every worker's metrics, read from their files
-        serve_on_port(host, ops.metrics_port)  # (before the workers: a port in use stops all)
+        _serve_metrics_port(host, ops.metrics_port)  # (first: a port in use stops it all)
     for process in processes:
         process.start()
 
@@ -372,10 +383,13 @@ def main(argv: list[str] | None = None) -> int:
         except OSError as exc:
             print(f"trioweb: error: {_address_error(args.host, args.port, exc)}", file=sys.stderr)
             return 1
+        except MetricsPortError as exc:
+            print(f"trioweb: error: {exc}", file=sys.stderr)
+            return 1
     try:
         ops.apply(app, args.host, 1)  # the app _serve_one loads: the module is imported once
         _serve_one(args.target, options, f"trioweb: serving {args.target}")
-    except (StartupError, BackgroundTaskError) as exc:
+    except (StartupError, BackgroundTaskError, MetricsPortError) as exc:
         print(f"trioweb: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
