@@ -16,6 +16,7 @@ A trioweb server's name may carry a permessage-deflate setting (``trioweb+takeov
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -161,6 +162,10 @@ def make_trioweb(*compression: Any) -> ASGIApp:
 
     app = App(compression=compression[0]) if compression else App()
     hub = app.use(Broadcast())
+    # BENCH_TRIOWEB_METRICS=1: Prometheus metrics on, to measure what they cost (a trioweb
+    # from before them, as --base, runs without).
+    if os.environ.get("BENCH_TRIOWEB_METRICS") and hasattr(app, "serve_metrics"):
+        app.serve_metrics()
 
     @app.websocket("/echo")
     async def echo(ws: WebSocket) -> None:

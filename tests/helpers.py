@@ -77,3 +77,19 @@ async def serving(
             yield server
         finally:
             stop.set()
+
+
+async def http_get(port: int, path: str) -> tuple[int, dict[str, str], str]:
+    """GET ``path`` over a fresh connection: status, headers (lower-case names), body."""
+    stream = await trio.open_tcp_stream(HOST, port)
+    async with stream:
+        request = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        await stream.send_all(request.encode())
+        data = b""
+        with trio.fail_after(10):
+            while chunk := await stream.receive_some():
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+    return int(status_line.split()[1]), headers, body.decode()

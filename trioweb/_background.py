@@ -24,6 +24,8 @@ logger = logging.getLogger("trioweb")
 
 #: What a failing background task does to the app (see :class:`~trioweb.App`).
 BackgroundFailurePolicy: TypeAlias = Literal["log", "exit"]
+#: How many names of failed tasks are kept for the readiness check.
+MAX_FAILED_NAMES = 100
 
 
 def describe(exc: BaseException) -> str:
@@ -43,6 +45,9 @@ class BackgroundTasks:
         self.failures = 0
         #: The first of them, in one line.
         self.first_failure: str | None = None
+        # The names of the tasks that failed (bounded: a name is a task's function, and a
+        # program has few), for the readiness check: see unrecovered().
+        self._failed_names: set[str] = set()
         self._failed = trio.Event()
         self._nursery: AppNursery | None = None
         self._closed = trio.Event()
@@ -51,6 +56,7 @@ class BackgroundTasks:
         """Forget the failures of an earlier lifespan."""
         self.failures = 0
         self.first_failure = None
+        self._failed_names.clear()
         if self._failed.is_set():  # (an unset one may have a waiter: keep it)
             self._failed = trio.Event()
 
@@ -76,6 +82,13 @@ class BackgroundTasks:
         """Return once a background task has failed (at once if one already has)."""
         await self._failed.wait()
 
+    def unrecovered(self) -> list[str]:
+        """The tasks that failed and have not been started again: the names of failed tasks
+        with no task of the same name running in ``app.nursery`` now. An app recovers from a
+        failure by starting the task again (a supervisor loop, for example)."""
+        running = set() if self._nursery is None else {t.name for t in self._nursery.child_tasks}
+        return sorted(self._failed_names - running)
+
     def summary(self) -> str | None:
         """What failed, in one line (``None``: nothing did)."""
         if not self.failures:
@@ -91,6 +104,8 @@ class BackgroundTasks:
         self.failures += 1
         if self.first_failure is None:
             self.first_failure = describe(error)
+        if len(self._failed_names) < MAX_FAILED_NAMES:
+            self._failed_names.add(task_name)
         logger.error(
             "background task %s in app.nursery failed (%d failure(s) since startup)",
             task_name,

@@ -4,14 +4,36 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Hashable
+from typing import Any, Protocol
 
 import trio
 
 from ._connection import SHUTDOWN_CLOSE, Connection
 
-__all__ = ["ConnectionRegistry"]
+__all__ = ["ConnectionRegistry", "SessionObserver"]
 
 logger = logging.getLogger("trioweb")
+
+
+class SessionObserver(Protocol):
+    """Told of every session's start and end, and of every refused handshake (the metrics).
+
+    Called once per session, never per message: what happens in between it reads from the
+    connection's own counts.
+    """
+
+    def opened(self, connection: Connection, route: Any) -> None:
+        """``connection`` was admitted to ``route``; its handler starts."""
+        ...
+
+    def closed(self, connection: Connection, route: Any) -> None:
+        """``connection`` has ended: closed (or denied by a hook or handler), hooks run."""
+        ...
+
+    def refused(self, route: Any, status: int) -> None:
+        """A handshake was denied with ``status`` before any handler ran (``route``: the
+        route it named, ``None`` if none matched)."""
+        ...
 
 
 class ConnectionRegistry:
@@ -26,6 +48,8 @@ class ConnectionRegistry:
         #: True from the start of a shutdown: new handshakes are refused with 503.
         self.draining = False
         self._empty = trio.Event()
+        #: Told of each session's start and end (``None``: nobody, the default).
+        self.observer: SessionObserver | None = None
 
     def __len__(self) -> int:
         return len(self._live)
@@ -44,6 +68,8 @@ class ConnectionRegistry:
             self._empty = trio.Event()
         if self.draining:
             connection.shut_down(*SHUTDOWN_CLOSE)
+        if self.observer is not None:
+            self.observer.opened(connection, route)
 
     def discard(self, connection: Connection, route: Hashable) -> None:
         """Forget ``connection``: its close is sent and its after hooks have run."""
@@ -54,6 +80,8 @@ class ConnectionRegistry:
                 self._per_route[route] = remaining
             else:
                 del self._per_route[route]
+            if self.observer is not None:
+                self.observer.closed(connection, route)
         if not self._live:
             self._empty.set()
 

@@ -82,6 +82,8 @@ async def asgi_entry(host: Host, scope: Scope, receive: Receive, send: Send) -> 
         return  # the client left before the handshake reached us
     connection, ws, route, settings = _admit(host, scope, receive, send)
     if isinstance(route, tuple):
+        if (observer := host.connections.observer) is not None:  # the route it asked for
+            observer.refused(host.router.match_websocket(scope.get("path", "/")).route, route[0])
         await connection.deny(route[0], route[1], ())
         if connection.close_code is not None:  # a denial by close: read the client's answer
             await connection.drain_until_disconnect()

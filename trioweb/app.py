@@ -15,8 +15,10 @@ from ._asyncapi import AsyncAPIMethods
 from ._background import BackgroundFailurePolicy, BackgroundTasks
 from ._client import client_handler
 from ._deflate import Compression
+from ._health import HealthMethods
 from ._http_serving import HTTPHooks, serve_http
 from ._lifespan import ALREADY_RUNNING, Extension, Lifecycle, LifeMethods
+from ._metrics import Metrics, MetricsMethods
 from ._origins import OriginPolicy
 from ._registry import ConnectionRegistry
 from ._session import asgi_entry
@@ -55,7 +57,7 @@ DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
 DEFAULT_COMPRESSION = Compression()
 
 
-class App(AsyncAPIMethods, LifeMethods):
+class App(AsyncAPIMethods, LifeMethods, MetricsMethods, HealthMethods):
     """A trioweb application: an ASGI app to serve with :func:`trioweb.serve` or hypercorn.
 
     WebSocket limits, each also settable per route on :meth:`websocket`:
@@ -96,6 +98,9 @@ class App(AsyncAPIMethods, LifeMethods):
     goes on serving. With ``"exit"`` it is logged and counted, then :func:`trioweb.serve`
     shuts the server down as on SIGTERM (open sockets closed with 1001) and raises
     :class:`~trioweb.server.BackgroundTaskError`: ``trioweb run`` exits with status 1.
+
+    ``metrics=True`` serves Prometheus metrics at ``/metrics`` (a string: at that path), as
+    :meth:`serve_metrics` does; :meth:`serve_health` adds liveness and readiness endpoints.
     """
 
     def __init__(
@@ -116,6 +121,7 @@ class App(AsyncAPIMethods, LifeMethods):
         invalid_messages: InvalidPolicy = "close",
         max_invalid_messages: int | None = DEFAULT_MAX_INVALID_MESSAGES,
         error_frame: ErrorFrame | None = None,
+        metrics: bool | str = False,
     ) -> None:
         check_limits(inbox_size, max_message_size, max_connections, idle_timeout)
         check_browser_denials(browser_denials)
@@ -170,6 +176,10 @@ class App(AsyncAPIMethods, LifeMethods):
             on_stopped=self._release_settings,
         )
         self.lifecycle.context = lifespan
+        #: The app's Prometheus metrics, once turned on (``None``: off, the default).
+        self.metrics: Metrics | None = None
+        if metrics:
+            self.serve_metrics("/metrics" if metrics is True else metrics)
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in FIXED_WHILE_SERVING and getattr(self, "_settings", None) is not None:

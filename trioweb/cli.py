@@ -11,18 +11,20 @@ import logging.config
 import multiprocessing
 import multiprocessing.connection
 import os
-import signal
 import socket
 import sys
 import traceback
 from collections.abc import Callable
+from contextlib import nullcontext
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
 from ._failures import leaves
-from ._startup import bind
+from ._metrics import serve_on_port, worker_metrics_dir
+from ._startup import address_error, bind
+from ._workers import supervise
 from .app import App
 from .logs import logging_config
 from .server import (
@@ -35,6 +37,41 @@ from .server import (
 )
 
 __all__ = ["load_app", "main"]
+
+
+class Operations(NamedTuple):
+    """What ``--metrics``, ``--metrics-port`` and ``--health`` add to the app in each worker."""
+
+    metrics: bool = False
+    metrics_port: int | None = None
+    health: bool = False
+
+    def apply(self, app: App, host: str, workers: int) -> None:
+        """Mount the endpoints asked for; serve the metrics port of a single process."""
+        if self.metrics and app.metrics is None:  # (an app that serves its own keeps them)
+            app.serve_metrics()
+        elif self.metrics_port is not None and app.metrics is None:
+            app.serve_metrics(None)  # counted, served on the port only
+        if self.metrics_port is not None and workers == 1 and app.metrics is not None:
+            _serve_metrics_port(host, self.metrics_port, app.metrics.registry)
+        if self.health:
+            app.serve_health()
+
+
+NO_OPS = Operations()
+
+
+class MetricsPortError(Exception):
+    """The ``--metrics-port`` could not be listened on."""
+
+
+def _serve_metrics_port(host: str, port: int, registry: Any = None) -> None:
+    try:
+        serve_on_port(host, port, registry)
+    except OSError as exc:
+        raise MetricsPortError(
+            f"--metrics-port: {address_error([f'{host}:{port}'], exc)}"
+        ) from None
 
 
 class AppLoadError(Exception):
@@ -112,6 +149,22 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="when the server cannot start, print the error's traceback after its one line",
     )
+    run.add_argument(
+        "--metrics",
+        action="store_true",
+        help="serve Prometheus metrics at /metrics on the app's port (every worker's)",
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve the metrics on this port instead, from one process (same --host)",
+    )
+    run.add_argument(
+        "--health",
+        action="store_true",
+        help="serve liveness at /healthz and readiness at /readyz",
+    )
     routes = commands.add_parser("routes", help="list an app's routes")
     routes.add_argument("target", metavar="MODULE:APP", help="for example examples.chat:app")
     asyncapi = commands.add_parser(
@@ -172,9 +225,12 @@ def _serve_one(
     options: dict[str, Any],
     started: Callable[[list[str]], None],
     fd: int | None = None,
+    ops: Operations = NO_OPS,
+    workers: int = 1,
 ) -> None:
     """Run one worker: load the app, serve it until a signal; ``started(urls)`` once it is up."""
     app = load_app(target)
+    ops.apply(app, options["host"], workers)
     if fd is not None:
         options = {**options, "bind": [f"fd://{fd}"]}
 
@@ -208,12 +264,15 @@ def _worker_main(
     sock: socket.socket,
     log_format: str,
     report: multiprocessing.connection.Connection,
+    ops: Operations = NO_OPS,
 ) -> None:
     """One of ``--workers``: tells the supervisor through ``report`` that it serves, or why it
     could not start (the supervisor prints that once, for all of them)."""
     _configure_logging(log_format)  # a spawned process starts with logging unconfigured
     try:
-        _serve_one(target, options, lambda urls: report.send(("started",)), sock.fileno())
+        _serve_one(
+            target, options, lambda urls: report.send(("started",)), sock.fileno(), ops, workers=2
+        )
     except (StartupError, AppLoadError) as exc:
         report.send(("failed", _error_lines(exc, False), _error_lines(exc, True)))
         sys.exit(1)
@@ -222,57 +281,14 @@ def _worker_main(
         sys.exit(1)
 
 
-class _Supervisor:
-    """The workers of ``--workers``: started on one shared socket, stopped together.
-
-    A signal goes on to every worker that serves; one still starting gets SIGTERM once it
-    reports it serves (its own signal handling is in place from then on: before, a signal
-    would kill it mid-import). The first worker that cannot start has its error printed,
-    once, and the others are stopped.
-    """
-
-    def __init__(self, processes: list[Any], reports: list[Any], with_traceback: bool) -> None:
-        #: Each worker's report pipe -> its process.
-        self.reports = dict(zip(reports, processes, strict=True))
-        self.started: set[Any] = set()
-        self.stopping = False
-        self.failed = False
-        self.with_traceback = with_traceback
-
-    def relay(self, signum: int, frame: Any = None) -> None:
-        """Pass ``signum`` to every worker that serves; the others get SIGTERM when they do."""
-        self.stopping = True
-        for process in self.started:
-            if process.pid is not None and process.is_alive():
-                os.kill(process.pid, signum)
-
-    def read(self, report: multiprocessing.connection.Connection) -> bool:
-        """Handle one message of a worker; False once its pipe is closed."""
-        try:
-            message = report.recv()
-        except (EOFError, OSError):
-            return False
-        process = self.reports[report]
-        if message[0] == "started":
-            self.started.add(process)
-            if self.stopping:
-                os.kill(process.pid, signal.SIGTERM)
-        elif message[0] == "failed":
-            if not self.failed:  # every worker fails alike (a broker down): say it once
-                sys.stderr.write(message[2] if self.with_traceback else message[1])
-                sys.stderr.flush()
-            self.failed = True
-            if not self.stopping:
-                self.relay(signal.SIGTERM)
-        return True
-
-
 def _run_workers(
     target: str,
     options: dict[str, Any],
     workers: int,
     log_format: str = "text",
     with_traceback: bool = False,
+    ops: Operations = NO_OPS,
+    worker_exited: Any = None,
 ) -> int:
     """Start ``workers`` processes on one shared socket and relay SIGINT/SIGTERM to them.
 
@@ -296,41 +312,21 @@ def _run_workers(
     pipes = [context.Pipe(duplex=False) for _ in range(workers)]
     processes = [
         context.Process(
-            target=_worker_main, args=(target, options, listener, log_format, sender), daemon=False
+            target=_worker_main,
+            args=(target, options, listener, log_format, sender, ops),
+            daemon=False,
         )
         for _, sender in pipes
     ]
-    supervisor = _Supervisor(processes, [receiver for receiver, _ in pipes], with_traceback)
-    # In place before the first worker starts: a signal from now on stops them all.
-    signal.signal(signal.SIGINT, supervisor.relay)
-    signal.signal(signal.SIGTERM, supervisor.relay)
-    for process, (_, sender) in zip(processes, pipes, strict=True):
-        process.start()
-        sender.close()  # the worker's end: the parent's copy would hide the worker's exit
-    # A worker killed by a signal (sent straight to it, not relayed) stopped normally too.
-    stopped = {0, -signal.SIGINT, -signal.SIGTERM}
-    announced = False
-    running = list(processes)
-    reports = list(supervisor.reports)
-    while running:  # each pass reads a report or sees a worker end
-        ended = multiprocessing.connection.wait([p.sentinel for p in running] + reports)
-        for report in [r for r in reports if r in ended]:
-            if not supervisor.read(report):
-                reports.remove(report)
-        if not announced and len(supervisor.started) == workers and not supervisor.stopping:
-            announced = True
-            print(f"trioweb: serving {target} on http://{host}:{port} with {workers} workers")
-            sys.stdout.flush()
-        for process in [p for p in running if p.sentinel in ended]:
-            if any(supervisor.reports[r] is process for r in reports):
-                continue  # its last report first (it may say why it failed)
-            process.join()
-            running.remove(process)
-            if process.exitcode not in stopped:
-                supervisor.failed = True
-                if not supervisor.stopping:  # once: a second SIGTERM would cut the drains short
-                    supervisor.relay(signal.SIGTERM)
-    return 1 if supervisor.failed else 0
+    if ops.metrics_port is not None:  # every worker's metrics, read from their files
+        _serve_metrics_port(host, ops.metrics_port)  # (first: a port in use stops it all)
+    return supervise(
+        processes,
+        pipes,
+        f"trioweb: serving {target} on http://{host}:{port} with {workers} workers",
+        with_traceback,
+        worker_exited,
+    )
 
 
 def _configure_logging(log_format: str = "text") -> None:
@@ -358,10 +354,11 @@ def main(argv: list[str] | None = None) -> int:
         print("trioweb: error: --ping-interval must be 0 (off) or positive", file=sys.stderr)
         return 2
     try:
-        load_app(args.target)
+        app = load_app(args.target)
     except AppLoadError as exc:
         print(f"trioweb: error: {exc}", file=sys.stderr)
         return 2
+    ops = Operations(args.metrics, args.metrics_port, args.health)
     options: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
@@ -371,18 +368,37 @@ def main(argv: list[str] | None = None) -> int:
     if args.access_log:
         options.update(accesslog="-", access_log_format=ACCESS_LOG_FORMAT)
     if args.workers > 1:
+        # One scrape of any worker covers them all: prometheus-client's multiprocess mode,
+        # in a directory of this run's own.
+        wanted = args.metrics or args.metrics_port is not None or app.metrics is not None
         try:
-            return _run_workers(args.target, options, args.workers, args.log_format, args.traceback)
+            with worker_metrics_dir() if wanted else nullcontext() as worker_exited:
+                return _run_workers(
+                    args.target,
+                    options,
+                    args.workers,
+                    args.log_format,
+                    args.traceback,
+                    ops,
+                    worker_exited,
+                )
         except StartupError as exc:
             sys.stderr.write(_error_lines(exc, args.traceback))
+            return 1
+        except MetricsPortError as exc:
+            print(f"trioweb: error: {exc}", file=sys.stderr)
             return 1
 
     def announce(urls: list[str]) -> None:
         print(f"trioweb: serving {args.target} on {', '.join(urls)} (Ctrl+C to stop)", flush=True)
 
     try:
+        ops.apply(app, args.host, 1)  # the app _serve_one loads: the module is imported once
         _serve_one(args.target, options, announce)
     except (StartupError, BackgroundTaskError) as exc:
         sys.stderr.write(_error_lines(exc, args.traceback))
+        return 1
+    except MetricsPortError as exc:
+        print(f"trioweb: error: {exc}", file=sys.stderr)
         return 1
     return 0

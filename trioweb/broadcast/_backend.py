@@ -52,3 +52,7 @@ class Backend(Protocol):
 
     def unsubscribe(self, topic: str) -> None:
         """Stop receiving ``topic`` (done in the background)."""
+
+    async def check(self) -> str | None:
+        """``None`` if the broker answers (or there is none), else
+        why not."""

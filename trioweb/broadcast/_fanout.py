@@ -204,10 +204,16 @@ class Fanout:
     wakes the others, :data:`WAKE_BATCH` per pass of the scheduler.
     """
 
-    __slots__ = ("_topics", "_unwoken", "_waker")
+    __slots__ = ("_dropped_gone", "_slow_gone", "_topics", "_unwoken", "_waker", "gaps")
 
     def __init__(self) -> None:
         self._topics: dict[str, set[Subscription]] = {}
+        # What the subscriptions that are gone dropped, and how many were too slow: the live
+        # ones count their own (Subscription.dropped), read only when counts() is asked for.
+        self._dropped_gone: dict[str, int] = {}
+        self._slow_gone = 0
+        #: Gaps announced (a reconnect of the broker counts once, whatever the topics).
+        self.gaps = 0
         # Buffers holding a message whose sleeping subscriber is not woken yet, and the waker
         # task, while it sleeps for want of any (see wake_subscribers).
         self._unwoken: list[Buffer[Message | Gap]] = []
@@ -228,9 +234,13 @@ class Fanout:
         subscription._end()
         topic = subscription.topic
         subscribers = self._topics.get(topic)
-        if subscribers is None:
+        if subscribers is None or subscription not in subscribers:
             return False
         subscribers.discard(subscription)
+        if subscription.dropped:
+            policy = subscription.policy
+            self._dropped_gone[policy] = self._dropped_gone.get(policy, 0) + subscription.dropped
+        self._slow_gone += subscription._overflowed
         if subscribers:
             return False
         del self._topics[topic]
@@ -244,7 +254,20 @@ class Fanout:
 
     def gap_one(self, subscription: Subscription, reason: str) -> None:
         """Show ``subscription`` alone a :class:`Gap`."""
+        self.gaps += 1
         subscription._put_gap(Gap(reason))
+
+    def counts(self) -> tuple[dict[str, int], int]:
+        """Messages dropped so far by policy, and subscribers ended for being too slow."""
+        dropped = dict(self._dropped_gone)
+        slow = self._slow_gone
+        for subscriptions in self._topics.values():
+            for subscription in subscriptions:
+                if subscription.dropped:
+                    policy = subscription.policy
+                    dropped[policy] = dropped.get(policy, 0) + subscription.dropped
+                slow += subscription._overflowed
+        return dropped, slow
 
     def subscribers(self, topic: str) -> int:
         """How many subscriptions ``topic`` has."""
@@ -281,6 +304,7 @@ class Fanout:
     def gap(self, topic: str | None, reason: str) -> None:
         """Put a :class:`Gap` in every subscription of ``topic`` (of every topic, for ``None``)."""
         gap = Gap(reason)
+        self.gaps += 1
         if topic is not None:
             for subscription in self._topics.get(topic, ()):
                 subscription._put_gap(gap)

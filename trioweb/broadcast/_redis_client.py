@@ -22,6 +22,7 @@ __all__ = [
     "check_url",
     "describe",
     "is_outage",
+    "ping",
     "redact",
     "run_client",
 ]
@@ -128,3 +129,16 @@ def _unreachable_because(exc: BaseException, connect_timeout: float) -> str:
                 return os.strerror(cause.errno)
             cause = cause.__cause__ or cause.__context__
     return describe(exc)
+
+
+async def ping(client: coredis.Redis[bytes] | None) -> str | None:
+    """``None`` if ``client``'s broker answers a PING, else why not (the readiness check of
+    both Redis users; the caller bounds the wait)."""
+    if client is None:
+        await trio.lowlevel.checkpoint()
+        return "not connected"
+    try:
+        await client.ping()
+    except BROKER_ERRORS as exc:
+        return describe(exc)
+    return None

@@ -17,6 +17,7 @@ import trio
 
 from .._failures import leaves
 from .._json import json_text
+from .._reporting import Report, bounded_check
 from ._backend import Backend, Message
 from ._fanout import Fanout, Gap, OverflowPolicy, SubscriberTooSlow, Subscription, check_policy
 from ._memory import MemoryBackend
@@ -176,3 +177,20 @@ class Broadcast:
     def topics(self) -> list[str]:
         """The topics this process is subscribed to."""
         return self._fanout.topics()
+
+    # -- operations ---------------------------------------------------------------------
+
+    def report(self) -> Report:
+        """This process's counts for the metrics: messages dropped by policy, subscribers
+        closed for being too slow, gaps announced (since the hub was made)."""
+        dropped, slow = self._fanout.counts()
+        return Report("broadcast", dropped=dropped, slow_closed=slow, gaps=self._fanout.gaps)
+
+    async def check_broker(self) -> str | None:
+        """``None`` if the hub is running and its broker answers a PING, else why not."""
+        if not self._running:
+            await trio.lowlevel.checkpoint()
+            failure = f": {self._failure}" if self._failure else ""
+            return f"the broadcast hub is not running{failure}"
+        problem = await bounded_check(self._backend.check)
+        return None if problem is None else f"broadcast broker unreachable: {problem}"

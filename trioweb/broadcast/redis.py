@@ -38,7 +38,15 @@ import trio
 
 from ..logs import RateLimitedWarning
 from ._backend import Message, Sink
-from ._redis_client import BROKER_ERRORS, check_url, describe, is_outage, redact, run_client
+from ._redis_client import (
+    BROKER_ERRORS,
+    check_url,
+    describe,
+    is_outage,
+    ping,
+    redact,
+    run_client,
+)
 from .errors import BrokerUnavailable
 
 __all__ = [
@@ -47,6 +55,7 @@ __all__ = [
     "RedisBackend",
     "check_url",
     "pack",
+    "ping",
     "redact",
     "run_client",
     "unpack",
@@ -364,6 +373,10 @@ class RedisBackend:
         if event is not None and not event.is_set():
             del self._confirmed[topic]  # a live topic's event goes when its UNSUBSCRIBE is sent
         self._changed.set()
+
+    async def check(self) -> str | None:
+        """``None`` if the broker answers a PING, else why not."""
+        return await ping(self._client)
 
     def confirmed_event(self, topic: str) -> trio.Event:
         """An event set once the broker has acknowledged a subscription to ``topic``."""

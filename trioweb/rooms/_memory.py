@@ -102,6 +102,10 @@ class MemoryStore:
         task_status.started()
         await trio.sleep_forever()
 
+    async def check(self) -> None:
+        """Nothing to connect to: always reachable."""
+        await trio.lowlevel.checkpoint()
+
     def topics(self, room: str) -> Topics:
         """``PREFIX:room:NAME`` and ``PREFIX:presence:NAME``."""
         return Topics(f"{self._prefix}:room:{room}", f"{self._prefix}:presence:{room}")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from .._json import json_text
+from .._reporting import Report, bounded_check
 from ..broadcast import Broadcast, BrokerUnavailable, OverflowPolicy
 from ..broadcast._fanout import check_policy
 from ._memory import MemoryStore
@@ -234,6 +235,23 @@ class Rooms:
             elif failing and not failures:
                 logger.warning("presence heartbeat works again")
             failing = bool(failures)
+
+    # -- operations -------------------------------------------------------------------------
+
+    def report(self) -> Report:
+        """This process's rooms for the metrics: how many are open, and their members here."""
+        rooms = [room for room in self._rooms.values() if room.open]
+        members = sum(len(room.members) for room in rooms)
+        return Report("rooms", rooms_open=len(rooms), room_members=members)
+
+    async def check_broker(self) -> str | None:
+        """``None`` if the rooms are running and their store answers, else why not."""
+        settings = self._settings
+        if settings is None:
+            await trio.lowlevel.checkpoint()
+            return "the rooms are not running"
+        problem = await bounded_check(settings.store.check)
+        return None if problem is None else f"room store unreachable: {problem}"
 
     # -- rooms ----------------------------------------------------------------------------
 

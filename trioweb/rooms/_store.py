@@ -123,6 +123,9 @@ class RoomStore(Protocol):
     async def run(self, *, task_status: trio.TaskStatus[None]) -> None:
         """Connect, report started, then keep the connection until cancelled."""
 
+    async def check(self) -> str | None:
+        """``None`` if the store answers, else why not."""
+
     def topics(self, room: str) -> Topics:
         """The hub topics of ``room``."""
 

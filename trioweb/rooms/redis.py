@@ -37,7 +37,7 @@ from coredis.commands.script import Script
 
 from .._json import json_text
 from ..broadcast.errors import BrokerUnavailable
-from ..broadcast.redis import BROKER_ERRORS, check_url, pack, redact, run_client
+from ..broadcast.redis import BROKER_ERRORS, check_url, pack, ping, redact, run_client
 from ._redis_scripts import (
     ACQUIRE,
     APPEND,
@@ -135,6 +135,10 @@ class RedisStore:
             serve=serve,
             task_status=task_status,
         )
+
+    async def check(self) -> str | None:
+        """``None`` if Redis answers a PING, else why not."""
+        return await ping(self._client)
 
     def _keys(self, kind: str, room: str) -> str:
         return f"{self._prefix}:{kind}:{room}"

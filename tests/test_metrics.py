@@ -1,0 +1,372 @@
+"""Prometheus metrics (``app.serve_metrics()``, ``trioweb run --metrics``) over a real server:
+what an operator's scrape sees as sessions open, talk, close, get denied and overflow."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+import trio.testing
+from helpers import http_get, serving
+from metrics_app import make_app
+from prometheus_client.parser import text_string_to_metric_families
+from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
+
+from trioweb import App, WebSocket
+from trioweb.broadcast import Broadcast
+from trioweb.rooms import Rooms
+
+ROOT = Path(__file__).resolve().parent.parent
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(port: int) -> Samples:
+    """``/metrics``, parsed as Prometheus does: every sample by name and labels."""
+    status, headers, body = await http_get(port, "/metrics")
+    assert status == 200
+    assert headers["content-type"].startswith("text/plain; version=")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    }
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value; 0 if it is not there (a counter never incremented)."""
+    return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def settle() -> None:
+    """Wait until the server has done all it can with what the client sent (loopback)."""
+    await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+
+
+async def test_sessions_messages_and_close_codes_move_the_counters():
+    app, _ = make_app()
+    app.serve_metrics()
+    room = "/ws/{room}"
+    async with serving(app) as server:
+        async with open_websocket_url(server.url("/ws/lot")) as ws:
+            for message in ["a", "bb", "héé"]:  # 1 + 2 + 5 bytes, echoed
+                await ws.send_message(message)
+                assert await ws.get_message() == message
+            live = await scrape(server.port)  # counted while the session is open
+            await ws.aclose(4001, "bye")
+        async with open_websocket_url(server.url("/boom")) as ws:
+            await ws.send_message("go")
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+        assert closed.value.reason.code == 1011
+        await settle()
+        after = await scrape(server.port)
+
+    assert value(live, "trioweb_websocket_connections_open", route=room) == 1
+    assert value(live, "trioweb_websocket_connections_total", route=room) == 1
+    assert value(live, "trioweb_websocket_messages_total", route=room, direction="in") == 3
+    assert value(live, "trioweb_websocket_messages_total", route=room, direction="out") == 3
+    assert value(live, "trioweb_websocket_bytes_total", route=room, direction="in") == 8
+    assert value(live, "trioweb_websocket_bytes_total", route=room, direction="out") == 8
+
+    assert value(after, "trioweb_websocket_connections_open", route=room) == 0
+    # The route's pattern, never the path: one series for every room.
+    assert not [key for key in after if ("route", "/ws/lot") in key[1]]
+    assert value(after, "trioweb_websocket_closes_total", route=room, code="4001") == 1
+    assert value(after, "trioweb_websocket_closes_total", route="/boom", code="1011") == 1
+    assert value(after, "trioweb_websocket_session_seconds_count", route=room) == 1
+    assert value(after, "trioweb_websocket_session_seconds_count", route="/boom") == 1
+    assert value(after, "trioweb_websocket_messages_total", route="/boom", direction="in") == 1
+
+
+async def test_denials_are_counted_by_route_and_status():
+    app, _ = make_app()
+    app.serve_metrics()
+    async with serving(app) as server:
+        for path, status in [("/nope", 404), ("/private", 403)]:
+            with pytest.raises(ConnectionRejected) as rejected:
+                async with open_websocket_url(server.url(path)):
+                    pass
+            assert rejected.value.status_code == status
+        origin = [("Origin", "https://elsewhere.example")]
+        with pytest.raises(ConnectionRejected):
+            async with open_websocket_url(server.url("/ws/a"), extra_headers=origin):
+                pass
+        async with open_websocket_url(server.url("/limited")):
+            with pytest.raises(ConnectionRejected) as rejected:
+                async with open_websocket_url(server.url("/limited")):
+                    pass
+            assert rejected.value.status_code == 503
+        await settle()
+        samples = await scrape(server.port)
+    denied = "trioweb_websocket_handshakes_denied_total"
+    assert value(samples, denied, route="<none>", status="404") == 1
+    assert value(samples, denied, route="/private", status="403") == 1
+    assert value(samples, denied, route="/ws/{room}", status="403") == 1
+    assert value(samples, denied, route="/limited", status="503") == 1
+    # Denied before accepting: no session, no close.
+    assert value(samples, "trioweb_websocket_session_seconds_count", route="/private") == 0
+
+
+async def test_overflows_inbox_and_hub_are_counted():
+    app, hub = make_app()
+    app.serve_metrics()
+    async with serving(app) as server:
+        async with open_websocket_url(server.url("/deaf")) as ws:
+            with pytest.raises(ConnectionClosed) as closed:
+                for _ in range(100):  # bounded: the inbox holds 2
+                    await ws.send_message("x")
+                    with trio.move_on_after(0.01):
+                        await ws.get_message()
+            assert closed.value.reason.code == 1008
+        async with (
+            open_websocket_url(server.url("/subscribe/drop_newest")) as dropping,
+            open_websocket_url(server.url("/subscribe/close")) as closing,
+        ):
+            assert await dropping.get_message() == "subscribed"
+            assert await closing.get_message() == "subscribed"
+            for n in range(5):  # each subscription holds 1 and reads none
+                await hub.publish("news", str(n))
+            samples = await scrape(server.port)  # both still subscribed
+            await dropping.send_message("done")
+            await closing.send_message("done")
+        await settle()
+        after = await scrape(server.port)
+    assert value(samples, "trioweb_websocket_closes_total", route="/deaf", code="1008") == 1
+    assert value(samples, "trioweb_broadcast_dropped_total", policy="drop_newest") == 4
+    assert value(samples, "trioweb_broadcast_slow_closed_total") == 1
+    # Counted once, however often it is read, and kept when the subscriptions are gone.
+    assert value(after, "trioweb_broadcast_dropped_total", policy="drop_newest") == 4
+    assert value(after, "trioweb_broadcast_slow_closed_total") == 1
+    assert value(after, "trioweb_broadcast_dropped_total", policy="close") == 2
+
+
+async def test_broker_up_gaps_and_rooms_over_redis(redis_server):
+    app = App()
+    hub = app.use(Broadcast(redis_server.url))
+    rooms = app.use(Rooms(hub))
+    metrics = app.serve_metrics()
+
+    @app.websocket("/room/{name}")
+    async def room(ws: WebSocket, name: str) -> None:
+        async with rooms.join(name, user=str(id(ws))):
+            await ws.accept()
+            await ws.send("joined")
+            await ws.receive()
+
+    async with serving(app) as server:
+        await metrics.probe()
+        up = await scrape(server.port)
+        async with (
+            open_websocket_url(server.url("/room/a")) as a,
+            open_websocket_url(server.url("/room/a")) as b,
+            open_websocket_url(server.url("/room/b")) as c,
+        ):
+            for ws in (a, b, c):
+                assert await ws.get_message() == "joined"
+            members = await scrape(server.port)
+            redis_server.stop()
+            await metrics.probe()
+            down = await scrape(server.port)
+            redis_server.start()
+            with trio.fail_after(15):
+                while True:  # the hub reconnects on its own (retry_interval: 1 s)
+                    await metrics.probe()
+                    back = await scrape(server.port)
+                    if value(back, "trioweb_broadcast_gaps_total") >= 1:
+                        break
+                    await trio.sleep(0.2)
+            for ws in (a, b, c):
+                await ws.send_message("bye")
+    assert value(up, "trioweb_broker_up", broker="broadcast") == 1
+    assert value(up, "trioweb_broker_up", broker="rooms") == 1
+    assert value(up, "trioweb_broadcast_gaps_total") == 0
+    assert value(members, "trioweb_room_members") == 3
+    assert value(members, "trioweb_rooms_open") == 2
+    assert value(down, "trioweb_broker_up", broker="broadcast") == 0
+    assert value(down, "trioweb_broker_up", broker="rooms") == 0
+    assert value(back, "trioweb_broker_up", broker="broadcast") == 1
+    assert value(back, "trioweb_broker_up", broker="rooms") == 1
+
+
+async def test_background_task_failures_are_counted():
+    app, _ = make_app()
+    app.serve_metrics()
+    fail = trio.Event()
+
+    async def doomed() -> None:
+        await fail.wait()
+        raise RuntimeError("doomed")
+
+    @app.on_startup
+    async def start() -> None:
+        app.nursery.start_soon(doomed)
+
+    async with serving(app) as server:
+        before = await scrape(server.port)
+        fail.set()
+        await settle()
+        after = await scrape(server.port)
+    assert value(before, "trioweb_background_task_failures_total") == 0
+    assert value(after, "trioweb_background_task_failures_total") == 1
+
+
+async def test_metrics_off_by_default_serve_nothing_and_observe_nothing():
+    app, _ = make_app()
+    assert app.metrics is None
+    assert app.connections.observer is None
+    async with serving(app) as server:
+        status, _, _ = await http_get(server.port, "/metrics")
+    assert status == 404
+
+
+# -- `trioweb run --workers 2 --metrics`: one scrape covers both ------------------------------
+
+
+async def start_cli(*args: str, tmp: Path) -> tuple[trio.Process, int]:
+    """Start `trioweb run` with ``args`` and its temporary files in ``tmp``; return it and the
+    port it announces."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "trioweb", "run", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "TMPDIR": str(tmp)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    output = b""
+    with trio.fail_after(30):
+        while (found := re.search(rb"http://[\d.]+:(\d+)", output)) is None:
+            chunk = await process.stdout.receive_some()
+            assert chunk, f"trioweb run exited without announcing a URL: {output!r}"
+            output += chunk
+    return process, int(found.group(1))
+
+
+async def test_trioweb_run_metrics_and_health_in_one_process(tmp_path):
+    process, port = await start_cli(
+        "metrics_app:app", "--port", "0", "--metrics", "--health", "--no-access-log", tmp=tmp_path
+    )
+    try:
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/ws/r") as ws:
+            await ws.send_message("hi")
+            assert await ws.get_message() == "hi"
+            samples = await scrape(port)  # one process: the scrape itself adds the counts
+        assert value(samples, "trioweb_websocket_messages_total", route="/ws/{room}",
+                     direction="in") == 1  # fmt: skip
+        assert (await http_get(port, "/readyz"))[0] == 200
+        assert (await http_get(port, "/healthz"))[0] == 200
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+@pytest.mark.long
+async def test_one_scrape_covers_every_worker(tmp_path):
+    process, port = await start_cli(
+        "metrics_app:app", "--port", "0", "--workers", "2", "--metrics", "--no-access-log",
+        tmp=tmp_path,
+    )  # fmt: skip
+    try:
+        pids: set[str] = set()
+        sessions = 0
+        with trio.fail_after(30):
+            while len(pids) < 2 or sessions < 6:  # the kernel spreads them over both workers
+                async with open_websocket_url(f"ws://127.0.0.1:{port}/whoami") as ws:
+                    pids.add(await ws.get_message())
+                    await ws.send_message("hi")
+                    assert await ws.get_message() == "hi"
+                    await ws.aclose(4001)
+                sessions += 1
+        route = "/whoami"
+        with trio.fail_after(10):
+            while True:  # each worker adds its counts within FLUSH_INTERVAL (1 s)
+                samples = await scrape(port)
+                messages = value(samples, "trioweb_websocket_messages_total", route=route,
+                                 direction="in")  # fmt: skip
+                closes = value(samples, "trioweb_websocket_closes_total", route=route, code="4001")
+                if messages == sessions and closes == sessions:
+                    break
+                await trio.sleep(0.2)
+        assert value(samples, "trioweb_websocket_connections_total", route=route) == sessions
+        assert value(samples, "trioweb_websocket_connections_open", route=route) == 0
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    # The run's metrics directory is gone with it.
+    assert not list(tmp_path.glob("trioweb-metrics-*"))
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (for an option that takes a fixed port)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.long
+async def test_a_metrics_port_of_their_own_and_health_from_the_command_line(tmp_path):
+    metrics_port = free_port()
+    process, port = await start_cli(
+        "metrics_app:app", "--port", "0", "--workers", "2", "--no-access-log",
+        "--metrics-port", str(metrics_port), "--health", tmp=tmp_path,
+    )  # fmt: skip
+    try:
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/ws/r") as ws:
+            await ws.send_message("hi")
+            assert await ws.get_message() == "hi"
+        status, _, _ = await http_get(port, "/metrics")
+        assert status == 404  # not on the app's port
+        assert (await http_get(port, "/readyz"))[0] == 200
+        assert (await http_get(port, "/healthz"))[0] == 200
+        with trio.fail_after(10):
+            while True:  # the supervisor reads the workers' files; they flush every second
+                samples = await scrape(metrics_port)
+                if value(samples, "trioweb_websocket_closes_total", route="/ws/{room}",
+                         code="1000") == 1:  # fmt: skip
+                    break
+                await trio.sleep(0.2)
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            assert await process.wait() == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_metrics_port_in_use_gets_a_one_line_error(workers):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "trioweb", "run", "metrics_app:app", "--port", "0",
+             "--workers", workers, "--metrics-port", str(port)],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"trioweb: error: --metrics-port: cannot serve on 127.0.0.1:{port}: "
+        "the port is already in use"
+    )
+    assert "Traceback" not in result.stderr

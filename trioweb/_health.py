@@ -1,0 +1,96 @@
+"""Liveness and readiness endpoints (``app.serve_health()``, ``trioweb run --health``).
+
+Liveness answers 200 for as long as the process answers HTTP at all: a probe that gets no
+answer is what says the process is stuck. Readiness says whether this process should get new
+clients. It answers 503, with the reasons as JSON, while any of these holds:
+
+- the app is not serving: starting up, or draining for shutdown (new handshakes get 503 then);
+- a task in ``app.nursery`` failed and no task of the same name runs there now (the app did
+  not restart it);
+- a broker does not answer a PING within a second: the broadcast hub's Redis, the rooms'
+  store (every extension that reports, ``_reporting.py``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import trio
+
+from ._lifespan import Lifecycle
+from ._registry import ConnectionRegistry
+from ._reporting import reporters
+from .http import JSONResponse, Request
+
+__all__ = ["HealthMethods", "readiness_problems"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+#: Probes must see the state of now, never a cached answer.
+_NO_CACHE = {"Cache-Control": "no-store"}
+
+
+class HealthHost(Protocol):
+    """What the health endpoints need of an app (``App`` is one)."""
+
+    connections: ConnectionRegistry
+    lifecycle: Lifecycle
+
+    def get(self, path: str, **options: Any) -> Callable[[F], F]:
+        """Register a GET handler."""
+        ...
+
+
+async def readiness_problems(app: HealthHost) -> list[str]:
+    """Why ``app`` is not ready for new clients, in short sentences (empty: it is ready)."""
+    lifecycle = app.lifecycle
+    problems: list[str] = []
+    if app.connections.draining:
+        problems.append("draining: the server is shutting down")
+    elif not lifecycle.serving:
+        problems.append("not serving: the app is starting or has stopped")
+    failed = lifecycle.background.unrecovered()
+    if failed:
+        problems.append(f"background task failed and was not restarted: {', '.join(failed)}")
+    checks = reporters(lifecycle.extensions)
+    answers: list[str | None] = [None] * len(checks)
+
+    async def check(index: int) -> None:
+        answers[index] = await checks[index].check_broker()
+
+    async with trio.open_nursery() as nursery:  # each bounded by BROKER_CHECK_TIMEOUT
+        for index in range(len(checks)):
+            nursery.start_soon(check, index)
+    problems.extend(answer for answer in answers if answer is not None)
+    return problems
+
+
+class HealthMethods:
+    """The health method of :class:`~trioweb.App`."""
+
+    def serve_health(
+        self: HealthHost, liveness: str = "/healthz", readiness: str = "/readyz"
+    ) -> None:
+        """Serve a liveness endpoint at ``liveness`` and a readiness one at ``readiness`` (GET).
+
+        Liveness answers 200 ``{"status": "alive"}`` while the process serves HTTP. Readiness
+        answers 200 ``{"status": "ready"}``, or 503 ``{"status": "unavailable", "reasons":
+        [...]}`` while the app is starting or draining for shutdown, while a broker (the
+        hub's, the rooms' store) does not answer a PING within a second, and once a task in
+        ``app.nursery`` has failed until a task of the same name runs there again. See
+        docs/operations.md.
+        """
+        app = self
+
+        async def liveness_probe(request: Request) -> JSONResponse:
+            return JSONResponse({"status": "alive"}, headers=_NO_CACHE)
+
+        async def readiness_probe(request: Request) -> JSONResponse:
+            problems = await readiness_problems(app)
+            if problems:
+                body = {"status": "unavailable", "reasons": problems}
+                return JSONResponse(body, 503, headers=_NO_CACHE)
+            return JSONResponse({"status": "ready"}, headers=_NO_CACHE)
+
+        self.get(liveness)(liveness_probe)
+        self.get(readiness)(readiness_probe)

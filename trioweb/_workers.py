@@ -1,0 +1,109 @@
+"""The supervisor of ``trioweb run --workers N``: worker processes on one shared socket, started,
+announced and stopped together.
+
+hypercorn's own supervisor would bypass trioweb's shutdown trigger, so the workers are plain
+processes (``cli.py`` starts them), each running ``serve()``, which drains its sockets with
+1001. Each worker reports through a pipe when it serves or why it could not start; this module
+reads those reports, relays SIGINT and SIGTERM, and decides the exit status.
+"""
+
+from __future__ import annotations
+
+import multiprocessing.connection
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["Supervisor", "supervise"]
+
+
+class Supervisor:
+    """The workers of ``--workers``: started on one shared socket, stopped together.
+
+    A signal goes on to every worker that serves; one still starting gets SIGTERM once it
+    reports it serves (its own signal handling is in place from then on: before, a signal
+    would kill it mid-import). The first worker that cannot start has its error printed,
+    once, and the others are stopped.
+    """
+
+    def __init__(self, processes: list[Any], reports: list[Any], with_traceback: bool) -> None:
+        #: Each worker's report pipe -> its process.
+        self.reports = dict(zip(reports, processes, strict=True))
+        self.started: set[Any] = set()
+        self.stopping = False
+        self.failed = False
+        self.with_traceback = with_traceback
+
+    def relay(self, signum: int, frame: Any = None) -> None:
+        """Pass ``signum`` to every worker that serves; the others get SIGTERM when they do."""
+        self.stopping = True
+        for process in self.started:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signum)
+
+    def read(self, report: multiprocessing.connection.Connection) -> bool:
+        """Handle one message of a worker; False once its pipe is closed."""
+        try:
+            message = report.recv()
+        except (EOFError, OSError):
+            return False
+        process = self.reports[report]
+        if message[0] == "started":
+            self.started.add(process)
+            if self.stopping:
+                os.kill(process.pid, signal.SIGTERM)
+        elif message[0] == "failed":
+            if not self.failed:  # every worker fails alike (a broker down): say it once
+                sys.stderr.write(message[2] if self.with_traceback else message[1])
+                sys.stderr.flush()
+            self.failed = True
+            if not self.stopping:
+                self.relay(signal.SIGTERM)
+        return True
+
+
+def supervise(
+    processes: list[Any],
+    pipes: list[tuple[Any, Any]],
+    announcement: str,
+    with_traceback: bool,
+    worker_exited: Callable[[int], None] | None = None,
+) -> int:
+    """Start ``processes`` (each with the sending end of its pipe in ``pipes``), print
+    ``announcement`` once every one of them serves, relay signals, and wait for them all; the
+    exit status: 1 if one could not start or failed, else 0."""
+    supervisor = Supervisor(processes, [receiver for receiver, _ in pipes], with_traceback)
+    # In place before the first worker starts: a signal from now on stops them all.
+    signal.signal(signal.SIGINT, supervisor.relay)
+    signal.signal(signal.SIGTERM, supervisor.relay)
+    for process, (_, sender) in zip(processes, pipes, strict=True):
+        process.start()
+        sender.close()  # the worker's end: the parent's copy would hide the worker's exit
+    # A worker killed by a signal (sent straight to it, not relayed) stopped normally too.
+    stopped = {0, -signal.SIGINT, -signal.SIGTERM}
+    announced = False
+    running = list(processes)
+    reports = list(supervisor.reports)
+    while running:  # each pass reads a report or sees a worker end
+        ended = multiprocessing.connection.wait([p.sentinel for p in running] + reports)
+        for report in [r for r in reports if r in ended]:
+            if not supervisor.read(report):
+                reports.remove(report)
+        if not announced and len(supervisor.started) == len(processes) and not supervisor.stopping:
+            announced = True
+            print(announcement)
+            sys.stdout.flush()
+        for process in [p for p in running if p.sentinel in ended]:
+            if any(supervisor.reports[r] is process for r in reports):
+                continue  # its last report first (it may say why it failed)
+            process.join()
+            running.remove(process)
+            if worker_exited is not None and process.pid is not None:
+                worker_exited(process.pid)  # its live gauges no longer count
+            if process.exitcode not in stopped:
+                supervisor.failed = True
+                if not supervisor.stopping:  # once: a second SIGTERM would cut the drains short
+                    supervisor.relay(signal.SIGTERM)
+    return 1 if supervisor.failed else 0
