@@ -43,6 +43,10 @@ def config() -> Config:
     cfg.accesslog = None
     cfg.errorlog = None
     cfg.loglevel = "WARNING"
+    # Pings, as trioweb.serve() sends them by default (20 s): off unless asked, for every app
+    # alike (hypercorn's stream then pings too, from a task per socket as trioweb's does).
+    ping = os.environ.get("BENCH_PING_INTERVAL")
+    cfg.websocket_ping_interval = float(ping) if ping else None
     return cfg
 
 

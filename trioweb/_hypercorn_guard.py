@@ -67,7 +67,7 @@ import h2.exceptions
 from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.trio.tcp_server import TCPServer
 
-from . import _accept_log, _http1_guard, _ws_stream
+from . import _accept_log, _http1_guard, _ws_install
 from ._failures import PROTOCOL_ERRORS, leaves
 
 __all__ = ["VERIFIED_VERSIONS", "install"]
@@ -96,7 +96,7 @@ def install() -> bool:
     with _lock:
         if _outcome is None:
             _install_connection_backstop()
-            _ws_stream.install()
+            _ws_install.install()
             _http1_guard.install()  # ambiguous HTTP/1.1 framing: 400 and close (fact 20)
             _accept_log.install()  # out of file descriptors: one line, not a traceback a retry
             _outcome = _apply()

@@ -53,30 +53,29 @@ the access log shows for it instead of 101. Apps that do not send it get hyperco
 ``websocket_max_message_size``, the default compression and a 5 s close timeout. Other servers
 ignore the key.
 
-:func:`install` puts the stream in place of hypercorn's, version-gated and shape-checked; the
+:func:`~trioweb._ws_install.install` puts the stream in place of hypercorn's; the
 upstream write-up is docs/hypercorn.md and ``patches/hypercorn-ws-stream.patch``.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import inspect
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from time import time
 from typing import Any
 
-import hypercorn.protocol.h2
-import hypercorn.protocol.h11
 from hypercorn.protocol.events import Data, EndData, Request, Response, StreamClosed
 from hypercorn.protocol.events import Event as StreamEvent
 from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from hypercorn.typing import WebsocketAcceptEvent
+from trio.lowlevel import in_trio_run
 from wsproto.connection import ConnectionState
 from wsproto.events import BytesMessage, CloseConnection, Message, Ping, TextMessage
 from wsproto.frame_protocol import CloseReason
 
 from ._deflate import Compression, DeflateExtension
+from ._keepalive import Deadline, schedule
 from ._types import (
     CLOSED_BY_SERVER,
     DEFAULT_CLOSE_TIMEOUT,
@@ -87,13 +86,10 @@ from ._types import (
 from ._ws_buffer import MessageBuffer
 from ._ws_handshake import OfferDirectDelivery, accept_handshake, short_reason
 
-__all__ = ["VERIFIED_VERSIONS", "WebSocketStream", "install"]
+__all__ = ["WebSocketStream"]
 
 logger = logging.getLogger(__name__)
 
-
-#: hypercorn releases whose ``WSStream`` this stream was read and tested against.
-VERIFIED_VERSIONS = frozenset({"0.18.0"})
 
 #: What the stream negotiates for an app that does not say (hypercorn's own app, say).
 DEFAULT_COMPRESSION = Compression()
@@ -124,12 +120,12 @@ class WebSocketStream(WSStream):
         self._deflate: DeflateExtension | None = None
         self._close_timeout = DEFAULT_CLOSE_TIMEOUT
         self._close_timer: Any = None  # a hypercorn SingleTask while a close is pending
-        #: The ping task (a hypercorn SingleTask, so that it works under either worker): the
-        #: end of the stream stops it at once, or the connection (and its file descriptor)
-        #: would wait for its sleep.
-        self._pings: Any = None
-        #: Something came from the client since the ping task last looked.
+        #: Something came from the client since the last keepalive deadline (see keepalive()).
         self._heard = True
+        #: A Ping went out and its interval is running.
+        self._pinged = False
+        #: The socket's place among the run's keepalive deadlines, while it pings.
+        self._keepalive: Deadline | None = None
         #: A trioweb app's connection, once it took the direct way in (``DIRECT_DELIVERY``):
         #: messages and the end go to it, not through the app's ASGI queue.
         self._peer: DirectPeer | None = None
@@ -141,7 +137,7 @@ class WebSocketStream(WSStream):
         if type(event) is Data and not self.closed and self.handshake.accepted:
             # Bytes of an open socket, the event of every message in: what hypercorn's handle
             # does for them, without its walk through the other kinds of event.
-            self._heard = True  # any bytes from the client: it is alive (see _send_pings)
+            self._heard = True  # any bytes from the client: it is alive (see keepalive)
             self.connection.receive_data(event.data)
             await self._handle_events()
             return
@@ -156,16 +152,16 @@ class WebSocketStream(WSStream):
                 self.app = app
             return
         if isinstance(event, StreamClosed):
-            pings, self._pings = self._pings, None
-            if pings is not None:
-                await pings.stop()
+            keepalive, self._keepalive = self._keepalive, None
+            if keepalive is not None:
+                keepalive.cancel()
             if not self.closed:
                 self.closed = True
                 await self._stop_close_timer()
                 await self._tell_app(*self._final_close())
             self._forget_peer()
             return
-        self._heard = True  # any bytes from the client: it is alive (see _send_pings)
+        self._heard = True  # any bytes from the client: it is alive (see keepalive)
         await super().handle(event)
 
     async def app_send(self, message: Any) -> None:
@@ -262,35 +258,48 @@ class WebSocketStream(WSStream):
         await self.config.log.access(
             self.scope, {"status": logged, "headers": []}, time() - self.start_time
         )
-        if self.config.websocket_ping_interval is not None and not self.closed:
-            self._pings = self.context.single_task_class()
-            await self._pings.restart(self.task_group, self._send_pings)
+        interval = self.config.websocket_ping_interval
+        if interval is not None and not self.closed:
+            if in_trio_run():
+                self._keepalive = schedule(self, interval)  # no task per socket: a deadline
+            else:  # another worker (hypercorn's asyncio): hypercorn's own pings, unchecked
+                self.task_group.spawn(super()._send_pings)
 
     # -- the wire side ---------------------------------------------------------------------
 
-    async def _send_pings(self) -> None:
-        """A Ping every ``websocket_ping_interval`` seconds, the first one an interval after the
-        accept (hypercorn's pings at once: a Ping as every socket's first frame), and the end of
-        a peer that answers nothing: if a whole interval after a Ping brought not a byte from
-        it (no Pong, no message), the stream is closed and the app told 1006. So a peer that
-        vanished without a FIN is dropped within two intervals of its last byte. (hypercorn
-        never checks Pongs; its read timeout would, but for every connection, HTTP downloads
-        included.) The end of the stream stops the task at once."""
-        interval = self.config.websocket_ping_interval
-        assert interval is not None
-        pinged = False
-        while not self.closed:
-            self._heard = False
-            await self.context.sleep(interval)
-            if self.closed:
-                return
-            if pinged and not self._heard:
-                logger.info("closing a WebSocket whose peer answered no ping in %g s", interval)
-                self._pings = None  # it is this task: closing must not cancel it
-                await self.send(StreamClosed(stream_id=self.stream_id))
-                return
+    def keepalive(self) -> float | None:
+        """A keepalive deadline (``_keepalive.py``), every ``websocket_ping_interval`` from the
+        accept: a Ping, and the end of a peer that answers nothing. If a whole interval after a
+        Ping brought not a byte from it (no Pong, no message), the stream is closed and the app
+        told 1006; so a peer that vanished without a FIN is dropped within two intervals of its
+        last byte. (hypercorn pings at once and never checks Pongs; its read timeout would, but
+        for every connection, HTTP uploads included.) What goes out is sent from a task of the
+        connection's own, so that a peer that stopped reading stalls no one else."""
+        if self.closed:
+            return None
+        if self._pinged and not self._heard:
+            logger.info(
+                "closing a WebSocket whose peer answered no ping in %g s",
+                self.config.websocket_ping_interval,
+            )
+            self._start(self._end_stream)
+            return None
+        self._heard = False
+        self._pinged = True
+        self._start(self._ping)
+        return self.config.websocket_ping_interval
+
+    def _start(self, action: Callable[[], Awaitable[None]]) -> None:
+        with contextlib.suppress(RuntimeError):  # the connection is closing: so is the stream
+            self.task_group.spawn(action)
+
+    async def _ping(self) -> None:
+        if not self.closed and self.connection.state is _OPEN:
             await self._send_wsproto_event(Ping())
-            pinged = True
+
+    async def _end_stream(self) -> None:
+        if not self.closed:
+            await self.send(StreamClosed(stream_id=self.stream_id))
 
     async def _handle_events(self) -> None:
         connection = self.connection
@@ -386,59 +395,3 @@ class WebSocketStream(WSStream):
         if not self.closed:
             logger.info("no Close from the client within %g s; closing TCP", self._close_timeout)
             await self.send(StreamClosed(stream_id=self.stream_id))
-
-
-# -- installing it ---------------------------------------------------------------------------
-
-_PROTOCOL_MODULES = (hypercorn.protocol.h11, hypercorn.protocol.h2)
-
-
-def _shape_problem() -> str | None:
-    """Why hypercorn's stream is not what this one was written against, or None."""
-    for module in _PROTOCOL_MODULES:
-        current = getattr(module, "WSStream", None)
-        if current is not WSStream and current is not WebSocketStream:
-            return f"{module.__name__} no longer creates hypercorn's WSStream"
-    expected = {
-        "handle": ["self", "event"],
-        "app_send": ["self", "message"],
-        "_handle_events": ["self"],
-        "_accept": ["self", "message"],
-        "_send_wsproto_event": ["self", "event"],
-        "_send_pings": ["self"],
-    }
-    for name, parameters in expected.items():
-        method = getattr(WSStream, name, None)
-        if method is None or not inspect.iscoroutinefunction(method):
-            return f"WSStream.{name} is not a coroutine method any more"
-        if list(inspect.signature(method).parameters) != parameters:
-            return f"WSStream.{name} no longer takes {parameters}"
-    init = list(inspect.signature(WSStream.__init__).parameters)
-    if init[:2] != ["self", "app"] or "stream_id" not in init:
-        return "WSStream.__init__ has a new signature"
-    return None
-
-
-def install() -> bool:
-    """Make hypercorn's HTTP/1 and HTTP/2 protocols create :class:`WebSocketStream`; return
-    whether it is in place. Idempotent."""
-    version = importlib.metadata.version("hypercorn")
-    problem = _shape_problem()
-    if problem is not None:
-        logger.warning(
-            "hypercorn %s: not installing trioweb's WebSocket stream (%s); oversize messages, "
-            "deflate bombs and protocol errors are then handled by hypercorn's own",
-            version,
-            problem,
-        )
-        return False
-    if version not in VERIFIED_VERSIONS:
-        logger.warning(
-            "hypercorn %s is not a version trioweb's WebSocket stream was verified with (%s); "
-            "installing it since WSStream has the expected shape",
-            version,
-            ", ".join(sorted(VERIFIED_VERSIONS)),
-        )
-    for module in _PROTOCOL_MODULES:
-        module.WSStream = WebSocketStream  # type: ignore[attr-defined]
-    return True
