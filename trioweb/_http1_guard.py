@@ -102,11 +102,15 @@ class FramingCheckedH11Protocol(H11Protocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        # The connection H11Protocol.__init__ makes, of the checked class; nothing has been fed
-        # to the one it replaces yet.
-        self.connection = FramingCheckedConnection(
-            h11.SERVER, max_incomplete_event_size=self.config.h11_max_incomplete_size
-        )
+        # The connection H11Protocol.__init__ made becomes the checked class (which adds a
+        # method and no state), rather than a second one being built: that is a whole h11
+        # Connection more per TCP connection. Nothing has been fed to it yet.
+        if type(self.connection) is h11.Connection:
+            self.connection.__class__ = FramingCheckedConnection
+        else:  # not the class this was written for: a checked one of our own, as before
+            self.connection = FramingCheckedConnection(
+                h11.SERVER, max_incomplete_event_size=self.config.h11_max_incomplete_size
+            )
 
 
 def _names(function: object) -> set[str]:

@@ -43,6 +43,10 @@ class Phase(enum.Enum):
     #: The app closed and the client's disconnect has come: nothing more will happen.
     DONE = "done"
 
+    # Hashed by identity (members are singletons), in C: Enum's own __hash__ is Python code,
+    # and the table below and ``closed`` hash a phase several times in every socket's life.
+    __hash__ = object.__hash__
+
     @property
     def closed(self) -> bool:
         """Either side has closed: sends and receives fail from here on."""
@@ -63,6 +67,8 @@ class Event(enum.Enum):
     APP_CLOSED = "app closed"
     #: The server reported ``websocket.disconnect``, or the transport failed.
     DISCONNECTED = "disconnected"
+
+    __hash__ = object.__hash__  # as Phase's
 
 
 _OPEN = frozenset({Phase.CONNECTING, Phase.CONNECTED})
