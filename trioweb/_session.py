@@ -121,7 +121,10 @@ async def asgi_entry(host: Host, scope: Scope, receive: Receive, send: Send) -> 
         except BaseException as exc:  # sorted out right below
             failure = exc
         try:
-            await _finish(connection, ws, settings, failure, returned)
+            # (Nothing to sort out or close when the scope ended cleanly on a closed socket:
+            # the common end, a client's close, spares itself the close table.)
+            if failure is not None or not connection.phase.closed:
+                await _finish(connection, ws, settings, failure, returned)
         finally:
             # Shielded: even when the server cancels us (its graceful timeout), cleanup such
             # as presence removal runs, under the hooks' own time limit.
@@ -216,7 +219,9 @@ def _admit(
     registry = host.connections
     if registry.draining:
         return connection, ws, (503, b"server shutting down"), settings
-    if not settings.origin_policy.allows(origin, _first_header(scope, b"host")):
+    if origin is not None and not settings.origin_policy.allows(
+        origin, _first_header(scope, b"host")
+    ):
         return connection, ws, (403, f"origin not allowed: {origin}".encode()), settings
     if registry.full(route, settings.app_max_connections, settings.max_connections):
         return connection, ws, (503, b"too many connections, try again later"), settings
