@@ -15,6 +15,7 @@ imported only when an app turns metrics on: an app without metrics does not need
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import tempfile
@@ -41,6 +42,7 @@ __all__ = [
     "MetricsMethods",
     "multiprocess_dir",
     "serve_on_port",
+    "sharing_run_dir",
     "worker_metrics_dir",
 ]
 
@@ -53,6 +55,8 @@ NO_ROUTE = "<none>"
 #: The buckets of ``trioweb_websocket_session_seconds``: from a bounce to a day.
 SESSION_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
 _ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: In a directory ``trioweb run`` made: each of the run's processes holds a shared lock on it.
+_RUN_LOCK = ".trioweb-run.lock"
 #: The text format every Prometheus reads (the response adds ``charset=utf-8``).
 CONTENT_TYPE = "text/plain; version=0.0.4"
 
@@ -399,8 +403,37 @@ def worker_metrics_dir() -> Iterator[Callable[[int], None]]:
     directory = given or tempfile.mkdtemp(prefix="trioweb-metrics-")
     os.environ[_ENV] = directory
     try:
-        yield lambda pid: multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+        if given is not None:
+            yield lambda pid: multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+            return
+        # Held shared until the end: while this process lives no worker removes the directory.
+        with open(os.path.join(directory, _RUN_LOCK), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_SH)
+            yield lambda pid: multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
     finally:
         if given is None:
             del os.environ[_ENV]
             shutil.rmtree(directory, ignore_errors=True)
+
+
+@contextmanager
+def sharing_run_dir() -> Iterator[None]:
+    """In a worker of ``trioweb run``: share the run's metrics directory while it runs. If the
+    supervisor was killed outright (SIGKILL: no cleanup of its own), the last of its workers
+    to leave removes the directory; the user's own directory is never removed."""
+    directory = multiprocess_dir()
+    if directory is None or not os.path.exists(os.path.join(directory, _RUN_LOCK)):
+        yield
+        return
+    with open(os.path.join(directory, _RUN_LOCK)) as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            try:  # exclusive only once nobody else holds it: the supervisor and workers are gone
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                last = True
+            except BlockingIOError:
+                last = False
+            if last:
+                shutil.rmtree(directory, ignore_errors=True)

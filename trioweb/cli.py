@@ -22,9 +22,9 @@ from typing import Any, NamedTuple
 import trio
 
 from ._failures import leaves
-from ._metrics import serve_on_port, worker_metrics_dir
+from ._metrics import serve_on_port, sharing_run_dir, worker_metrics_dir
 from ._startup import address_error, bind
-from ._workers import supervise
+from ._workers import supervise, supervisor_gone
 from .app import App
 from .logs import logging_config
 from .server import (
@@ -265,14 +265,24 @@ def _worker_main(
     log_format: str,
     report: multiprocessing.connection.Connection,
     ops: Operations = NO_OPS,
+    supervisor: int | None = None,
 ) -> None:
     """One of ``--workers``: tells the supervisor through ``report`` that it serves, or why it
-    could not start (the supervisor prints that once, for all of them)."""
+    could not start (the supervisor prints that once, for all of them); drains and exits if
+    the supervisor dies."""
     _configure_logging(log_format)  # a spawned process starts with logging unconfigured
+    if supervisor is not None:
+        options = {**options, "shutdown_trigger": partial(supervisor_gone, supervisor)}
     try:
-        _serve_one(
-            target, options, lambda urls: report.send(("started",)), sock.fileno(), ops, workers=2
-        )
+        with sharing_run_dir():
+            _serve_one(
+                target,
+                options,
+                lambda urls: report.send(("started",)),
+                sock.fileno(),
+                ops,
+                workers=2,
+            )
     except (StartupError, AppLoadError) as exc:
         report.send(("failed", _error_lines(exc, False), _error_lines(exc, True)))
         sys.exit(1)
@@ -313,7 +323,7 @@ def _run_workers(
     processes = [
         context.Process(
             target=_worker_main,
-            args=(target, options, listener, log_format, sender, ops),
+            args=(target, options, listener, log_format, sender, ops, os.getpid()),
             daemon=False,
         )
         for _, sender in pipes
