@@ -12,7 +12,8 @@ import socket
 
 import pytest
 import trio
-from test_metrics import start_cli
+from helpers import http_get
+from test_metrics import free_port, start_cli
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 
@@ -71,3 +72,24 @@ def kill_all(pids: list[int]) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
+
+
+async def test_the_metrics_port_answers_only_at_metrics(tmp_path):
+    # A readiness probe pointed at the metrics port by mistake must fail, not get the metrics
+    # with a 200 (prometheus-client's own server answers every path with them): it would keep
+    # a draining process in rotation.
+    metrics_port = free_port()
+    process, port = await start_cli(
+        "metrics_app:app", "--port", "0", "--metrics-port", str(metrics_port), "--health",
+        "--no-access-log", tmp=tmp_path,
+    )  # fmt: skip
+    try:
+        status, _, body = await http_get(metrics_port, "/metrics")
+        assert status == 200
+        assert "trioweb_websocket_connections_open" in body or "trioweb_broker_up" in body
+        for path in ["/readyz", "/healthz", "/", "/metrics/x"]:
+            assert (await http_get(metrics_port, path))[0] == 404, path
+        assert (await http_get(port, "/readyz"))[0] == 200  # on the app's port, as documented
+    finally:
+        process.kill()
+        await process.wait()

@@ -41,7 +41,6 @@ __all__ = [
     "Metrics",
     "MetricsMethods",
     "multiprocess_dir",
-    "serve_on_port",
     "sharing_run_dir",
     "worker_metrics_dir",
 ]
@@ -379,18 +378,6 @@ class MetricsMethods:
 
         self.get(path)(prometheus_metrics)
         return metrics
-
-
-def serve_on_port(host: str, port: int, registry: Any = None) -> None:
-    """Serve the metrics on a port of their own, from a thread: ``registry``'s, or every
-    worker's (multiprocess mode) when it is ``None``."""
-    import prometheus_client as prom
-    from prometheus_client import multiprocess
-
-    if registry is None:
-        registry = prom.CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    prom.start_http_server(port, addr=host, registry=registry)
 
 
 @contextmanager

@@ -22,7 +22,8 @@ from typing import Any, NamedTuple
 import trio
 
 from ._failures import leaves
-from ._metrics import serve_on_port, sharing_run_dir, worker_metrics_dir
+from ._metrics import sharing_run_dir, worker_metrics_dir
+from ._metrics_port import serve_on_port
 from ._startup import address_error, bind
 from ._workers import supervise, supervisor_gone
 from .app import App
