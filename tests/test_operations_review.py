@@ -9,12 +9,16 @@ import errno
 import os
 import signal
 import socket
+import subprocess
+import sys
 
 import pytest
 import trio
 from helpers import http_get
-from test_metrics import free_port, start_cli
+from test_metrics import ROOT, free_port, start_cli
 from trio_websocket import ConnectionClosed, open_websocket_url
+
+from trioweb import App
 
 
 def refuses(port: int) -> bool:
@@ -93,3 +97,43 @@ async def test_the_metrics_port_answers_only_at_metrics(tmp_path):
     finally:
         process.kill()
         await process.wait()
+
+
+@pytest.mark.parametrize(
+    ("target", "flag", "path"),
+    [
+        ("clash_app:metrics", "--metrics", "/metrics"),
+        ("clash_app:spa", "--metrics", "/metrics"),
+        ("clash_app:spa", "--health", "/healthz"),
+    ],
+)
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_endpoint_the_app_already_serves_is_a_one_line_error(target, flag, path, workers):
+    # Before, the app's route answered first and `--metrics` (or `--health`) silently served
+    # the app's page: a scrape that fails to parse, a "healthy" SPA page.
+    result = subprocess.run(
+        [sys.executable, "-m", "trioweb", "run", target, "--port", "0", "--workers", workers,
+         flag],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"trioweb: error: {flag}: GET {path} is already served by the app")
+
+
+def test_serve_metrics_and_health_refuse_a_path_the_app_serves():
+    app = App()
+
+    @app.get("/{page:path}")
+    async def index(request: object, page: str) -> None:
+        """Every GET."""
+
+    with pytest.raises(ValueError, match=r"GET /metrics is already served by the app"):
+        app.serve_metrics()
+    with pytest.raises(ValueError, match=r"GET /healthz is already served by the app"):
+        app.serve_health()

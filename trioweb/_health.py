@@ -22,6 +22,7 @@ from ._lifespan import Lifecycle
 from ._registry import ConnectionRegistry
 from ._reporting import reporters
 from .http import JSONResponse, Request
+from .routing import Router
 
 __all__ = ["HealthMethods", "readiness_problems"]
 
@@ -35,6 +36,7 @@ class HealthHost(Protocol):
 
     connections: ConnectionRegistry
     lifecycle: Lifecycle
+    router: Router
 
     def get(self, path: str, **options: Any) -> Callable[[F], F]:
         """Register a GET handler."""
@@ -78,8 +80,11 @@ class HealthMethods:
         [...]}`` while the app is starting or draining for shutdown, while a broker (the
         hub's, the rooms' store) does not answer a PING within a second, and once a task in
         ``app.nursery`` has failed until a task of the same name runs there again. See
-        docs/operations.md.
+        docs/operations.md. A route of the app that already answers GET at either path is
+        a ``ValueError``.
         """
+        self.router.ensure_free(liveness)
+        self.router.ensure_free(readiness)
         app = self
 
         async def liveness_probe(request: Request) -> JSONResponse:

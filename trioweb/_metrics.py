@@ -30,6 +30,7 @@ from ._lifespan import Lifecycle
 from ._registry import ConnectionRegistry
 from ._reporting import Reporting, reporters
 from .http import Request, Response
+from .routing import Router
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -341,6 +342,7 @@ def partial_metric(kind: Any, registry: Any) -> Callable[..., Any]:
 
 
 class _Served(Protocol):
+    router: Router
     connections: ConnectionRegistry
     lifecycle: Lifecycle
     metrics: Metrics | None
@@ -362,8 +364,11 @@ class MetricsMethods:
         a port of their own); returns the :class:`Metrics`. Needs ``prometheus-client``
         (``pip install trioweb[metrics]``).
 
-        See docs/operations.md for every metric. Call it before the app starts.
+        See docs/operations.md for every metric. Call it before the app starts; a route of
+        the app that already answers GET at ``path`` is a ``ValueError``.
         """
+        if path is not None:
+            self.router.ensure_free(path)
         metrics = self.metrics
         if metrics is None:
             self.metrics = metrics = Metrics(self)

@@ -47,6 +47,18 @@ class Operations(NamedTuple):
     metrics_port: int | None = None
     health: bool = False
 
+    def clash(self, app: App) -> str | None:
+        """Why an endpoint asked for cannot be mounted (the app answers GET there), or None."""
+        paths = {"--metrics": ["/metrics"] if self.metrics and app.metrics is None else []}
+        paths["--health"] = ["/healthz", "/readyz"] if self.health else []
+        for flag, wanted in paths.items():
+            for path in wanted:
+                try:
+                    app.router.ensure_free(path)
+                except ValueError as exc:
+                    return f"{flag}: {exc}"
+        return None
+
     def apply(self, app: App, host: str, workers: int) -> None:
         """Mount the endpoints asked for; serve the metrics port of a single process."""
         if self.metrics and app.metrics is None:  # (an app that serves its own keeps them)
@@ -370,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"trioweb: error: {exc}", file=sys.stderr)
         return 2
     ops = Operations(args.metrics, args.metrics_port, args.health)
+    if (clash := ops.clash(app)) is not None:  # before anything starts: the app says so
+        print(f"trioweb: error: {clash}", file=sys.stderr)
+        return 2
     options: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
