@@ -14,11 +14,12 @@ import sys
 
 import pytest
 import trio
-from helpers import http_get
-from test_metrics import ROOT, free_port, start_cli
+import trio.testing
+from helpers import http_get, serving
+from test_metrics import ROOT, free_port, scrape, start_cli
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from trioweb import App
+from trioweb import App, WebSocket
 
 
 def refuses(port: int) -> bool:
@@ -137,3 +138,45 @@ def test_serve_metrics_and_health_refuse_a_path_the_app_serves():
         app.serve_metrics()
     with pytest.raises(ValueError, match=r"GET /healthz is already served by the app"):
         app.serve_health()
+
+
+async def test_close_codes_a_client_chooses_are_counted_by_range():
+    # A client may close with any of the 2000 codes 3000-4999: counted one by one, a hostile
+    # client would add 2000 series per route to every scrape. The app's own codes are its
+    # choice, and bounded by its code: counted as they are. The session line keeps them all.
+    app = App()
+    app.serve_metrics()
+
+    @app.websocket("/ws")
+    async def echo(ws: WebSocket) -> None:
+        await ws.accept()
+        message = await ws.receive()
+        if message == "close with 4001":
+            await ws.close(4001, "the app's own code")
+        else:
+            await ws.receive()
+
+    async with serving(app) as server:
+        for code in range(4000, 4010):
+            async with open_websocket_url(server.url("/ws")) as ws:
+                await ws.send_message("hold")
+                await ws.aclose(code)
+        async with open_websocket_url(server.url("/ws")) as ws:
+            await ws.send_message("hold")
+            await ws.aclose(3999)
+        async with open_websocket_url(server.url("/ws")) as ws:
+            await ws.send_message("hold")
+            await ws.aclose(1000)
+        async with open_websocket_url(server.url("/ws")) as ws:
+            await ws.send_message("close with 4001")
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+            assert closed.value.reason.code == 4001
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        samples = await scrape(server.port)
+    closes = {
+        dict(labels)["code"]: count
+        for (name, labels), count in samples.items()
+        if name == "trioweb_websocket_closes_total"
+    }
+    assert closes == {"4xxx": 10, "3xxx": 1, "1000": 1, "4001": 1}

@@ -22,7 +22,7 @@ from typing import Any, NamedTuple
 import trio
 
 from ._failures import leaves
-from ._metrics import sharing_run_dir, worker_metrics_dir
+from ._metrics_dir import sharing_run_dir, worker_metrics_dir
 from ._metrics_port import serve_on_port
 from ._startup import address_error, bind
 from ._workers import supervise, supervisor_gone
