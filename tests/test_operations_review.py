@@ -180,3 +180,30 @@ async def test_close_codes_a_client_chooses_are_counted_by_range():
         if name == "trioweb_websocket_closes_total"
     }
     assert closes == {"4xxx": 10, "3xxx": 1, "1000": 1, "4001": 1}
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--port", "99999"),
+        ("--port", "-1"),
+        ("--metrics-port", "99999"),
+        ("--graceful-timeout", "nan"),
+        ("--graceful-timeout", "-1"),
+    ],
+)
+def test_a_bad_value_on_the_command_line_is_one_line_and_exit_2(option, value):
+    # docs/deployment.md: exit 2 is "the command line: a bad value", which a process manager
+    # must not restart on; these were exit 1, a traceback, or a traceback at shutdown.
+    result = subprocess.run(
+        [sys.executable, "-m", "trioweb", "run", "metrics_app:app", option, value],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"trioweb: error: {option} ")

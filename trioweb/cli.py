@@ -357,6 +357,19 @@ def _configure_logging(log_format: str = "text") -> None:
     logging.config.dictConfig(logging_config(log_format))
 
 
+def _bad_value(args: argparse.Namespace) -> str | None:
+    """What is wrong with a value of ``trioweb run`` that argparse's types let through: found
+    here, it is exit 2 (a process manager does not restart on it), not an error at bind time
+    or at shutdown."""
+    if not 0 <= args.port <= 65535:
+        return f"--port must be 0-65535 (0: any free port), not {args.port}"
+    if args.metrics_port is not None and not 1 <= args.metrics_port <= 65535:
+        return f"--metrics-port must be 1-65535, not {args.metrics_port}"
+    if not args.graceful_timeout >= 0:  # (NaN too)
+        return f"--graceful-timeout must be 0 or more seconds, not {args.graceful_timeout}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``trioweb`` command."""
     args = _parser().parse_args(argv)
@@ -375,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if not args.ping_interval >= 0:
         print("trioweb: error: --ping-interval must be 0 (off) or positive", file=sys.stderr)
+        return 2
+    if (bad := _bad_value(args)) is not None:
+        print(f"trioweb: error: {bad}", file=sys.stderr)
         return 2
     try:
         app = load_app(args.target)
