@@ -16,7 +16,7 @@ import pytest
 import trio
 import trio.testing
 from helpers import http_get, serving
-from test_metrics import ROOT, free_port, scrape, start_cli
+from test_metrics import ROOT, free_port, scrape, start_cli, value
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from trioweb import App, WebSocket
@@ -207,3 +207,47 @@ def test_a_bad_value_on_the_command_line_is_one_line_and_exit_2(option, value):
     assert result.stdout == ""
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"trioweb: error: {option} ")
+
+
+@pytest.mark.long
+async def test_live_gauges_of_dead_processes_in_the_users_directory_do_not_count(tmp_path):
+    # A directory the operator sets (a volume that outlives the container: Kubernetes keeps an
+    # emptyDir across restarts) still holds the files of the run before, if it was killed
+    # outright (the OOM killer): nobody marked its processes dead, and their open sockets
+    # would be summed into connections_open forever.
+    directory = tmp_path / "multiproc"
+    directory.mkdir()
+    stale = await trio.run_process(
+        [sys.executable, "-c", (
+            "from prometheus_client import Gauge; "
+            "Gauge('trioweb_websocket_connections_open', 'x', ['route'], "
+            "multiprocess_mode='livesum').labels('/ws/{room}').set(5)"
+        )],
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(directory)},
+    )  # fmt: skip
+    assert stale.returncode == 0 and list(directory.glob("gauge_livesum_*.db"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    try:
+        process, port = await start_cli(
+            "metrics_app:app", "--port", "0", "--workers", "2", "--metrics", "--no-access-log",
+            tmp=tmp_path,
+        )  # fmt: skip
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    try:
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/ws/r") as ws:
+            await ws.send_message("hi")
+            assert await ws.get_message() == "hi"
+            with trio.fail_after(10):
+                while True:  # the worker adds its counts within a second
+                    samples = await scrape(port)
+                    if value(samples, "trioweb_websocket_messages_total", route="/ws/{room}",
+                             direction="in") == 1:  # fmt: skip
+                        break
+                    await trio.sleep(0.2)
+        assert value(samples, "trioweb_websocket_connections_open", route="/ws/{room}") == 1
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            await process.wait()
+    assert directory.exists()  # the operator's own: kept

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -19,6 +20,8 @@ __all__ = ["multiprocess_dir", "sharing_run_dir", "worker_metrics_dir"]
 _ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: In a directory ``trioweb run`` made: each of the run's processes holds a shared lock on it.
 _RUN_LOCK = ".trioweb-run.lock"
+#: The pid in the name of a prometheus-client value file.
+_FILE_PID = re.compile(r"_(\d+)\.db$")
 
 
 def multiprocess_dir() -> str | None:
@@ -37,6 +40,8 @@ def worker_metrics_dir() -> Iterator[Callable[[int], None]]:
     os.environ[_ENV] = directory
     try:
         if given is not None:
+            for pid in _dead_writers(directory):  # a run before, killed outright (OOM)
+                multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
             yield lambda pid: multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
             return
         # Held shared until the end: while this process lives no worker removes the directory.
@@ -47,6 +52,25 @@ def worker_metrics_dir() -> Iterator[Callable[[int], None]]:
         if given is None:
             del os.environ[_ENV]
             shutil.rmtree(directory, ignore_errors=True)
+
+
+def _dead_writers(directory: str) -> set[int]:
+    """The processes that left value files in ``directory`` (``gauge_livesum_1234.db``) and
+    no longer run: their live gauges must not count. (A pid the system has given to another
+    process since is taken as alive: its gauges linger, as they did before.)"""
+    dead: set[int] = set()
+    for name in os.listdir(directory):
+        found = _FILE_PID.search(name)
+        if found is None:
+            continue
+        pid = int(found.group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.add(pid)
+        except PermissionError:  # another user's: alive
+            pass
+    return dead
 
 
 @contextmanager
