@@ -17,6 +17,7 @@ import sys
 
 import pytest
 import trio
+import trio.lowlevel
 import trio.testing
 from helpers import http_get, serving
 from test_hostile import HANDSHAKE
@@ -24,7 +25,7 @@ from test_metrics import ROOT, free_port, scrape, start_cli, value
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 import trioweb
-from trioweb import App, WebSocket
+from trioweb import App, Request, WebSocket
 from trioweb.server import dead_peer_timeout
 
 
@@ -303,3 +304,38 @@ async def test_a_vanished_peer_the_server_is_sending_to_is_dropped_within_the_bo
                 detected = trio.current_time() - last_byte_sent
     assert codes == [1006]
     assert detected <= bound + 1.0, detected
+
+
+async def test_a_one_off_task_that_failed_once_does_not_keep_readiness_down():
+    # Fire-and-forget jobs (an e-mail per sign-up) run under one name, briefly. One failed: the
+    # next one of that name that starts is the app doing that work again, so it has recovered.
+    # Before, readiness was 503 whenever no job of that name happened to be running at the
+    # instant of the probe: one failed e-mail took the process out of rotation for good, and a
+    # fleet whose processes each had one, out of service.
+    app = App()
+    app.serve_health()
+    done = trio.Event()
+
+    async def send_email(fail: bool) -> None:
+        await trio.lowlevel.checkpoint()
+        if fail:
+            raise RuntimeError("SMTP said no")
+        done.set()
+
+    @app.get("/signup")
+    async def signup(request: Request) -> dict[str, str]:
+        app.nursery.start_soon(send_email, request.query_params.get("fail") == "1")
+        return {"status": "ok"}
+
+    async with serving(app) as server:
+        assert (await http_get(server.port, "/signup?fail=1"))[0] == 200
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        assert app.background_failures == 1
+        failed = await http_get(server.port, "/readyz")
+        assert (await http_get(server.port, "/signup"))[0] == 200
+        with trio.fail_after(5):
+            await done.wait()
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        recovered = await http_get(server.port, "/readyz")
+    assert failed[0] == 503  # until the app does that work again
+    assert recovered[0] == 200, recovered

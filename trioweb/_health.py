@@ -5,8 +5,8 @@ answer is what says the process is stuck. Readiness says whether this process sh
 clients. It answers 503, with the reasons as JSON, while any of these holds:
 
 - the app is not serving: starting up, or draining for shutdown (new handshakes get 503 then);
-- a task in ``app.nursery`` failed and no task of the same name runs there now (the app did
-  not restart it);
+- a task in ``app.nursery`` failed and no task of the same name has been started there since
+  (the app did not restart it);
 - a broker does not answer a PING within a second: the broadcast hub's Redis, the rooms'
   store (every extension that reports, ``_reporting.py``).
 """
@@ -79,7 +79,7 @@ class HealthMethods:
         answers 200 ``{"status": "ready"}``, or 503 ``{"status": "unavailable", "reasons":
         [...]}`` while the app is starting or draining for shutdown, while a broker (the
         hub's, the rooms' store) does not answer a PING within a second, and once a task in
-        ``app.nursery`` has failed until a task of the same name runs there again. See
+        ``app.nursery`` has failed until a task of the same name is started there again. See
         docs/operations.md. A route of the app that already answers GET at either path is
         a ``ValueError``.
         """
