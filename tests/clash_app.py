@@ -18,3 +18,7 @@ spa = App()
 async def index(request: object, page: str) -> Response:
     """A single-page app's fallback: every GET gets the page."""
     return Response(b"<html>")
+
+
+own_health = App()
+own_health.serve_health()  # in code, and `--health` on the command line as well

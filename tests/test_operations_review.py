@@ -339,3 +339,17 @@ async def test_a_one_off_task_that_failed_once_does_not_keep_readiness_down():
         recovered = await http_get(server.port, "/readyz")
     assert failed[0] == 503  # until the app does that work again
     assert recovered[0] == 200, recovered
+
+
+async def test_health_in_code_and_on_the_command_line_is_served_once(tmp_path):
+    # `--health` on an app that already calls serve_health() is not a clash: it is the same
+    # endpoint, asked for twice (as `--metrics` on an App(metrics=True)).
+    process, port = await start_cli(
+        "clash_app:own_health", "--port", "0", "--health", "--no-access-log", tmp=tmp_path
+    )
+    try:
+        assert (await http_get(port, "/readyz"))[0] == 200
+        assert (await http_get(port, "/healthz"))[0] == 200
+    finally:
+        process.kill()
+        await process.wait()

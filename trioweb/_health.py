@@ -24,7 +24,7 @@ from ._reporting import reporters
 from .http import JSONResponse, Request
 from .routing import Router
 
-__all__ = ["HealthMethods", "readiness_problems"]
+__all__ = ["HealthMethods", "readiness_problems", "serves_health"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: Probes must see the state of now, never a cached answer.
@@ -65,6 +65,12 @@ async def readiness_problems(app: HealthHost) -> list[str]:
             nursery.start_soon(check, index)
     problems.extend(answer for answer in answers if answer is not None)
     return problems
+
+
+def serves_health(router: Router) -> bool:
+    """Whether the app already serves health endpoints (its own ``serve_health()`` call):
+    ``trioweb run --health`` then leaves them as they are, as ``--metrics`` does."""
+    return any(route.handler.__module__ == __name__ for route in router.routes)
 
 
 class HealthMethods:

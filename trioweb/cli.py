@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import trio
 
 from ._failures import leaves
+from ._health import serves_health
 from ._metrics_dir import sharing_run_dir, worker_metrics_dir
 from ._metrics_port import serve_on_port
 from ._startup import address_error, bind
@@ -50,7 +51,8 @@ class Operations(NamedTuple):
     def clash(self, app: App) -> str | None:
         """Why an endpoint asked for cannot be mounted (the app answers GET there), or None."""
         paths = {"--metrics": ["/metrics"] if self.metrics and app.metrics is None else []}
-        paths["--health"] = ["/healthz", "/readyz"] if self.health else []
+        health = self.health and not serves_health(app.router)
+        paths["--health"] = ["/healthz", "/readyz"] if health else []
         for flag, wanted in paths.items():
             for path in wanted:
                 try:
@@ -67,7 +69,7 @@ class Operations(NamedTuple):
             app.serve_metrics(None)  # counted, served on the port only
         if self.metrics_port is not None and workers == 1 and app.metrics is not None:
             _serve_metrics_port(host, self.metrics_port, app.metrics.registry)
-        if self.health:
+        if self.health and not serves_health(app.router):  # (likewise)
             app.serve_health()
 
 
