@@ -353,3 +353,23 @@ async def test_health_in_code_and_on_the_command_line_is_served_once(tmp_path):
     finally:
         process.kill()
         await process.wait()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_multiprocess_directory_that_does_not_exist_is_one_line(tmp_path, workers):
+    # PROMETHEUS_MULTIPROC_DIR set to a path that is not there (a volume not mounted): it was a
+    # traceback from prometheus-client (in every worker).
+    missing = tmp_path / "not-mounted"
+    result = subprocess.run(
+        [sys.executable, "-m", "trioweb", "run", "clash_app:spa", "--port", "0",
+         "--workers", workers, "--metrics-port", str(free_port())],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}",
+             "PROMETHEUS_MULTIPROC_DIR": str(missing)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line == f"trioweb: error: PROMETHEUS_MULTIPROC_DIR={missing} is not a directory"

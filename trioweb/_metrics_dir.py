@@ -15,7 +15,12 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-__all__ = ["multiprocess_dir", "sharing_run_dir", "worker_metrics_dir"]
+__all__ = [
+    "multiprocess_dir",
+    "multiprocess_dir_problem",
+    "sharing_run_dir",
+    "worker_metrics_dir",
+]
 
 _ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: In a directory ``trioweb run`` made: each of the run's processes holds a shared lock on it.
@@ -27,6 +32,15 @@ _FILE_PID = re.compile(r"_(\d+)\.db$")
 def multiprocess_dir() -> str | None:
     """The directory of prometheus-client's multiprocess mode, if it is on."""
     return os.environ.get(_ENV) or os.environ.get(_ENV.lower())
+
+
+def multiprocess_dir_problem() -> str | None:
+    """Why the directory set for prometheus-client's multiprocess mode cannot be used, in
+    one line (it must exist: a volume not mounted is the usual cause), or None."""
+    directory = multiprocess_dir()
+    if directory is None or os.path.isdir(directory):
+        return None
+    return f"{_ENV}={directory} is not a directory"
 
 
 @contextmanager

@@ -17,15 +17,14 @@ import traceback
 from collections.abc import Callable
 from contextlib import nullcontext
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 
 import trio
 
 from ._failures import leaves
-from ._health import serves_health
 from ._metrics_dir import sharing_run_dir, worker_metrics_dir
-from ._metrics_port import serve_on_port
-from ._startup import address_error, bind
+from ._operations import NO_OPS, MetricsPortError, Operations, serve_metrics_port
+from ._startup import bind
 from ._workers import supervise, supervisor_gone
 from .app import App
 from .logs import logging_config
@@ -39,54 +38,6 @@ from .server import (
 )
 
 __all__ = ["load_app", "main"]
-
-
-class Operations(NamedTuple):
-    """What ``--metrics``, ``--metrics-port`` and ``--health`` add to the app in each worker."""
-
-    metrics: bool = False
-    metrics_port: int | None = None
-    health: bool = False
-
-    def clash(self, app: App) -> str | None:
-        """Why an endpoint asked for cannot be mounted (the app answers GET there), or None."""
-        paths = {"--metrics": ["/metrics"] if self.metrics and app.metrics is None else []}
-        health = self.health and not serves_health(app.router)
-        paths["--health"] = ["/healthz", "/readyz"] if health else []
-        for flag, wanted in paths.items():
-            for path in wanted:
-                try:
-                    app.router.ensure_free(path)
-                except ValueError as exc:
-                    return f"{flag}: {exc}"
-        return None
-
-    def apply(self, app: App, host: str, workers: int) -> None:
-        """Mount the endpoints asked for; serve the metrics port of a single process."""
-        if self.metrics and app.metrics is None:  # (an app that serves its own keeps them)
-            app.serve_metrics()
-        elif self.metrics_port is not None and app.metrics is None:
-            app.serve_metrics(None)  # counted, served on the port only
-        if self.metrics_port is not None and workers == 1 and app.metrics is not None:
-            _serve_metrics_port(host, self.metrics_port, app.metrics.registry)
-        if self.health and not serves_health(app.router):  # (likewise)
-            app.serve_health()
-
-
-NO_OPS = Operations()
-
-
-class MetricsPortError(Exception):
-    """The ``--metrics-port`` could not be listened on."""
-
-
-def _serve_metrics_port(host: str, port: int, registry: Any = None) -> None:
-    try:
-        serve_on_port(host, port, registry)
-    except OSError as exc:
-        raise MetricsPortError(
-            f"--metrics-port: {address_error([f'{host}:{port}'], exc)}"
-        ) from None
 
 
 class AppLoadError(Exception):
@@ -344,7 +295,7 @@ def _run_workers(
         for _, sender in pipes
     ]
     if ops.metrics_port is not None:  # every worker's metrics, read from their files
-        _serve_metrics_port(host, ops.metrics_port)  # (first: a port in use stops it all)
+        serve_metrics_port(host, ops.metrics_port)  # (first: a port in use stops it all)
     return supervise(
         processes,
         pipes,
@@ -412,8 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.access_log:
         options.update(accesslog="-", access_log_format=ACCESS_LOG_FORMAT)
     if args.workers > 1:
-        # One scrape of any worker covers them all: prometheus-client's multiprocess mode,
-        # in a directory of this run's own.
+        # One scrape of any worker covers all: prometheus-client's multiprocess mode, a run's dir.
         wanted = args.metrics or args.metrics_port is not None or app.metrics is not None
         try:
             with worker_metrics_dir() if wanted else nullcontext() as worker_exited:
