@@ -77,6 +77,9 @@ async def test_sessions_messages_and_close_codes_move_the_counters():
     assert value(live, "trioweb_websocket_bytes_total", route=room, direction="out") == 8
 
     assert value(after, "trioweb_websocket_connections_open", route=room) == 0
+    # Counted once: what the live scrape added is not added again at the session's end.
+    assert value(after, "trioweb_websocket_messages_total", route=room, direction="in") == 3
+    assert value(after, "trioweb_websocket_bytes_total", route=room, direction="out") == 8
     # The route's pattern, never the path: one series for every room.
     assert not [key for key in after if ("route", "/ws/lot") in key[1]]
     # The client's 4001, counted by its range (test_operations_review.py).

@@ -74,6 +74,15 @@ def pid_is_worker(pid: int) -> bool:
         return b"spawn_main" in file.read()
 
 
+def running(pid: int) -> bool:
+    """Whether process ``pid`` exists (reaped: its supervisor has seen it exit)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def children(pid: int) -> list[int]:
     """The child processes of ``pid`` (Linux), to clean up after a failed test."""
     with open(f"/proc/{pid}/task/{pid}/children") as file:
@@ -373,3 +382,61 @@ def test_a_multiprocess_directory_that_does_not_exist_is_one_line(tmp_path, work
     assert result.returncode == 2
     (line,) = result.stderr.splitlines()
     assert line == f"trioweb: error: PROMETHEUS_MULTIPROC_DIR={missing} is not a directory"
+
+
+@pytest.mark.long
+async def test_a_worker_that_exits_keeps_what_it_counted(tmp_path):
+    # One worker stopped on its own (SIGTERM to it alone): the other serves on, and a scrape
+    # still has every session the gone worker counted, while its open sockets are gone.
+    process, port = await start_cli(
+        "metrics_app:app", "--port", "0", "--workers", "2", "--metrics", "--no-access-log",
+        tmp=tmp_path,
+    )  # fmt: skip
+    try:
+        held: dict[str, object] = {}
+        sessions = 0
+        async with trio.open_nursery() as nursery:
+            stop = trio.Event()
+
+            async def hold(pid_seen: trio.Event) -> None:
+                async with open_websocket_url(f"ws://127.0.0.1:{port}/whoami") as ws:
+                    pid = await ws.get_message()
+                    fresh = pid not in held
+                    held.setdefault(pid, ws)
+                    pid_seen.set()
+                    if fresh:
+                        with contextlib.suppress(ConnectionClosed):
+                            await stop.wait()
+                            await ws.get_message()
+
+            with trio.fail_after(30):
+                while len(held) < 2:  # the kernel spreads the sockets over both workers
+                    seen = trio.Event()
+                    nursery.start_soon(hold, seen)
+                    await seen.wait()
+                    sessions += 1
+            gone = int(next(iter(held)))
+            os.kill(gone, signal.SIGTERM)  # its held socket is drained with 1001
+            with trio.fail_after(20):
+                while True:  # polled: the worker drains, exits, and is marked dead
+                    samples = await scrape(port)
+                    still_open = value(samples, "trioweb_websocket_connections_open",
+                                       route="/whoami")  # fmt: skip
+                    total = value(samples, "trioweb_websocket_connections_total", route="/whoami")
+                    if still_open == 1 and total == sessions and not running(gone):
+                        break
+                    await trio.sleep(0.2)
+            samples = await scrape(port)  # surely by the worker left, the other one gone
+            assert value(samples, "trioweb_websocket_connections_total", route="/whoami") == (
+                sessions
+            )
+            assert value(samples, "trioweb_websocket_connections_open", route="/whoami") == 1
+            assert value(samples, "trioweb_websocket_closes_total", route="/whoami",
+                         code="1001") == 1  # fmt: skip
+            assert process.returncode is None  # the run goes on with one worker
+            stop.set()
+            nursery.cancel_scope.cancel()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        with trio.fail_after(20):
+            await process.wait()
