@@ -440,3 +440,28 @@ async def test_a_worker_that_exits_keeps_what_it_counted(tmp_path):
         process.send_signal(signal.SIGTERM)
         with trio.fail_after(20):
             await process.wait()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("flag", [["--metrics"], ["--metrics-port", "9"]])
+def test_metrics_without_prometheus_client_is_one_line(workers, flag):
+    # `pip install trioweb` without the [metrics] extra: a traceback from deep inside before.
+    # (prometheus-client is hidden from this process as if it were not installed.)
+    code = (
+        "import sys; sys.modules['prometheus_client'] = None; from trioweb.cli import main; "
+        f"sys.exit(main(['run', 'metrics_app:app', '--port', '0', '--workers', '{workers}', "
+        f"*{flag!r}]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line == (
+        f"trioweb: error: {flag[0]} needs prometheus-client: pip install 'trioweb[metrics]'"
+    )

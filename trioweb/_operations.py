@@ -26,6 +26,9 @@ class Operations(NamedTuple):
 
     def clash(self, app: App) -> str | None:
         """Why what was asked for cannot be set up (a path the app serves, a bad directory)."""
+        if (self.metrics or self.metrics_port is not None) and not _prometheus_installed():
+            flag = "--metrics" if self.metrics else "--metrics-port"
+            return f"{flag} needs prometheus-client: pip install 'trioweb[metrics]'"
         counting = self.metrics or self.metrics_port is not None or app.metrics is not None
         if counting and (problem := multiprocess_dir_problem()) is not None:
             return problem
@@ -67,3 +70,12 @@ def serve_metrics_port(host: str, port: int, registry: Any = None) -> None:
         raise MetricsPortError(
             f"--metrics-port: {address_error([f'{host}:{port}'], exc)}"
         ) from None
+
+
+def _prometheus_installed() -> bool:
+    """Whether prometheus-client can be imported (an optional extra: ``trioweb[metrics]``)."""
+    try:
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        return False
+    return True
