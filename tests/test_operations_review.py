@@ -465,3 +465,38 @@ def test_metrics_without_prometheus_client_is_one_line(workers, flag):
     assert line == (
         f"trioweb: error: {flag[0]} needs prometheus-client: pip install 'trioweb[metrics]'"
     )
+
+
+async def test_app_run_shows_the_session_lines_and_the_drain():
+    # `python app.py` ending in app.run(): the session line (the first ask) and the
+    # drain summary were INFO lines on an unconfigured logger, so nothing was shown at all.
+    port = free_port()
+    code = f"from session_log_app import app; app.run(port={port})"
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
+        stderr=subprocess.PIPE,
+    )
+    try:
+        with trio.fail_after(20):
+            while True:  # polled: the server starts in its own time
+                if not refuses(port):
+                    break
+                await trio.sleep(0.1)
+            async with open_websocket_url(f"ws://127.0.0.1:{port}/ws/lot") as ws:
+                await ws.send_message("hi")
+                assert await ws.get_message() == "hi"
+                await ws.aclose(4001, "bye")
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+            stderr = b""
+            while chunk := await process.stderr.receive_some():
+                stderr += chunk
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = stderr.decode()
+    assert "session /ws/{room} path=/ws/lot" in text and "code=4001" in text, text
+    assert "drained in" in text, text
