@@ -1,9 +1,12 @@
 """What an operator of `trioweb run --workers N --metrics --health` relies on beyond the happy
-path: a supervisor killed outright takes its workers and its metrics directory with it; the
-metrics port answers only for the metrics; endpoints never hide behind the app's routes; no
-client can grow the close-code series; bad values on the command line are exit 2; stale live
-gauges of dead processes do not count; a vanished peer is dropped even while a send to it is
-stalled (known to fail: xfail)."""
+path (the review of issue 16): a supervisor killed outright takes its workers and its metrics
+directory with it; a worker that exits alone keeps what it counted; the metrics port answers
+only for the metrics; endpoints never hide behind the app's routes; no client can grow the
+close-code series; bad values, a missing multiprocess directory and a missing prometheus-client
+are one line and exit 2; stale live gauges of dead processes do not count; one failed short
+job does not keep readiness down; app.run() shows the session lines; and a vanished peer is
+dropped even while a send to it is stalled (known to fail: a strict xfail).
+"""
 
 from __future__ import annotations
 
