@@ -65,7 +65,7 @@ class BackgroundTasks:
         self._closed = trio.Event()
         try:
             async with trio.open_nursery() as nursery:
-                self._nursery = AppNursery(nursery, self._report)
+                self._nursery = AppNursery(nursery, self._report, self._started)
                 task_status.started(self._nursery)
                 await trio.sleep_forever()
         finally:
@@ -84,10 +84,14 @@ class BackgroundTasks:
 
     def unrecovered(self) -> list[str]:
         """The tasks that failed and have not been started again: the names of failed tasks
-        with no task of the same name running in ``app.nursery`` now. An app recovers from a
-        failure by starting the task again (a supervisor loop, for example)."""
-        running = set() if self._nursery is None else {t.name for t in self._nursery.child_tasks}
-        return sorted(self._failed_names - running)
+        no task of the same name has been started in ``app.nursery`` since. An app recovers
+        from a failure by starting the task again (a supervisor loop, or the next of a kind of
+        short job: "running now" would count a job that failed once, as long as none of its
+        kind happened to be running, for good)."""
+        return sorted(self._failed_names)
+
+    def _started(self, task_name: str) -> None:
+        self._failed_names.discard(task_name)
 
     def summary(self) -> str | None:
         """What failed, in one line (``None``: nothing did)."""

@@ -5,8 +5,8 @@ answer is what says the process is stuck. Readiness says whether this process sh
 clients. It answers 503, with the reasons as JSON, while any of these holds:
 
 - the app is not serving: starting up, or draining for shutdown (new handshakes get 503 then);
-- a task in ``app.nursery`` failed and no task of the same name runs there now (the app did
-  not restart it);
+- a task in ``app.nursery`` failed and no task of the same name has been started there since
+  (the app did not restart it);
 - a broker does not answer a PING within a second: the broadcast hub's Redis, the rooms'
   store (every extension that reports, ``_reporting.py``).
 """
@@ -22,8 +22,9 @@ from ._lifespan import Lifecycle
 from ._registry import ConnectionRegistry
 from ._reporting import reporters
 from .http import JSONResponse, Request
+from .routing import Router
 
-__all__ = ["HealthMethods", "readiness_problems"]
+__all__ = ["HealthMethods", "readiness_problems", "serves_health"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: Probes must see the state of now, never a cached answer.
@@ -35,6 +36,7 @@ class HealthHost(Protocol):
 
     connections: ConnectionRegistry
     lifecycle: Lifecycle
+    router: Router
 
     def get(self, path: str, **options: Any) -> Callable[[F], F]:
         """Register a GET handler."""
@@ -65,6 +67,12 @@ async def readiness_problems(app: HealthHost) -> list[str]:
     return problems
 
 
+def serves_health(router: Router) -> bool:
+    """Whether the app already serves health endpoints (its own ``serve_health()`` call):
+    ``trioweb run --health`` then leaves them as they are, as ``--metrics`` does."""
+    return any(route.handler.__module__ == __name__ for route in router.routes)
+
+
 class HealthMethods:
     """The health method of :class:`~trioweb.App`."""
 
@@ -77,9 +85,12 @@ class HealthMethods:
         answers 200 ``{"status": "ready"}``, or 503 ``{"status": "unavailable", "reasons":
         [...]}`` while the app is starting or draining for shutdown, while a broker (the
         hub's, the rooms' store) does not answer a PING within a second, and once a task in
-        ``app.nursery`` has failed until a task of the same name runs there again. See
-        docs/operations.md.
+        ``app.nursery`` has failed until a task of the same name is started there again. See
+        docs/operations.md. A route of the app that already answers GET at either path is
+        a ``ValueError``.
         """
+        self.router.ensure_free(liveness)
+        self.router.ensure_free(readiness)
         app = self
 
         async def liveness_probe(request: Request) -> JSONResponse:

@@ -15,20 +15,20 @@ imported only when an app turns metrics on: an app without metrics does not need
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import trio
 
 from ._connection import Connection
 from ._lifespan import Lifecycle
+from ._metrics_dir import multiprocess_dir
+from ._phases import Phase
 from ._registry import ConnectionRegistry
 from ._reporting import Reporting, reporters
 from .http import Request, Response
+from .routing import Router
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -39,9 +39,6 @@ __all__ = [
     "PROBE_INTERVAL",
     "Metrics",
     "MetricsMethods",
-    "multiprocess_dir",
-    "serve_on_port",
-    "worker_metrics_dir",
 ]
 
 #: Seconds between two additions of the live sessions' counts to the counters.
@@ -52,16 +49,10 @@ PROBE_INTERVAL = 5.0
 NO_ROUTE = "<none>"
 #: The buckets of ``trioweb_websocket_session_seconds``: from a bounce to a day.
 SESSION_BUCKETS = (0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600)
-_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: The text format every Prometheus reads (the response adds ``charset=utf-8``).
 CONTENT_TYPE = "text/plain; version=0.0.4"
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def multiprocess_dir() -> str | None:
-    """The directory of prometheus-client's multiprocess mode, if it is on."""
-    return os.environ.get(_ENV) or os.environ.get(_ENV.lower())
 
 
 class MetricsHost(Protocol):
@@ -169,11 +160,10 @@ class Metrics:
         if connection.denial_status is not None:  # by a hook or the handler
             self._denied.labels(series.label, str(connection.denial_status)).inc()
             return
-        code = connection.close_code
-        closes = series.closes.get(code)
+        label = close_label(connection)
+        closes = series.closes.get(label)
         if closes is None:
-            label = "none" if code is None else str(code)
-            closes = series.closes[code] = self._closes.labels(series.label, label)
+            closes = series.closes[label] = self._closes.labels(series.label, label)
         closes.inc()
         if connection.accepted:
             series.seconds.observe(trio.current_time() - connection.opened_at)
@@ -311,8 +301,8 @@ class _RouteSeries:
         self.messages_out = metrics._messages.labels(label, "out")
         self.bytes_in = metrics._bytes.labels(label, "in")
         self.bytes_out = metrics._bytes.labels(label, "out")
-        #: By close code.
-        self.closes: dict[int | None, Any] = {}
+        #: By the label of the close code.
+        self.closes: dict[str, Any] = {}
 
     def add(self, counts: Any) -> None:
         """Add messages in and out, bytes in and out."""
@@ -327,6 +317,21 @@ class _RouteSeries:
             self.bytes_out.inc(bytes_out)
 
 
+def close_label(connection: Connection) -> str:
+    """The ``code`` label of a session's end: its close code, but a code the client chose
+    from the 2000 of 3000-4999 only by its range (``"4xxx"``), so that no client can grow
+    the series without bound; the app's own codes, bounded by its code, stay exact."""
+    code = connection.close_code
+    if code is None:
+        return "none"
+    chosen_by_client = (
+        connection.phase is Phase.CLOSED_BY_CLIENT and not connection.closed_by_server
+    )
+    if chosen_by_client and 3000 <= code <= 4999:
+        return f"{code // 1000}xxx"
+    return str(code)
+
+
 def partial_metric(kind: Any, registry: Any) -> Callable[..., Any]:
     """``kind(name, documentation, labels, registry=registry, ...)``; the multiprocess mode
     of a gauge is ignored by other kinds."""
@@ -338,6 +343,7 @@ def partial_metric(kind: Any, registry: Any) -> Callable[..., Any]:
 
 
 class _Served(Protocol):
+    router: Router
     connections: ConnectionRegistry
     lifecycle: Lifecycle
     metrics: Metrics | None
@@ -359,8 +365,11 @@ class MetricsMethods:
         a port of their own); returns the :class:`Metrics`. Needs ``prometheus-client``
         (``pip install trioweb[metrics]``).
 
-        See docs/operations.md for every metric. Call it before the app starts.
+        See docs/operations.md for every metric. Call it before the app starts; a route of
+        the app that already answers GET at ``path`` is a ``ValueError``.
         """
+        if path is not None:
+            self.router.ensure_free(path)
         metrics = self.metrics
         if metrics is None:
             self.metrics = metrics = Metrics(self)
@@ -375,32 +384,3 @@ class MetricsMethods:
 
         self.get(path)(prometheus_metrics)
         return metrics
-
-
-def serve_on_port(host: str, port: int, registry: Any = None) -> None:
-    """Serve the metrics on a port of their own, from a thread: ``registry``'s, or every
-    worker's (multiprocess mode) when it is ``None``."""
-    import prometheus_client as prom
-    from prometheus_client import multiprocess
-
-    if registry is None:
-        registry = prom.CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
-    prom.start_http_server(port, addr=host, registry=registry)
-
-
-@contextmanager
-def worker_metrics_dir() -> Iterator[Callable[[int], None]]:
-    """A fresh ``PROMETHEUS_MULTIPROC_DIR`` for the workers to come, removed at the end (one
-    set by the user is used as it is, and kept); yields what to call when a worker exits."""
-    from prometheus_client import multiprocess
-
-    given = multiprocess_dir()
-    directory = given or tempfile.mkdtemp(prefix="trioweb-metrics-")
-    os.environ[_ENV] = directory
-    try:
-        yield lambda pid: multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
-    finally:
-        if given is None:
-            del os.environ[_ENV]
-            shutil.rmtree(directory, ignore_errors=True)

@@ -9,6 +9,7 @@ reads those reports, relays SIGINT and SIGTERM, and decides the exit status.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing.connection
 import os
 import signal
@@ -16,7 +17,25 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Supervisor", "supervise"]
+import trio
+
+__all__ = ["SUPERVISOR_CHECK_INTERVAL", "Supervisor", "supervise", "supervisor_gone"]
+
+logger = logging.getLogger("trioweb")
+
+#: Seconds between two checks by a worker that its supervisor still runs.
+SUPERVISOR_CHECK_INTERVAL = 1.0
+
+
+async def supervisor_gone(supervisor: int) -> None:
+    """Return once process ``supervisor`` is no longer this worker's parent: it died without
+    stopping its workers (SIGKILL, the OOM killer), and they must not go on serving alone,
+    holding the port a restarted service needs. Checked every SUPERVISOR_CHECK_INTERVAL s."""
+    while True:  # no event tells a process that its parent died: ask the kernel
+        if os.getppid() != supervisor:
+            break
+        await trio.sleep(SUPERVISOR_CHECK_INTERVAL)
+    logger.warning("the supervisor (pid %d) is gone: shutting down", supervisor)
 
 
 class Supervisor:

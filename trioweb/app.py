@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import logging.config
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
 from types import EllipsisType
@@ -37,6 +38,7 @@ from ._settings import (
 from ._typed import DEFAULT_MAX_INVALID_MESSAGES, ErrorFrame, InvalidPolicy, check_policy
 from ._types import DEFAULT_CLOSE_TIMEOUT, Receive, Scope, Send
 from .http import DEFAULT_MAX_BODY_SIZE
+from .logs import logging_config
 from .routing import Route, Router
 from .server import serve
 
@@ -425,7 +427,13 @@ class App(AsyncAPIMethods, LifeMethods, MetricsMethods, HealthMethods):
     __call__ = asgi_entry
 
     def run(self, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
-        """Serve the app until SIGINT or SIGTERM (see :func:`trioweb.serve` for ``options``)."""
+        """Serve the app until SIGINT or SIGTERM (see :func:`trioweb.serve` for ``options``).
+
+        trioweb's own lines (one per session, the drain) go to stderr as under ``trioweb run``,
+        unless the program has configured logging already (then they go where it says).
+        """
+        if not logging.getLogger().handlers and not logging.getLogger("trioweb").handlers:
+            logging.config.dictConfig(logging_config())
 
         async def main() -> None:
             await serve(self, host, port, **options)

@@ -17,14 +17,15 @@ import traceback
 from collections.abc import Callable
 from contextlib import nullcontext
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any
 
 import trio
 
 from ._failures import leaves
-from ._metrics import serve_on_port, worker_metrics_dir
-from ._startup import address_error, bind
-from ._workers import supervise
+from ._metrics_dir import sharing_run_dir, worker_metrics_dir
+from ._operations import NO_OPS, MetricsPortError, Operations, serve_metrics_port
+from ._startup import bind
+from ._workers import supervise, supervisor_gone
 from .app import App
 from .logs import logging_config
 from .server import (
@@ -37,41 +38,6 @@ from .server import (
 )
 
 __all__ = ["load_app", "main"]
-
-
-class Operations(NamedTuple):
-    """What ``--metrics``, ``--metrics-port`` and ``--health`` add to the app in each worker."""
-
-    metrics: bool = False
-    metrics_port: int | None = None
-    health: bool = False
-
-    def apply(self, app: App, host: str, workers: int) -> None:
-        """Mount the endpoints asked for; serve the metrics port of a single process."""
-        if self.metrics and app.metrics is None:  # (an app that serves its own keeps them)
-            app.serve_metrics()
-        elif self.metrics_port is not None and app.metrics is None:
-            app.serve_metrics(None)  # counted, served on the port only
-        if self.metrics_port is not None and workers == 1 and app.metrics is not None:
-            _serve_metrics_port(host, self.metrics_port, app.metrics.registry)
-        if self.health:
-            app.serve_health()
-
-
-NO_OPS = Operations()
-
-
-class MetricsPortError(Exception):
-    """The ``--metrics-port`` could not be listened on."""
-
-
-def _serve_metrics_port(host: str, port: int, registry: Any = None) -> None:
-    try:
-        serve_on_port(host, port, registry)
-    except OSError as exc:
-        raise MetricsPortError(
-            f"--metrics-port: {address_error([f'{host}:{port}'], exc)}"
-        ) from None
 
 
 class AppLoadError(Exception):
@@ -265,14 +231,24 @@ def _worker_main(
     log_format: str,
     report: multiprocessing.connection.Connection,
     ops: Operations = NO_OPS,
+    supervisor: int | None = None,
 ) -> None:
     """One of ``--workers``: tells the supervisor through ``report`` that it serves, or why it
-    could not start (the supervisor prints that once, for all of them)."""
+    could not start (the supervisor prints that once, for all of them); drains and exits if
+    the supervisor dies."""
     _configure_logging(log_format)  # a spawned process starts with logging unconfigured
+    if supervisor is not None:
+        options = {**options, "shutdown_trigger": partial(supervisor_gone, supervisor)}
     try:
-        _serve_one(
-            target, options, lambda urls: report.send(("started",)), sock.fileno(), ops, workers=2
-        )
+        with sharing_run_dir():
+            _serve_one(
+                target,
+                options,
+                lambda urls: report.send(("started",)),
+                sock.fileno(),
+                ops,
+                workers=2,
+            )
     except (StartupError, AppLoadError) as exc:
         report.send(("failed", _error_lines(exc, False), _error_lines(exc, True)))
         sys.exit(1)
@@ -313,13 +289,13 @@ def _run_workers(
     processes = [
         context.Process(
             target=_worker_main,
-            args=(target, options, listener, log_format, sender, ops),
+            args=(target, options, listener, log_format, sender, ops, os.getpid()),
             daemon=False,
         )
         for _, sender in pipes
     ]
     if ops.metrics_port is not None:  # every worker's metrics, read from their files
-        _serve_metrics_port(host, ops.metrics_port)  # (first: a port in use stops it all)
+        serve_metrics_port(host, ops.metrics_port)  # (first: a port in use stops it all)
     return supervise(
         processes,
         pipes,
@@ -332,6 +308,19 @@ def _run_workers(
 def _configure_logging(log_format: str = "text") -> None:
     """Show trioweb's log lines on stderr: the way hypercorn shows its own, or as JSON lines."""
     logging.config.dictConfig(logging_config(log_format))
+
+
+def _bad_value(args: argparse.Namespace) -> str | None:
+    """What is wrong with a value of ``trioweb run`` that argparse's types let through: found
+    here, it is exit 2 (a process manager does not restart on it), not an error at bind time
+    or at shutdown."""
+    if not 0 <= args.port <= 65535:
+        return f"--port must be 0-65535 (0: any free port), not {args.port}"
+    if args.metrics_port is not None and not 1 <= args.metrics_port <= 65535:
+        return f"--metrics-port must be 1-65535, not {args.metrics_port}"
+    if not args.graceful_timeout >= 0:  # (NaN too)
+        return f"--graceful-timeout must be 0 or more seconds, not {args.graceful_timeout}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,12 +342,18 @@ def main(argv: list[str] | None = None) -> int:
     if not args.ping_interval >= 0:
         print("trioweb: error: --ping-interval must be 0 (off) or positive", file=sys.stderr)
         return 2
+    if (bad := _bad_value(args)) is not None:
+        print(f"trioweb: error: {bad}", file=sys.stderr)
+        return 2
     try:
         app = load_app(args.target)
     except AppLoadError as exc:
         print(f"trioweb: error: {exc}", file=sys.stderr)
         return 2
     ops = Operations(args.metrics, args.metrics_port, args.health)
+    if (clash := ops.clash(app)) is not None:  # before anything starts: the app says so
+        print(f"trioweb: error: {clash}", file=sys.stderr)
+        return 2
     options: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
@@ -368,8 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.access_log:
         options.update(accesslog="-", access_log_format=ACCESS_LOG_FORMAT)
     if args.workers > 1:
-        # One scrape of any worker covers them all: prometheus-client's multiprocess mode,
-        # in a directory of this run's own.
+        # One scrape of any worker covers all: prometheus-client's multiprocess mode, a run's dir.
         wanted = args.metrics or args.metrics_port is not None or app.metrics is not None
         try:
             with worker_metrics_dir() if wanted else nullcontext() as worker_exited:

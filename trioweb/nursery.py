@@ -107,6 +107,12 @@ class ConnectionNursery(_NurseryView):
 #: What ``app.nursery`` does with a background task's error: ``report(task_name, error)``.
 #: The error is an ``Exception``, or an ``ExceptionGroup`` of them.
 Report: TypeAlias = Callable[[str, Exception], None]
+#: What ``app.nursery`` tells as each task starts: ``started(task_name)``.
+Started: TypeAlias = Callable[[str], None]
+
+
+def _nothing(task_name: str) -> None:
+    """No one to tell."""
 
 
 def _report_errors(report: Report, failure: BaseException) -> None:
@@ -131,8 +137,9 @@ def _report_errors(report: Report, failure: BaseException) -> None:
 
 
 async def _report_failure(
-    report: Report, async_fn: Callable[..., Awaitable[Any]], *args: Any
+    report: Report, started: Started, async_fn: Callable[..., Awaitable[Any]], *args: Any
 ) -> None:
+    started(trio.lowlevel.current_task().name)
     try:
         await async_fn(*args)
     except BaseException as failure:  # errors reported, anything else raised again
@@ -141,10 +148,12 @@ async def _report_failure(
 
 async def _report_failure_after_start(
     report: Report,
+    started: Started,
     async_fn: Callable[..., Awaitable[Any]],
     *args: Any,
     task_status: trio.TaskStatus[Any],
 ) -> None:
+    started(trio.lowlevel.current_task().name)
     status = _WatchedStatus(task_status)
     try:
         await async_fn(*args, task_status=status)
@@ -169,18 +178,19 @@ class AppNursery(_NurseryView):
     does this itself.
     """
 
-    __slots__ = ("_report",)
+    __slots__ = ("_report", "_started")
 
-    def __init__(self, nursery: trio.Nursery, report: Report) -> None:
+    def __init__(self, nursery: trio.Nursery, report: Report, started: Started = _nothing) -> None:
         super().__init__(nursery)
         self._report = report
+        self._started = started
 
     def start_soon(
         self, async_fn: Callable[..., Awaitable[Any]], *args: Any, name: object = None
     ) -> None:
         """Start ``async_fn(*args)`` as a background task of the app."""
         self._nursery.start_soon(
-            _report_failure, self._report, async_fn, *args, name=name or async_fn
+            _report_failure, self._report, self._started, async_fn, *args, name=name or async_fn
         )
 
     async def start(
@@ -188,5 +198,10 @@ class AppNursery(_NurseryView):
     ) -> Any:
         """Start ``async_fn(*args, task_status=...)``; return what it passes to ``started()``."""
         return await self._nursery.start(
-            _report_failure_after_start, self._report, async_fn, *args, name=name or async_fn
+            _report_failure_after_start,
+            self._report,
+            self._started,
+            async_fn,
+            *args,
+            name=name or async_fn,
         )

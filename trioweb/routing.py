@@ -187,6 +187,14 @@ class Router:
         """Append ``route`` to the table."""
         self.routes.append(route)
 
+    def ensure_free(self, path: str) -> None:
+        """Raise ``ValueError`` if a route already answers ``GET path`` (the same path, or a
+        pattern that matches it): an endpoint added there would never be reached, as the
+        first matching route wins."""
+        route = self.match_http(path, "GET").route
+        if route is not None:
+            raise ValueError(f"GET {path} is already served by the app (its route {route.path})")
+
     def match_websocket(self, path: str) -> RouteMatch:
         """Find the WebSocket route for ``path``."""
         for route in self.routes:
