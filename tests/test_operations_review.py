@@ -5,7 +5,7 @@ only for the metrics; endpoints never hide behind the app's routes; no client ca
 close-code series; bad values, a missing multiprocess directory and a missing prometheus-client
 are one line and exit 2; stale live gauges of dead processes do not count; one failed short
 job does not keep readiness down; app.run() shows the session lines; and a vanished peer is
-dropped even while a send to it is stalled (known to fail: a strict xfail).
+dropped even while a send to it is stalled.
 """
 
 from __future__ import annotations
@@ -272,14 +272,6 @@ async def test_live_gauges_of_dead_processes_in_the_users_directory_do_not_count
     assert directory.exists()  # the operator's own: kept
 
 
-@pytest.mark.long
-@pytest.mark.xfail(
-    strict=True,
-    reason="the ping task sends its Ping through the same stalled send path (_ws_stream.py "
-    "_send_pings awaits _send_wsproto_event), so the dead-peer check never runs again while a "
-    "send to the peer is blocked; left to the rewrite of _ws_stream.py (a check by send "
-    "progress, not by a Ping queued behind the stall)",
-)
 async def test_a_vanished_peer_the_server_is_sending_to_is_dropped_within_the_bound(monkeypatch):
     # A blackholed peer ACKs nothing: the server's sends fill its socket buffer and block (a
     # peer that stops reading does the same, on loopback). The dead-peer check must still drop
