@@ -28,14 +28,13 @@ import trio
 
 from ._background import describe
 from ._failures import leaves
+from ._test_scope import raw_headers, split_target
 from ._test_socket import (
     SERVER_QUEUE_SIZE,
     TestWebSocket,
     WebSocketClosed,
     WebSocketDenied,
     connect,
-    raw_headers,
-    split_target,
 )
 from ._timeouts import WaitTimer
 from ._types import ASGIApp, Message
