@@ -121,6 +121,29 @@ async def test_the_inbox_serves_several_consumers_and_cancellation() -> None:
     assert await waiting.get() == 5
 
 
+async def test_a_get_yields_once_per_item_unless_the_consumer_yielded_since_its_last() -> None:
+    buffer: Buffer[int] = Buffer(300)
+    for n in range(300):
+        buffer.put(n)
+    task = trio.lowlevel.current_task()
+    # A loop of gets alone (nothing else yields): every get is a schedule point.
+    for n in range(260):
+        with trio.testing.assert_checkpoints():
+            assert await buffer.get() == n
+    # A consumer that yields between its gets (a handler whose send yields): the get finds
+    # its item without a second trip through the scheduler...
+    await trio.lowlevel.checkpoint()
+    before = task._schedule_points
+    assert await buffer.get() == 260
+    assert task._schedule_points == before
+    # ...and is still a cancellation point.
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        with pytest.raises(trio.Cancelled):
+            await buffer.get()
+    assert len(buffer) == 300 - 261
+
+
 @pytest.mark.parametrize("iterate", [lambda ws: ws.__aiter__(), lambda ws: ws.iter_text()])
 async def test_async_for_over_a_socket_survives_a_cancellation_and_ends_at_the_close(
     iterate: Any, autojump_clock: trio.abc.Clock

@@ -206,6 +206,29 @@ async def test_both_ways_in_after_the_handler_is_done(way_in):
         assert (await closed_with(ws)).code == 1000
 
 
+@ways_in
+async def test_both_ways_in_drop_what_crosses_the_apps_close(way_in):
+    app = App()
+    got = []
+    closed = trio.Event()
+
+    @app.websocket("/")
+    async def once(ws: WebSocket):
+        got.append(await ws.receive())
+        await ws.close(4000, "enough")
+        closed.set()
+
+    async with TestClient(way_in(app)) as client, client.websocket("/") as ws:
+        await ws.send("first")
+        await closed.wait()
+        await ws.send("crosses the close")  # the app has closed: dropped, as a server does
+        closed_by_app = await closed_with(ws)  # (and the client answers the close)
+        assert (closed_by_app.code, closed_by_app.reason) == (4000, "enough")
+        with pytest.raises(RuntimeError, match="already closed"):
+            await ws.send("after the client's own close")
+    assert got == ["first"]
+
+
 # -- time limits -----------------------------------------------------------------------------
 
 

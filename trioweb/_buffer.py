@@ -26,6 +26,12 @@ from trio.lowlevel import (
 
 __all__ = ["Buffer", "park", "wake_all", "wake_one"]
 
+#: Whether trio counts each task's trips through its scheduler (``Task._schedule_points``,
+#: which ``trio.testing.assert_checkpoints`` reads; private to trio, and read here as
+#: ``_send_lock.yields_so_far`` reads it, which this module cannot import): without it, every
+#: get() that finds an item yields, as it must then.
+_COUNTS_YIELDS = hasattr(Task, "_schedule_points")
+
 T = TypeVar("T")
 
 
@@ -69,7 +75,7 @@ def wake_all(waiters: list[Task]) -> None:
 class Buffer(Generic[T]):
     """A bounded FIFO with a waiting ``get``; ``close()`` wakes every waiter."""
 
-    __slots__ = ("_abort", "_closed", "_items", "_waiters", "limit")
+    __slots__ = ("_abort", "_closed", "_items", "_points", "_waiters", "limit")
 
     def __init__(self, limit: int) -> None:
         if limit < 1:
@@ -83,6 +89,11 @@ class Buffer(Generic[T]):
         # The cancellation callback of the last task that waited in get(), kept for its next
         # wait: a buffer usually has one consumer, which then builds it once, not per message.
         self._abort: _Remover | None = None
+        # The consumer's count of trips through trio's scheduler when its last get() returned,
+        # modulo 256 (a small int: no object per socket), -1 before the first: a get() that
+        # finds an item yields only if the consumer has made no trip since. Modulo 256, a
+        # consumer that made exactly 256 looks as if it made none, and yields once more.
+        self._points = -1
 
     def __len__(self) -> int:
         return len(self._items)
@@ -161,16 +172,31 @@ class Buffer(Generic[T]):
     async def get(self) -> T:
         """The next item, waiting for one; ``StopAsyncIteration`` once the buffer is closed.
 
+        Always a cancellation point; a schedule point too, unless it finds an item and the
+        consumer has been through the scheduler since its last get() (its send yielded, say):
+        a receive-and-send loop then yields once per message, not twice.
+
         That exception, rather than a sentinel, makes ``get()`` an ``__anext__`` as it is: an
         async iterator over a buffer can hand out its coroutine, with no frame of its own in
         between (on every message, and on the stack of every waiting consumer).
         """
         await checkpoint_if_cancelled()
         items = self._items
+        if items and _COUNTS_YIELDS:
+            # A consumer that went through the scheduler since its last get() (a handler whose
+            # send yielded) has had its schedule point for this item: no second one. A loop of
+            # get() alone still yields on every one (docs/performance.md, "The test client").
+            points = current_task()._schedule_points & 255
+            last = self._points
+            if last != points and last >= 0:
+                self._points = points
+                return items.pop(0)
         if items or self._closed:
             await cancel_shielded_checkpoint()
             # Read after the checkpoint: another consumer may have taken the item.
             if items:
+                if _COUNTS_YIELDS:
+                    self._points = current_task()._schedule_points & 255
                 return items.pop(0)
             if self._closed:
                 raise StopAsyncIteration
@@ -185,6 +211,8 @@ class Buffer(Generic[T]):
             waiters.append(task)
             await wait_task_rescheduled(abort)
             if items:
+                if _COUNTS_YIELDS:
+                    self._points = task._schedule_points & 255
                 return items.pop(0)
             if self._closed:
                 raise StopAsyncIteration

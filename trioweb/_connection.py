@@ -21,7 +21,7 @@ paused reader would also stall pong replies and the very disconnect that should 
 connection. Both ways in put a message in the inbox at once, and a full inbox closes the
 socket with 1008 instead of blocking. (The direct way is taken only when the app was given the
 server's own receive: a middleware that wraps it must see every message.) The test client
-hands messages over directly too, but reports the end through receive().
+hands messages and the end over directly too.
 
 Where the socket is in its life is a :class:`~trioweb._phases.Phase`, moved by ``advance()``.
 """
@@ -421,9 +421,8 @@ class Connection:
     def deliver(self, data: str | bytes) -> bool:
         """Take a message handed over directly (``_types.DIRECT_DELIVERY``), as the reader
         would take it from ASGI receive(); ``False`` once the connection's scope is cancelled,
-        the message unwanted (an in-process client then goes through receive(), where what
-        comes after the end is handled; trioweb's stream drops it, as the drain after a close
-        would).
+        the message unwanted (trioweb's stream and the test client drop it, as the drain after a
+        close would).
         """
         scope = self.cancel_scope
         if scope is None or scope.cancel_called:

@@ -6,9 +6,9 @@ task is the socket's only one. Otherwise the session starts one of them in the c
 nursery:
 
 - :func:`read_loop`, the reader, where the server does not hand messages over (another server,
-  a middleware that wraps receive(), the test client's end): the only caller of ASGI
-  receive(), draining it without pause into the connection (see ``_connection.py`` for why it
-  never waits), until the disconnect, which it reports.
+  a middleware that wraps receive(), a test client with ``direct_delivery=False``): the only
+  caller of ASGI receive(), draining it without pause into the connection (see
+  ``_connection.py`` for why it never waits), until the disconnect, which it reports.
 - :func:`watch_silence`, where the server hands everything over but an idle timeout is set:
   it only waits for the timeout's deadline, which every message pushes back.
 

@@ -10,16 +10,23 @@ from __future__ import annotations
 import contextlib
 import json as jsonlib
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
 from contextlib import asynccontextmanager
-from typing import Any
-from urllib.parse import unquote
+from typing import Any, cast
 
 import msgspec
 import trio
-from trio.lowlevel import Task
+from trio.lowlevel import (
+    Task,
+    cancel_shielded_checkpoint,
+    checkpoint,
+    checkpoint_if_cancelled,
+    current_task,
+)
 
 from ._buffer import wake_all, wake_one
+from ._send_lock import yields_so_far
+from ._test_scope import websocket_scope
 from ._timeouts import WaitTimer
 from ._typed import reader_for
 from ._types import DIRECT_DELIVERY, ASGIApp, DirectPeer, Message
@@ -32,8 +39,6 @@ __all__ = [
     "WebSocketClosed",
     "WebSocketDenied",
     "connect",
-    "raw_headers",
-    "split_target",
 ]
 
 # hypercorn's default max_app_queue_size: the events a server buffers toward the app.
@@ -72,20 +77,6 @@ class WebSocketDenied(Exception):
         return f"handshake denied with HTTP {self.status_code}: {self.body!r}"
 
 
-def split_target(path: str) -> tuple[str, bytes, bytes]:
-    if not path.startswith("/"):
-        raise ValueError(f"test client paths start with '/', not {path!r}")
-    # By hand, not urlsplit: a target such as "//host/x" is a path here, not a network location.
-    path = path.partition("#")[0]
-    raw_path, _, query = path.partition("?")
-    return unquote(raw_path), raw_path.encode(), query.encode()
-
-
-def raw_headers(headers: Mapping[str, str] | None, defaults: dict[str, str]) -> list[Any]:
-    merged = {**defaults, **{k.lower(): v for k, v in (headers or {}).items()}}
-    return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in merged.items()]
-
-
 # What an app may send in each state of a WebSocket scope, and the state it leads to.
 _APP_TRANSITIONS: dict[str, dict[str, str]] = {
     "handshake": {
@@ -97,6 +88,19 @@ _APP_TRANSITIONS: dict[str, dict[str, str]] = {
     "connected": {"websocket.send": "connected", "websocket.close": "closed"},
     "closed": {},
 }
+
+
+class _Done:
+    """An awaitable that is already done: awaiting it neither yields nor makes a coroutine."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return _EXHAUSTED  # (``yield from`` an exhausted iterator: done at once, every time)
+
+
+_EXHAUSTED = cast(Generator[Any, None, None], iter(()))
+_SENT = _Done()
 
 
 class TestWebSocket:
@@ -118,8 +122,14 @@ class TestWebSocket:
         self._timer = timer
         self._closed: WebSocketClosed | None = None
         self._client_closed = False
-        # The app's direct way in for messages, once it attached one (trioweb apps do).
+        # The app's direct way in, once it attached one (trioweb apps do): its messages, and
+        # its end (the client's close).
         self._deliver: Callable[[str | bytes], bool] | None = None
+        self._peer: DirectPeer | None = None
+        # This task's count of trips through trio's scheduler when the last receive returned
+        # (``yields_so_far``): a receive that finds its message there yields only if the task
+        # has not been through the scheduler since (in the send before it, say).
+        self._points: int | None = None
         #: Where the app is in the ASGI WebSocket state machine, as the server sees it.
         self._app_state = "handshake"
         #: The subprotocol the app chose.
@@ -127,8 +137,22 @@ class TestWebSocket:
         #: The headers of the app's accept.
         self.headers = Headers()
 
-    async def _app_send(self, message: Message) -> None:
+    def _app_send(self, message: Message) -> Awaitable[None]:
         """The app's ASGI send, checked against the protocol as hypercorn checks it."""
+        if (
+            message.get("type") == "websocket.send"
+            and self._app_state == "connected"
+            and not self._client_closed
+        ):
+            # Every message of an open socket: queued right here, and an awaitable that is
+            # already done, rather than a coroutine made and run for each message.
+            self._from_app.append(message)
+            if self._readers:
+                wake_one(self._readers)
+            return _SENT
+        return self._app_send_checked(message)
+
+    async def _app_send_checked(self, message: Message) -> None:
         kind = message.get("type")
         state = self._app_state
         if self._client_closed and state in ("connected", "closed"):
@@ -148,23 +172,33 @@ class TestWebSocket:
         wake_all(self._readers)
 
     async def _next_from_app(self, what: str) -> Message:
-        # A full checkpoint, as MemoryReceiveChannel.receive() is.
-        await trio.lowlevel.checkpoint_if_cancelled()
+        # A full checkpoint, as MemoryReceiveChannel.receive() is, except that a message
+        # already there costs no second trip through the scheduler when the task made one
+        # since its last receive (in its send): see docs/performance.md, "The test client".
+        # (receive() has this inline.)
+        await checkpoint_if_cancelled()
+        task = current_task()
         messages = self._from_app
-        if messages or self._app_ended:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        deadline = None
+        if not messages or (points := yields_so_far(task)) is None or points == self._points:
+            await cancel_shielded_checkpoint()
+            if not messages:
+                await self._wait_from_app(what)
+            points = yields_so_far(task)
+        self._points = points
+        return messages.popleft()
+
+    async def _wait_from_app(self, what: str) -> None:
+        """Wait until the app has sent something, within the time limit."""
+        messages = self._from_app
+        deadline = trio.current_time() + self._timeout
         while not messages:
             if self._app_ended:
                 raise RuntimeError(f"the app's handler ended without sending a {what}")
-            if deadline is None:  # (once: another reader taking the message keeps the limit)
-                deadline = trio.current_time() + self._timeout
             if not await self._timer.park(self._readers, deadline):
                 raise TimeoutError(
                     f"no {what} from the app within {self._timeout} s "
                     "(TestClient(receive_timeout=...) changes the limit)"
                 )
-        return messages.popleft()
 
     async def _handshake(self) -> None:
         message = await self._next_from_app("handshake reply")
@@ -213,39 +247,42 @@ class TestWebSocket:
             )
 
     def _attach(self, peer: DirectPeer) -> bool:
-        # Messages go straight to the connection; the end still goes through receive(), where
-        # the test client's own checks of what comes after it live.
+        # Messages go straight to the connection, and so does the end: the app then reads
+        # nothing through receive() and runs no reader task, as behind trioweb's stream.
         self._deliver = peer.deliver
-        return False
+        self._peer = peer
+        return True
+
+    async def send(self, message: str | bytes) -> None:
+        """Send a text (``str``) or binary (``bytes``) message to the app."""
+        data = message if isinstance(message, str) else bytes(message)
+        deliver = self._deliver
+        if deliver is None or self._client_closed:
+            return await self._put_data(data)
+        await checkpoint_if_cancelled()
+        if not deliver(data) and self._app_ended:
+            raise RuntimeError("the app's handler has already ended")
+        # (Refused while the app still runs: its socket is ending, and the message is dropped,
+        # as a server drops what crosses a close.)
+        await cancel_shielded_checkpoint()
 
     async def _put_data(self, data: str | bytes) -> None:
-        deliver = self._deliver
-        if deliver is not None and not self._client_closed:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            if deliver(data):
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return
-            self._deliver = None  # the app's reader has stopped: from now on, through receive()
         if isinstance(data, str):
             await self._put({"type": "websocket.receive", "text": data})
         else:
             await self._put({"type": "websocket.receive", "bytes": data})
 
-    async def send(self, message: str | bytes) -> None:
-        """Send a text (``str``) or binary (``bytes``) message to the app."""
-        await self._put_data(message if isinstance(message, str) else bytes(message))
-
     async def send_text(self, data: str) -> None:
         """Send a text message."""
         if not isinstance(data, str):
             raise TypeError(f"send_text() takes a str, not {type(data).__name__}")
-        await self._put_data(data)
+        await self.send(data)
 
     async def send_bytes(self, data: bytes) -> None:
         """Send a binary message."""
         if isinstance(data, str):
             raise TypeError("send_bytes() takes bytes, not str (send_text() sends text)")
-        await self._put_data(bytes(data))
+        await self.send(data)
 
     async def send_json(self, data: Any) -> None:
         """Send ``data`` as JSON in a text message."""
@@ -259,6 +296,19 @@ class TestWebSocket:
         """Close from the client's side; the app sees a disconnect with this code."""
         if self._client_closed:
             return
+        # One trip through the scheduler first: a receive that found its message there did
+        # not yield, and the app, woken by its own send, has not gone back to waiting yet.
+        await checkpoint_if_cancelled()
+        await cancel_shielded_checkpoint()
+        peer = self._peer
+        if peer is not None:
+            # And the end lands a trip later, as it did through ASGI receive() (the app's
+            # reader, woken, read it in the next one): what the app was about to do (read a
+            # message just sent, go back to waiting), it has done.
+            await cancel_shielded_checkpoint()
+            self._client_closed = True
+            peer.disconnected(int(code), reason, False)
+            return
         with contextlib.suppress(RuntimeError):  # the app has ended: nothing left to tell
             await self._put({"type": "websocket.disconnect", "code": int(code), "reason": reason})
         self._client_closed = True
@@ -269,7 +319,20 @@ class TestWebSocket:
         """The app's next message; raises :class:`WebSocketClosed` once the app has closed."""
         if self._closed is not None:
             raise WebSocketClosed(self._closed.code, self._closed.reason)
-        message = await self._next_from_app("message")
+        # _next_from_app("message"), inline: one coroutine less on every round trip.
+        task = current_task()
+        messages = self._from_app
+        if messages and (points := yields_so_far(task)) is not None and points != self._points:
+            await checkpoint_if_cancelled()
+        else:
+            # One trip through the scheduler (the app, already woken, usually answers in it),
+            # then a wait with the time limit if the message is still not there.
+            await checkpoint()
+            if not messages:
+                await self._wait_from_app("message")
+            points = yields_so_far(task)
+        self._points = points
+        message = messages.popleft()
         if message["type"] == "websocket.send":
             text = message.get("text")
             return text if text is not None else bytes(message.get("bytes") or b"")
@@ -322,37 +385,13 @@ async def connect(
 ) -> AsyncIterator[TestWebSocket]:
     """Open a test socket to ``app``, running the app in ``nursery``; see
     ``TestClient.websocket``."""
-    decoded, raw_path, query = split_target(path)
-    defaults = {
-        "host": host,
-        "connection": "upgrade",
-        "upgrade": "websocket",
-        "sec-websocket-version": "13",
-    }
-    if subprotocols:
-        defaults["sec-websocket-protocol"] = ", ".join(subprotocols)
     to_app, app_inbox = trio.open_memory_channel[Message](SERVER_QUEUE_SIZE)
     socket = TestWebSocket(to_app, receive_timeout, timer)
     app_receive = app_inbox.receive  # (one bound method: the app checks it is this one)
     extensions: dict[str, Any] = {"websocket.http.response": {}}
     if direct_delivery:
         extensions[DIRECT_DELIVERY] = {"attach": socket._attach, "receive": app_receive}
-    scope = {
-        "type": "websocket",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "scheme": "ws",
-        "path": decoded,
-        "raw_path": raw_path,
-        "query_string": query,
-        "root_path": "",
-        "headers": raw_headers(headers, defaults),
-        "client": client,
-        "server": ("testserver", 80),
-        "subprotocols": list(subprotocols or []),
-        "state": dict(state),
-        "extensions": extensions,
-    }
+    scope = websocket_scope(path, subprotocols, headers, host, client, state, extensions)
     app_done = trio.Event()
 
     async def run_app() -> None:

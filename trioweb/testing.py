@@ -2,16 +2,18 @@
 
 No sockets, no threads: everything runs in the test's own trio run, so it is deterministic and
 works with pytest-trio's ``autojump_clock``. It behaves like hypercorn where that matters to a
-test: the queue toward the app holds 10 events (for a trioweb app, the handshake and the
-disconnect; its messages go to the inbox, below), a denied handshake arrives as an HTTP response,
+test: the queue toward the app holds 10 events (for a trioweb app, the handshake; its messages
+and its end go to the connection, below), a denied handshake arrives as an HTTP response,
 and the client answers the app's close as a real client would. One difference on purpose: the
 client's close code reaches the app as sent (hypercorn reports 1006 for it).
 
 A trioweb app takes the client's messages straight into the connection's inbox (the
 ``trioweb.direct_delivery`` ASGI extension), by the same code its reader task runs for each
 message from ASGI receive(): same limits, same overflow policy, one task wake-up less per
-message. The handshake and the disconnect still go through receive(), as does every message of
-an app that is not trioweb's, or that a middleware reaches through a receive() of its own.
+message; and the client's close straight to the connection, as trioweb's own stream reports
+it, so that the app runs no reader task for a test socket. The handshake still goes through
+receive(), as does everything of an app that is not trioweb's, or that a middleware reaches
+through a receive() of its own.
 """
 
 from __future__ import annotations
@@ -28,14 +30,13 @@ import trio
 
 from ._background import describe
 from ._failures import leaves
+from ._test_scope import raw_headers, split_target
 from ._test_socket import (
     SERVER_QUEUE_SIZE,
     TestWebSocket,
     WebSocketClosed,
     WebSocketDenied,
     connect,
-    raw_headers,
-    split_target,
 )
 from ._timeouts import WaitTimer
 from ._types import ASGIApp, Message
@@ -83,9 +84,10 @@ class TestClient:
 
     ``direct_delivery`` (on by default) hands each message of a test socket straight to a
     trioweb app's connection, through the same per-message code its reader task runs (the
-    limits, the inbox bound, the idle timer), which is about twice as fast. Off, every message
-    goes through ASGI ``receive()`` and the app's reader task, as behind a server. An app that
-    wraps ``receive()`` in a middleware always gets the second way.
+    limits, the inbox bound, the idle timer), and its close as trioweb's stream reports it: a
+    round trip costs about half of what it costs the other way. Off, every message and the
+    close go through ASGI ``receive()`` and the app's reader task, as behind other servers. An
+    app that wraps ``receive()`` in a middleware always gets the second way.
     """
 
     __test__ = False  # not a pytest test class
