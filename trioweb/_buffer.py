@@ -24,15 +24,16 @@ from trio.lowlevel import (
     wait_task_rescheduled,
 )
 
+from ._yields import yields_so_far
+
 __all__ = ["Buffer", "park", "wake_all", "wake_one"]
 
-#: Whether trio counts each task's trips through its scheduler (``Task._schedule_points``,
-#: which ``trio.testing.assert_checkpoints`` reads; private to trio, and read here as
-#: ``_send_lock.yields_so_far`` reads it, which this module cannot import): without it, every
-#: get() that finds an item yields, as it must then.
-_COUNTS_YIELDS = hasattr(Task, "_schedule_points")
-
 T = TypeVar("T")
+
+
+def _mod256(points: int | None) -> int:
+    """A task's count of trips modulo 256 (a small int: no object), -1 if trio does not say."""
+    return -1 if points is None else points & 255
 
 
 async def park(waiters: list[Task]) -> None:
@@ -182,21 +183,19 @@ class Buffer(Generic[T]):
         """
         await checkpoint_if_cancelled()
         items = self._items
-        if items and _COUNTS_YIELDS:
+        if items and (points := yields_so_far(current_task())) is not None:
             # A consumer that went through the scheduler since its last get() (a handler whose
             # send yielded) has had its schedule point for this item: no second one. A loop of
             # get() alone still yields on every one (docs/performance.md, "The test client").
-            points = current_task()._schedule_points & 255
             last = self._points
-            if last != points and last >= 0:
-                self._points = points
+            if last != points & 255 and last >= 0:
+                self._points = points & 255
                 return items.pop(0)
         if items or self._closed:
             await cancel_shielded_checkpoint()
             # Read after the checkpoint: another consumer may have taken the item.
             if items:
-                if _COUNTS_YIELDS:
-                    self._points = current_task()._schedule_points & 255
+                self._points = _mod256(yields_so_far(current_task()))
                 return items.pop(0)
             if self._closed:
                 raise StopAsyncIteration
@@ -211,8 +210,7 @@ class Buffer(Generic[T]):
             waiters.append(task)
             await wait_task_rescheduled(abort)
             if items:
-                if _COUNTS_YIELDS:
-                    self._points = task._schedule_points & 255
+                self._points = _mod256(yields_so_far(task))
                 return items.pop(0)
             if self._closed:
                 raise StopAsyncIteration

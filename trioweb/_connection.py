@@ -39,7 +39,7 @@ from ._deflate import Compression
 from ._denial import Denial, denial
 from ._failures import PROTOCOL_ERRORS
 from ._phases import Event, Phase, advance
-from ._send_lock import SendLock, yields_so_far
+from ._send_lock import SendLock
 from ._sizes import size_of
 from ._types import (
     DEFAULT_CLOSE_TIMEOUT,
@@ -50,6 +50,7 @@ from ._types import (
     Scope,
     Send,
 )
+from ._yields import yields_so_far
 from .close_codes import CloseCode, as_close_code, check_close_code
 from .exceptions import WebSocketDisconnect, truncate_reason
 

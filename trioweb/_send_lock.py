@@ -16,7 +16,7 @@ Two ways to hold it:
 - for every message out, the connection's ``send`` takes it with :meth:`SendLock.try_acquire`
   (a plain call: no coroutine on the hot path) and waits with :meth:`SendLock.wait` only when
   another sender has it; it yields at the end only if the server's send did not yield itself
-  (:func:`yields_so_far` tells). hypercorn's send yields for a live peer (its own lock, then the
+  (``_yields.yields_so_far`` tells). hypercorn's send yields for a live peer (its own lock, then the
   socket) and returns without yielding once the peer is gone (docs/hypercorn.md, fact 2), so a
   send loop never spins and never pays for two trips through the scheduler.
 """
@@ -32,19 +32,9 @@ from trio.lowlevel import (
 )
 
 from ._buffer import park
+from ._yields import yields_so_far
 
-__all__ = ["SendLock", "yields_so_far"]
-
-#: Whether trio counts each task's trips through its scheduler, as ``Task._schedule_points``
-#: (``trio.testing.assert_checkpoints`` reads it). It is private to trio: without it, every
-#: send yields once more, as it must then.
-_COUNTS_YIELDS = hasattr(Task, "_schedule_points")
-
-
-def yields_so_far(task: Task) -> int | None:
-    """How many times ``task`` has been through trio's scheduler; None if trio does not say
-    (then a send must always yield once more)."""
-    return task._schedule_points if _COUNTS_YIELDS else None
+__all__ = ["SendLock"]
 
 
 class SendLock:

@@ -25,11 +25,11 @@ from trio.lowlevel import (
 )
 
 from ._buffer import wake_all, wake_one
-from ._send_lock import yields_so_far
 from ._test_scope import websocket_scope
 from ._timeouts import WaitTimer
 from ._typed import reader_for
 from ._types import DIRECT_DELIVERY, ASGIApp, DirectPeer, Message
+from ._yields import yields_so_far
 from .close_codes import as_close_code
 from .datastructures import Headers
 
