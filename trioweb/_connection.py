@@ -77,6 +77,7 @@ class Connection:
         "bytes_in",
         "bytes_out",
         "cancel_scope",
+        "cancelled",
         "close_code",
         "close_reason",
         "close_timeout",
@@ -129,8 +130,9 @@ class Connection:
         self.phase = Phase.CONNECTING
         #: The accept has gone out: from now on a close is a close frame, not an HTTP 403.
         self.accepted = False
-        #: The scope of the socket's nursery: cancelled when the socket ends.
+        #: The socket's scope: cancelled (by :meth:`cancel`) when the socket ends.
         self.cancel_scope: trio.CancelScope | None = None
+        self.cancelled = False  #: :meth:`cancel` has cancelled it
         #: The scope of the handler's own nursery, if it asked for one.
         self.user_scope: trio.CancelScope | None = None
         self._handler_done = False
@@ -282,8 +284,7 @@ class Connection:
             self.close_reason = ""
         self.phase = advance(self.phase, Event.DISCONNECTED)  # nothing more from this peer
         self.inbox.close()
-        if self.cancel_scope is not None:
-            self.cancel_scope.cancel()
+        self.cancel()
 
     def disconnect_error(self) -> WebSocketDisconnect:
         """The exception that send and receive raise on a closed socket."""
@@ -374,8 +375,15 @@ class Connection:
         """Decide to close from the server's side: cancel everything; the close follows."""
         if self.server_close is None:
             self.server_close = (code, reason)
-        if self.cancel_scope is not None:
-            self.cancel_scope.cancel()
+        self.cancel()
+
+    def cancel(self) -> None:
+        """Cancel the socket's scope, once; a message handed over from then on is not wanted
+        (a flag of our own: trio's cancel_called reads the clock, on every message)."""
+        scope = self.cancel_scope
+        if scope is not None and not self.cancelled:
+            self.cancelled = True
+            scope.cancel()
 
     # -- the way in ---------------------------------------------------------------------
 
@@ -392,14 +400,7 @@ class Connection:
         self.close_reason = reason
         self.closed_by_server = closed_by_server
         self.inbox.close()
-        if self.cancel_scope is not None:
-            self.cancel_scope.cancel()
-
-    def went_idle(self) -> None:
-        """The idle timeout passed with no message (``_reader.py`` watches it)."""
-        if not self.phase.closed:
-            # 1000, not a shutdown's 1001 (reconnecting on it would defeat the timeout).
-            self.shut_down(CloseCode.NORMAL, f"idle for more than {self.idle_timeout:g} s")
+        self.cancel()
 
     def take(self, data: str | bytes) -> None:
         """One message from the client: into the inbox, or the close its size or an overflow
@@ -425,8 +426,7 @@ class Connection:
         the message unwanted (trioweb's stream and the test client drop it, as the drain after a
         close would).
         """
-        scope = self.cancel_scope
-        if scope is None or scope.cancel_called:
+        if self.cancelled or self.cancel_scope is None:
             return False
         silence, idle = self.silence, self.idle_timeout
         if silence is not None and idle is not None:

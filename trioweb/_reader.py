@@ -24,7 +24,7 @@ from ._connection import Connection
 from ._types import CLOSED_BY_SERVER, Message, Receive
 from .close_codes import CloseCode
 
-__all__ = ["read_loop", "take_event", "watch_silence"]
+__all__ = ["read_loop", "take_event", "watch_silence", "went_idle"]
 
 
 async def read_loop(connection: Connection, receive: Receive) -> None:
@@ -43,7 +43,7 @@ async def read_loop(connection: Connection, receive: Receive) -> None:
             if not take_event(connection, await receive()):
                 return
     if silence.cancelled_caught:
-        connection.went_idle()
+        went_idle(connection)
 
 
 def take_event(connection: Connection, message: Message) -> bool:
@@ -71,4 +71,12 @@ async def watch_silence(connection: Connection) -> None:
     with silence:
         await trio.sleep_forever()
     if silence.cancelled_caught:
-        connection.went_idle()
+        went_idle(connection)
+
+
+def went_idle(connection: Connection) -> None:
+    """The idle timeout passed with no message: close, unless the socket is closed already."""
+    if not connection.phase.closed:
+        # 1000, not a shutdown's 1001 (reconnecting on it would defeat the timeout).
+        reason = f"idle for more than {connection.idle_timeout:g} s"
+        connection.shut_down(CloseCode.NORMAL, reason)

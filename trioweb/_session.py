@@ -116,8 +116,7 @@ async def asgi_entry(host: Host, scope: Scope, receive: Receive, send: Send) -> 
                         nursery.cancel_scope.cancel()  # only the reader or watcher is left
                 # The handler is done: a message handed over from now on is not wanted. (Not
                 # twice: a cancel in trio records its reason, with a repr of the task.)
-                if not connection_scope.cancel_called:
-                    connection_scope.cancel()
+                connection.cancel()
         except BaseException as exc:  # sorted out right below
             failure = exc
         try:
