@@ -97,26 +97,31 @@ async def asgi_entry(host: Host, scope: Scope, receive: Receive, send: Send) -> 
             with trio.CancelScope() as connection_scope:
                 connection.cancel_scope = connection_scope
                 registry.add(connection, route)
-                # Made here, awaited in one of two places below: no frame in between for the
-                # common case (a handler with no hooks and no nursery).
-                running = (
-                    _run_handler(connection, ws, route, settings)
-                    if settings.before_websocket or route.nursery_param is not None
-                    else route.handler(ws, **ws.path_params)
-                )
-                if connection.attach(scope, receive) and connection.idle_timeout is None:
-                    returned = await running  # the server tells us everything: no task beside
-                else:
-                    async with trio.open_nursery() as nursery:
-                        if connection.direct_end:
-                            nursery.start_soon(watch_silence, connection, name=_WATCHER_NAME)
-                        else:
-                            nursery.start_soon(read_loop, connection, receive, name=_READER_NAME)
-                        returned = await running
-                        nursery.cancel_scope.cancel()  # only the reader or watcher is left
-                # The handler is done: a message handed over from now on is not wanted. (Not
-                # twice: a cancel in trio records its reason, with a repr of the task.)
-                connection.cancel()
+                try:
+                    # Made here, awaited in one of two places below: no frame in between for
+                    # the common case (a handler with no hooks and no nursery).
+                    running = (
+                        _run_handler(connection, ws, route, settings)
+                        if settings.before_websocket or route.nursery_param is not None
+                        else route.handler(ws, **ws.path_params)
+                    )
+                    if connection.attach(scope, receive) and connection.idle_timeout is None:
+                        returned = await running  # the server tells us everything: no task
+                    else:
+                        async with trio.open_nursery() as nursery:
+                            if connection.direct_end:
+                                nursery.start_soon(watch_silence, connection, name=_WATCHER_NAME)
+                            else:
+                                nursery.start_soon(
+                                    read_loop, connection, receive, name=_READER_NAME
+                                )
+                            returned = await running
+                            nursery.cancel_scope.cancel()  # only the reader or watcher is left
+                finally:
+                    # The handler is done, or failed: a message handed over from now on is not
+                    # wanted (it would wait in the inbox for no one). Once: a cancel in trio
+                    # records its reason, with a repr of the task.
+                    connection.cancel()
         except BaseException as exc:  # sorted out right below
             failure = exc
         try:
