@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json as jsonlib
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Generator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -124,7 +124,6 @@ class TestWebSocket:
         self._client_closed = False
         # The app's direct way in, once it attached one (trioweb apps do): its messages, and
         # its end (the client's close).
-        self._deliver: Callable[[str | bytes], bool] | None = None
         self._peer: DirectPeer | None = None
         # This task's count of trips through trio's scheduler when the last receive returned
         # (``yields_so_far``): a receive that finds its message there yields only if the task
@@ -249,18 +248,17 @@ class TestWebSocket:
     def _attach(self, peer: DirectPeer) -> bool:
         # Messages go straight to the connection, and so does the end: the app then reads
         # nothing through receive() and runs no reader task, as behind trioweb's stream.
-        self._deliver = peer.deliver
         self._peer = peer
         return True
 
     async def send(self, message: str | bytes) -> None:
         """Send a text (``str``) or binary (``bytes``) message to the app."""
         data = message if isinstance(message, str) else bytes(message)
-        deliver = self._deliver
-        if deliver is None or self._client_closed:
+        peer = self._peer
+        if peer is None or self._client_closed:
             return await self._put_data(data)
         await checkpoint_if_cancelled()
-        if not deliver(data) and self._app_ended:
+        if not peer.deliver(data) and self._app_ended:
             raise RuntimeError("the app's handler has already ended")
         # (Refused while the app still runs: its socket is ending, and the message is dropped,
         # as a server drops what crosses a close.)

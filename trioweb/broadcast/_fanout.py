@@ -237,10 +237,7 @@ class Fanout:
         if subscribers is None or subscription not in subscribers:
             return False
         subscribers.discard(subscription)
-        if subscription.dropped:
-            policy = subscription.policy
-            self._dropped_gone[policy] = self._dropped_gone.get(policy, 0) + subscription.dropped
-        self._slow_gone += subscription._overflowed
+        self._slow_gone += _tally(subscription, self._dropped_gone)
         if subscribers:
             return False
         del self._topics[topic]
@@ -262,11 +259,7 @@ class Fanout:
         dropped = dict(self._dropped_gone)
         slow = self._slow_gone
         for subscriptions in self._topics.values():
-            for subscription in subscriptions:
-                if subscription.dropped:
-                    policy = subscription.policy
-                    dropped[policy] = dropped.get(policy, 0) + subscription.dropped
-                slow += subscription._overflowed
+            slow += sum(_tally(subscription, dropped) for subscription in subscriptions)
         return dropped, slow
 
     def subscribers(self, topic: str) -> int:
@@ -350,3 +343,12 @@ class Fanout:
             for buffer in unwoken:
                 buffer.wake()
             unwoken.clear()
+
+
+def _tally(subscription: Subscription, dropped: dict[str, int]) -> int:
+    """Add what ``subscription`` has dropped to ``dropped``, under its policy; 1 if it was
+    ended for being too slow, else 0."""
+    if subscription.dropped:
+        policy = subscription.policy
+        dropped[policy] = dropped.get(policy, 0) + subscription.dropped
+    return int(subscription._overflowed)
