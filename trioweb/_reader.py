@@ -24,14 +24,14 @@ from ._connection import Connection
 from ._types import CLOSED_BY_SERVER, Message, Receive
 from .close_codes import CloseCode
 
-__all__ = ["read_loop", "take_event", "watch_silence", "went_idle"]
+__all__ = ["read_loop", "watch_silence"]
 
 
 async def read_loop(connection: Connection, receive: Receive) -> None:
     """Drain ASGI receive() into ``connection`` until the client disconnects."""
     idle = connection.idle_timeout
     if idle is None:
-        while take_event(connection, await receive()):
+        while _take_event(connection, await receive()):
             pass
         return
     # The loop is written twice rather than inside a null context manager, which would stay
@@ -40,13 +40,13 @@ async def read_loop(connection: Connection, receive: Receive) -> None:
     with silence:
         while True:
             silence.deadline = trio.current_time() + idle
-            if not take_event(connection, await receive()):
+            if not _take_event(connection, await receive()):
                 return
     if silence.cancelled_caught:
-        went_idle(connection)
+        _went_idle(connection)
 
 
-def take_event(connection: Connection, message: Message) -> bool:
+def _take_event(connection: Connection, message: Message) -> bool:
     """One ASGI event from the server; ``False`` once it is the disconnect."""
     kind = message["type"]
     if kind == "websocket.receive":
@@ -71,10 +71,10 @@ async def watch_silence(connection: Connection) -> None:
     with silence:
         await trio.sleep_forever()
     if silence.cancelled_caught:
-        went_idle(connection)
+        _went_idle(connection)
 
 
-def went_idle(connection: Connection) -> None:
+def _went_idle(connection: Connection) -> None:
     """The idle timeout passed with no message: close, unless the socket is closed already."""
     if not connection.phase.closed:
         # 1000, not a shutdown's 1001 (reconnecting on it would defeat the timeout).
