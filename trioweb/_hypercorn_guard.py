@@ -67,7 +67,7 @@ import h2.exceptions
 from hypercorn.protocol.h2 import H2Protocol
 from hypercorn.trio.tcp_server import TCPServer
 
-from . import _accept_log, _http1_guard, _ws_install
+from . import _accept_log, _http1_guard, _hypercorn_tcp, _ws_install
 from ._failures import PROTOCOL_ERRORS, leaves
 
 __all__ = ["VERIFIED_VERSIONS", "install"]
@@ -99,6 +99,7 @@ def install() -> bool:
             _ws_install.install()
             _http1_guard.install()  # ambiguous HTTP/1.1 framing: 400 and close (fact 20)
             _accept_log.install()  # out of file descriptors: one line, not a traceback a retry
+            _hypercorn_tcp.install()  # no trio work that does nothing on each read and write
             _outcome = _apply()
         return _outcome
 

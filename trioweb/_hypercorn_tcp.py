@@ -1,0 +1,160 @@
+"""hypercorn's per-connection TCP server, without the trio work that does nothing
+(docs/hypercorn.md, fact 25).
+
+hypercorn 0.18's trio ``TCPServer`` (``hypercorn/trio/tcp_server.py``) pays for two things on
+every read and every write of every connection, HTTP and WebSocket alike:
+
+- ``_read_data`` wraps each ``receive_some`` in ``trio.fail_after(config.read_timeout or inf)``.
+  With no read timeout (hypercorn's default, and trioweb's), that is a cancel scope with an
+  infinite deadline, built, entered and left around every read, that can never fire.
+- ``protocol_send`` takes ``send_lock`` with ``async with``. trio's ``Lock.acquire`` is a full
+  checkpoint, so it yields to the scheduler even when the lock is free. The shielded
+  ``send_all`` inside yields once more, so every write costs two trips through trio's run
+  loop.
+
+Counted in instructions under callgrind on trioweb's benchmark server, they are about a tenth
+of a WebSocket handshake (one message echoed, then a close) and a fifth of each echoed message:
+more than the whole framework costs. docs/performance.md has the figures.
+
+:func:`install` replaces the two methods with ones that do the same thing without that waste:
+
+- With ``read_timeout`` unset, a read is not wrapped at all; with it set, it is wrapped exactly
+  as hypercorn wraps it, and a silent peer is still dropped after that long.
+- A send first checks for cancellation, as the lock's ``acquire`` did, so a sender that is
+  cancelled still sends nothing. It then takes the lock at once when it is free, and waits for
+  it in trio's FIFO order when it is not. The shielded ``send_all`` is kept, so every write
+  still yields once (it stays a checkpoint) and a cancellation still never cuts a frame in
+  half. ``Closed`` and ``Updated`` events go to hypercorn's own method.
+
+hypercorn's own tests of its trio server (``tests/trio/test_keep_alive.py`` and
+``test_sanity.py`` in its sdist) run against the replaced methods in ``nox -s
+hypercorn_compat``; ``tests/test_hypercorn_tcp.py`` checks the read timeout, the ordering of
+sends from several tasks and a cancelled sender over a real server. Upstream, the same change
+is ``patches/hypercorn-tcp-server.patch``; remove this module once the hypercorn trioweb
+requires has it.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+
+import trio
+from hypercorn.events import Closed, Event, RawData
+from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
+
+__all__ = ["VERIFIED_VERSIONS", "install"]
+
+logger = logging.getLogger(__name__)
+
+#: hypercorn releases whose ``TCPServer`` was read and tested against this change.
+VERIFIED_VERSIONS = frozenset({"0.18.0"})
+
+_MARKER = "__trioweb_tcp__"
+_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+async def _read_data(self: TCPServer) -> None:
+    """hypercorn's read loop, with no timeout scope around a read when there is no timeout."""
+    timeout = self.config.read_timeout
+    receive_some = self.stream.receive_some
+    while True:
+        try:
+            if timeout is None:
+                data = await receive_some(MAX_RECV)
+            else:
+                with trio.fail_after(timeout):
+                    data = await receive_some(MAX_RECV)
+        except (*_STREAM_ERRORS, trio.TooSlowError):
+            break
+        await self.protocol.handle(RawData(bytes(data)))
+        if data == b"":
+            break
+    await self.protocol.handle(Closed())
+
+
+_Send = Callable[[TCPServer, Event], Awaitable[None]]
+
+
+def _send(original: _Send) -> _Send:
+    async def protocol_send(self: TCPServer, event: Event) -> None:
+        """hypercorn's send: the bytes go out whole, one writer at a time, and the call is a
+        checkpoint; it yields once (in ``send_all``), not twice."""
+        if type(event) is not RawData:
+            return await original(self, event)
+        await trio.lowlevel.checkpoint_if_cancelled()  # what the lock's acquire checked
+        lock = self.send_lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            with trio.CancelScope(shield=True):
+                await self.stream.send_all(event.data)
+        except _STREAM_ERRORS:
+            await self.protocol.handle(Closed())
+        finally:
+            lock.release()
+
+    setattr(protocol_send, _MARKER, True)
+    return protocol_send
+
+
+def _names(function: object) -> set[str]:
+    """The global and attribute names ``function``'s code uses."""
+    return set(getattr(getattr(function, "__code__", None), "co_names", ()))
+
+
+def _shape_problem() -> str | None:
+    """Why hypercorn's ``TCPServer`` is not what this change was written for, or None."""
+    expected = {
+        "_read_data": (["self"], {"fail_after", "read_timeout", "receive_some", "handle"}),
+        "protocol_send": (["self", "event"], {"send_lock", "CancelScope", "send_all", "RawData"}),
+    }
+    for name, (parameters, names) in expected.items():
+        method = getattr(TCPServer, name, None)
+        if getattr(method, _MARKER, False):
+            continue
+        if not inspect.iscoroutinefunction(method):
+            return f"TCPServer.{name} is not a coroutine method any more"
+        if list(inspect.signature(method).parameters) != parameters:
+            return f"TCPServer.{name} no longer takes {parameters}"
+        if missing := names - _names(method):
+            return f"TCPServer.{name} no longer uses {', '.join(sorted(missing))}"
+    if not {"send_lock", "Lock"} <= _names(TCPServer.__init__):
+        return "TCPServer no longer has a send lock"
+    return None
+
+
+def install() -> bool:
+    """Replace the two methods of hypercorn's trio ``TCPServer``; return whether they are.
+
+    Idempotent. With a hypercorn release not in :data:`VERIFIED_VERSIONS` they are still
+    replaced if hypercorn's have the expected shape, with a warning asking someone to check;
+    if the shape has changed, hypercorn's own stay, and a warning says so.
+    """
+    if getattr(TCPServer.protocol_send, _MARKER, False):
+        return True
+    version = importlib.metadata.version("hypercorn")
+    problem = _shape_problem()
+    if problem is not None:
+        logger.warning(
+            "hypercorn %s: keeping its own TCP read and send (%s); everything works, each "
+            "read and write only costs more",
+            version,
+            problem,
+        )
+        return False
+    if version not in VERIFIED_VERSIONS:
+        logger.warning(
+            "hypercorn %s is not a version trioweb's TCP read and send were verified with "
+            "(%s); using them since TCPServer has the expected shape. Check whether this "
+            "hypercorn still needs them (trioweb/_hypercorn_tcp.py)",
+            version,
+            ", ".join(sorted(VERIFIED_VERSIONS)),
+        )
+    TCPServer._read_data = _read_data  # type: ignore[method-assign]
+    TCPServer.protocol_send = _send(TCPServer.protocol_send)  # type: ignore[method-assign, assignment]
+    return True
