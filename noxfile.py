@@ -1,6 +1,6 @@
 """Development sessions: ``nox -s tests``, ``nox -s long``, ``nox -s lint``, ``nox -s docs``,
-``nox -s bench``,
-``nox -s hypercorn_compat`` (hypercorn's own WebSocket stream tests against trioweb's stream)."""
+``nox -s bench``, ``nox -s hypercorn_compat`` (hypercorn's own tests of its WebSocket stream
+and of its trio TCP server, against trioweb's stream and trioweb's TCP read and send)."""
 
 import tarfile
 from pathlib import Path
@@ -61,22 +61,29 @@ def bench(session: nox.Session) -> None:
 
 #: The hypercorn release whose own tests ``hypercorn_compat`` runs (trioweb pins hypercorn 0.18).
 HYPERCORN_VERSION = "0.18.0"
-#: The files taken from its sdist: the stream's tests and the conftest hypercorn runs them with.
+#: The files taken from its sdist: the tests of its stream and of its trio TCP server, and the
+#: conftest and helpers hypercorn runs them with.
 HYPERCORN_TEST_FILES = (
     "tests/__init__.py",
     "tests/conftest.py",
+    "tests/helpers.py",
+    "tests/trio/__init__.py",
+    "tests/trio/test_keep_alive.py",
+    "tests/trio/test_sanity.py",
     "tests/protocol/test_ws_stream.py",
 )
 
 
 @nox.session
 def hypercorn_compat(session: nox.Session) -> None:
-    """hypercorn's own WebSocket stream tests, from its sdist, run against trioweb's stream.
+    """hypercorn's own tests, from its sdist: those of its WebSocket stream run against
+    trioweb's stream, those of its trio TCP server with trioweb's read and send.
 
-    The test file is downloaded, never kept here; tests_hypercorn/ws_stream_compat.py swaps the
-    stream in and lists the tests left out on purpose, each with its reason.
+    The test files are downloaded, never kept here; tests_hypercorn/ws_stream_compat.py and
+    tcp_server_compat.py swap trioweb's code in and list the tests left out, each with its
+    reason.
     """
-    session.install("-e", ".", "pytest>=8", "pytest-asyncio>=0.24")
+    session.install("-e", ".", "pytest>=8", "pytest-asyncio>=0.24", "pytest-trio>=0.8")
     tmp = Path(session.create_tmp()).resolve()
     sdists = tmp / "sdist"
     session.run(
@@ -96,16 +103,24 @@ def hypercorn_compat(session: nox.Session) -> None:
     (tests / "pytest.ini").write_text("[pytest]\n")
     plugin_dir = Path("tests_hypercorn").resolve()
     session.chdir(tests)
+    common = ["-p", "no:trioweb", "-p", "no:cacheprovider", "-ra", "--strict-markers"]
     session.run(
         "pytest",
         "-p", "ws_stream_compat",  # from tests_hypercorn/, on PYTHONPATH
         "-p", "no:trio",  # and no trio_mode: these are pytest-asyncio tests
-        "-p", "no:trioweb",  # (trioweb's own client fixture: not wanted here)
-        "-p", "no:cacheprovider",
+        *common,  # (no:trioweb: trioweb's own client fixture is not wanted here)
         "-o", "asyncio_mode=strict",
         "-o", "asyncio_default_fixture_loop_scope=function",
-        "-ra", "--strict-markers",
         HYPERCORN_TEST_FILES[-1],
+        *session.posargs,
+        env={"PYTHONPATH": str(plugin_dir)},
+    )  # fmt: skip
+    session.run(
+        "pytest",
+        "-p", "tcp_server_compat",  # from tests_hypercorn/: trioweb's TCP read and send
+        "-p", "no:asyncio",  # these are pytest-trio tests
+        *common,
+        *[name for name in HYPERCORN_TEST_FILES if name.startswith("tests/trio/test_")],
         *session.posargs,
         env={"PYTHONPATH": str(plugin_dir)},
     )  # fmt: skip

@@ -18,8 +18,9 @@ more than the whole framework costs. docs/performance.md has the figures.
 
 :func:`install` replaces the two methods with ones that do the same thing without that waste:
 
-- With ``read_timeout`` unset, a read is not wrapped at all; with it set, it is wrapped exactly
-  as hypercorn wraps it, and a silent peer is still dropped after that long.
+- With ``read_timeout`` unset (or 0, which hypercorn also reads as no timeout), a read is not
+  wrapped at all; with it set, it is wrapped exactly as hypercorn wraps it, and a silent peer
+  is still dropped after that long.
 - A send first checks for cancellation, as the lock's ``acquire`` did, so a sender that is
   cancelled still sends nothing. It then takes the lock at once when it is free, and waits for
   it in trio's FIFO order when it is not. The shielded ``send_all`` is kept, so every write
@@ -62,7 +63,7 @@ async def _read_data(self: TCPServer) -> None:
     receive_some = self.stream.receive_some
     while True:
         try:
-            if timeout is None:
+            if not timeout:  # None or 0: no timeout (hypercorn reads it as ``or inf``)
                 data = await receive_some(MAX_RECV)
             else:
                 with trio.fail_after(timeout):
