@@ -314,7 +314,9 @@ class Connection:
             # Counted for the session line: two adds, and the size of the payload.
             self.messages_out += 1
             data = message.get("text")
-            self.bytes_out += size_of(data if data is not None else message.get("bytes") or b"")
+            if data is None:
+                data = message.get("bytes") or b""
+            self.bytes_out += len(data) if type(data) is bytes or data.isascii() else size_of(data)
         except PROTOCOL_ERRORS as exc:
             raise self._send_failed(message, exc) from None
         finally:
@@ -402,11 +404,22 @@ class Connection:
         self.inbox.close()
         self.cancel()
 
-    def take(self, data: str | bytes) -> None:
+    def deliver(self, data: str | bytes) -> bool:
         """One message from the client: into the inbox, or the close its size or an overflow
-        calls for."""
-        # Its size once, for the session's count and the limit (ASCII text costs no encoding).
-        size = size_of(data)
+        calls for; ``False`` once the connection's scope is cancelled, the message unwanted
+        (trioweb's stream and the test client drop it, as the drain after a close would).
+
+        Called for every message in: by the server itself on the direct way in
+        (``_types.DIRECT_DELIVERY``), by the reader task otherwise.
+        """
+        if self.cancelled or self.cancel_scope is None:
+            return False
+        silence, idle = self.silence, self.idle_timeout
+        if silence is not None and idle is not None:
+            silence.deadline = trio.current_time() + idle
+        # Its size once, for the session's count and the limit (ASCII text costs no encoding;
+        # the common cases inline).
+        size = len(data) if type(data) is bytes or data.isascii() else size_of(data)
         self.messages_in += 1
         self.bytes_in += size
         limit = self.max_message_size
@@ -419,19 +432,6 @@ class Connection:
                 CloseCode.POLICY_VIOLATION,
                 f"inbox overflow: more than {self.inbox.limit} messages unread",
             )
-
-    def deliver(self, data: str | bytes) -> bool:
-        """Take a message handed over directly (``_types.DIRECT_DELIVERY``), as the reader
-        would take it from ASGI receive(); ``False`` once the connection's scope is cancelled,
-        the message unwanted (trioweb's stream and the test client drop it, as the drain after a
-        close would).
-        """
-        if self.cancelled or self.cancel_scope is None:
-            return False
-        silence, idle = self.silence, self.idle_timeout
-        if silence is not None and idle is not None:
-            silence.deadline = trio.current_time() + idle
-        self.take(data)
         return True
 
     async def drain_until_disconnect(self) -> None:

@@ -36,12 +36,12 @@ async def read_loop(connection: Connection, receive: Receive) -> None:
         return
     # The loop is written twice rather than inside a null context manager, which would stay
     # on this task's stack for the socket's whole life.
-    silence = connection.silence = trio.CancelScope()
+    # Every message pushes the deadline back (``Connection.deliver``).
+    silence = connection.silence = trio.CancelScope(deadline=trio.current_time() + idle)
     with silence:
-        while True:
-            silence.deadline = trio.current_time() + idle
-            if not _take_event(connection, await receive()):
-                return
+        while _take_event(connection, await receive()):
+            pass
+        return
     if silence.cancelled_caught:
         _went_idle(connection)
 
@@ -51,7 +51,7 @@ def _take_event(connection: Connection, message: Message) -> bool:
     kind = message["type"]
     if kind == "websocket.receive":
         data: str | bytes | None = message.get("text")
-        connection.take(data if data is not None else message.get("bytes") or b"")
+        connection.deliver(data if data is not None else message.get("bytes") or b"")
     elif kind == "websocket.disconnect":
         connection.disconnected(
             int(message.get("code") or CloseCode.NO_STATUS_RECEIVED),

@@ -305,7 +305,7 @@ class WebSocket(ScopeView):
     # Each send builds its ASGI message and hands it to the connection itself, with no call
     # to another send method in between: they are on the path of every message out.
 
-    async def send(self, message: str | bytes) -> None:
+    def send(self, message: str | bytes) -> Awaitable[None]:
         """Send a text (``str``) or binary (``bytes``) message."""
         if isinstance(message, str):
             event: dict[str, Any] = {"type": "websocket.send", "text": message}
@@ -315,7 +315,12 @@ class WebSocket(ScopeView):
             raise TypeError(f"send() takes str or bytes, not {type(message).__name__}")
         conn = self._conn
         if conn.phase is _CONNECTING:
-            await conn.accept(None, (), self.subprotocols, implicit=True)
+            return self._accept_then_send(event)
+        return conn.send(event)
+
+    async def _accept_then_send(self, event: dict[str, Any]) -> None:
+        conn = self._conn
+        await conn.accept(None, (), self.subprotocols, implicit=True)
         await conn.send(event)
 
     async def send_text(self, data: str) -> None:
