@@ -41,7 +41,6 @@ requires do either; ``tests/test_http_edge.py`` must then pass without it.
 
 from __future__ import annotations
 
-import importlib.metadata
 import inspect
 import logging
 from typing import Any
@@ -49,6 +48,8 @@ from typing import Any
 import h11
 import hypercorn.protocol
 from hypercorn.protocol.h11 import H11Protocol
+
+from ._hypercorn_gate import code_names, gate
 
 __all__ = ["VERIFIED_VERSIONS", "FramingCheckedConnection", "ambiguous_framing", "install"]
 
@@ -117,11 +118,6 @@ class FramingCheckedH11Protocol(H11Protocol):
             )
 
 
-def _names(function: object) -> set[str]:
-    """The global and attribute names ``function``'s code uses."""
-    return set(getattr(getattr(function, "__code__", None), "co_names", ()))
-
-
 def _shape_problem() -> str | None:
     """Why hypercorn's HTTP/1 protocol is not what this guard was written for, or None."""
     current = getattr(hypercorn.protocol, "H11Protocol", None)
@@ -132,8 +128,8 @@ def _shape_problem() -> str | None:
         return "H11Protocol._handle_events is not a coroutine function"
     # A RemoteProtocolError from next_event must still become an error response and a close.
     missing = {"next_event", "RemoteProtocolError", "_send_error_response", "Closed"}
-    missing -= _names(handle_events)
-    missing |= {"Connection", "h11_max_incomplete_size"} - _names(H11Protocol.__init__)
+    missing -= code_names(handle_events)
+    missing |= {"Connection", "h11_max_incomplete_size"} - code_names(H11Protocol.__init__)
     if missing:
         return f"H11Protocol no longer uses {', '.join(sorted(missing))} as expected"
     return None
@@ -147,23 +143,15 @@ def install() -> bool:
     whether it is still needed; if the shape has changed, it is not installed and a warning
     says so.
     """
-    version = importlib.metadata.version("hypercorn")
-    problem = _shape_problem()
-    if problem is not None:
-        logger.warning(
-            "hypercorn %s: not refusing HTTP/1.1 requests with both Content-Length and "
-            "Transfer-Encoding (%s); behind a proxy that is a request smuggling risk",
-            version,
-            problem,
-        )
+    if not gate(
+        logger,
+        "trioweb's HTTP/1.1 framing check",
+        VERIFIED_VERSIONS,
+        _shape_problem(),
+        not_applied="not refusing HTTP/1.1 requests with both Content-Length and Transfer-Encoding",
+        unprotected="behind a proxy that is a request smuggling risk",
+        module="trioweb/_http1_guard.py",
+    ):
         return False
-    if version not in VERIFIED_VERSIONS:
-        logger.warning(
-            "hypercorn %s is not a version trioweb's HTTP/1.1 framing check was verified with "
-            "(%s); installing it since H11Protocol has the expected shape. Check whether this "
-            "hypercorn still needs it (trioweb/_http1_guard.py)",
-            version,
-            ", ".join(sorted(VERIFIED_VERSIONS)),
-        )
     hypercorn.protocol.H11Protocol = FramingCheckedH11Protocol  # type: ignore[attr-defined]
     return True

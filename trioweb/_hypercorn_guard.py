@@ -52,7 +52,6 @@ pgjones/hypercorn#312, #334 and #365 propose exactly that; none was in a release
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import inspect
 import logging
 import threading
@@ -69,6 +68,7 @@ from hypercorn.trio.tcp_server import TCPServer
 
 from . import _accept_log, _http1_guard, _hypercorn_tcp, _ws_install
 from ._failures import PROTOCOL_ERRORS, leaves
+from ._hypercorn_gate import code_names, gate
 
 __all__ = ["VERIFIED_VERSIONS", "install"]
 
@@ -131,31 +131,18 @@ def _apply() -> bool:
     original = H2Protocol._handle_events
     if getattr(original, _MARKER, False):
         return True  # already guarded (this module was imported twice, e.g. reloaded)
-    version = importlib.metadata.version("hypercorn")
-    problem = _shape_problem()
-    if problem is not None:
-        logger.warning(
-            "hypercorn %s: not guarding HTTP/2 against DATA on finished streams (%s); "
-            "if that bug is still there, one such frame stops the whole server",
-            version,
-            problem,
-        )
+    if not gate(
+        logger,
+        "trioweb's HTTP/2 guard",
+        VERIFIED_VERSIONS,
+        _shape_problem(),
+        not_applied="not guarding HTTP/2 against DATA on finished streams",
+        unprotected="if that bug is still there, one such frame stops the whole server",
+        module="trioweb/_hypercorn_guard.py",
+    ):
         return False
-    if version not in VERIFIED_VERSIONS:
-        logger.warning(
-            "hypercorn %s is not a version trioweb's HTTP/2 guard was verified with (%s); "
-            "applying it since H2Protocol._handle_events has the expected shape. Check whether "
-            "this hypercorn still needs it (trioweb/_hypercorn_guard.py)",
-            version,
-            ", ".join(sorted(VERIFIED_VERSIONS)),
-        )
     H2Protocol._handle_events = _guarded(original)  # type: ignore[method-assign, assignment]
     return True
-
-
-def _names(function: object) -> set[str]:
-    """The global and attribute names ``function``'s code uses."""
-    return set(getattr(getattr(function, "__code__", None), "co_names", ()))
 
 
 def _shape_problem() -> str | None:
@@ -166,8 +153,8 @@ def _shape_problem() -> str | None:
     parameters = list(inspect.signature(method).parameters)
     if parameters != ["self", "events"]:
         return f"H2Protocol._handle_events takes {parameters}, not ['self', 'events']"
-    missing = {"DataReceived", "streams", "_flush"} - _names(method)
-    missing |= {"connection", "streams", "stream_buffers"} - _names(H2Protocol.__init__)
+    missing = {"DataReceived", "streams", "_flush"} - code_names(method)
+    missing |= {"connection", "streams", "stream_buffers"} - code_names(H2Protocol.__init__)
     if missing:
         return f"H2Protocol no longer uses {', '.join(sorted(missing))} as expected"
     return None

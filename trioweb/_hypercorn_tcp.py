@@ -37,7 +37,6 @@ requires has it.
 
 from __future__ import annotations
 
-import importlib.metadata
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -45,6 +44,8 @@ from collections.abc import Awaitable, Callable
 import trio
 from hypercorn.events import Closed, Event, RawData
 from hypercorn.trio.tcp_server import MAX_RECV, TCPServer
+
+from ._hypercorn_gate import code_names, gate
 
 __all__ = ["VERIFIED_VERSIONS", "install"]
 
@@ -103,11 +104,6 @@ def _send(original: _Send) -> _Send:
     return protocol_send
 
 
-def _names(function: object) -> set[str]:
-    """The global and attribute names ``function``'s code uses."""
-    return set(getattr(getattr(function, "__code__", None), "co_names", ()))
-
-
 def _shape_problem() -> str | None:
     """Why hypercorn's ``TCPServer`` is not what this change was written for, or None."""
     expected = {
@@ -122,9 +118,9 @@ def _shape_problem() -> str | None:
             return f"TCPServer.{name} is not a coroutine method any more"
         if list(inspect.signature(method).parameters) != parameters:
             return f"TCPServer.{name} no longer takes {parameters}"
-        if missing := names - _names(method):
+        if missing := names - code_names(method):
             return f"TCPServer.{name} no longer uses {', '.join(sorted(missing))}"
-    if not {"send_lock", "Lock"} <= _names(TCPServer.__init__):
+    if not {"send_lock", "Lock"} <= code_names(TCPServer.__init__):
         return "TCPServer no longer has a send lock"
     return None
 
@@ -138,24 +134,16 @@ def install() -> bool:
     """
     if getattr(TCPServer.protocol_send, _MARKER, False):
         return True
-    version = importlib.metadata.version("hypercorn")
-    problem = _shape_problem()
-    if problem is not None:
-        logger.warning(
-            "hypercorn %s: keeping its own TCP read and send (%s); everything works, each "
-            "read and write only costs more",
-            version,
-            problem,
-        )
+    if not gate(
+        logger,
+        "trioweb's TCP read and send",
+        VERIFIED_VERSIONS,
+        _shape_problem(),
+        not_applied="keeping its own TCP read and send",
+        unprotected="everything works, each read and write only costs more",
+        module="trioweb/_hypercorn_tcp.py",
+    ):
         return False
-    if version not in VERIFIED_VERSIONS:
-        logger.warning(
-            "hypercorn %s is not a version trioweb's TCP read and send were verified with "
-            "(%s); using them since TCPServer has the expected shape. Check whether this "
-            "hypercorn still needs them (trioweb/_hypercorn_tcp.py)",
-            version,
-            ", ".join(sorted(VERIFIED_VERSIONS)),
-        )
     TCPServer._read_data = _read_data  # type: ignore[method-assign]
     TCPServer.protocol_send = _send(TCPServer.protocol_send)  # type: ignore[method-assign, assignment]
     return True

@@ -7,7 +7,6 @@ against (a warning and hypercorn's own stream otherwise).
 
 from __future__ import annotations
 
-import importlib.metadata
 import inspect
 import logging
 
@@ -15,6 +14,7 @@ import hypercorn.protocol.h2
 import hypercorn.protocol.h11
 from hypercorn.protocol.ws_stream import WSStream
 
+from ._hypercorn_gate import gate
 from ._ws_stream import WebSocketStream
 
 __all__ = ["VERIFIED_VERSIONS", "install"]
@@ -56,23 +56,17 @@ def _shape_problem() -> str | None:
 def install() -> bool:
     """Make hypercorn's HTTP/1 and HTTP/2 protocols create :class:`WebSocketStream`; return
     whether it is in place. Idempotent."""
-    version = importlib.metadata.version("hypercorn")
-    problem = _shape_problem()
-    if problem is not None:
-        logger.warning(
-            "hypercorn %s: not installing trioweb's WebSocket stream (%s); oversize messages, "
-            "deflate bombs and protocol errors are then handled by hypercorn's own",
-            version,
-            problem,
-        )
+    if not gate(
+        logger,
+        "trioweb's WebSocket stream",
+        VERIFIED_VERSIONS,
+        _shape_problem(),
+        not_applied="not installing trioweb's WebSocket stream",
+        unprotected="oversize messages, deflate bombs and protocol errors are then handled by "
+        "hypercorn's own",
+        module="trioweb/_ws_stream.py",
+    ):
         return False
-    if version not in VERIFIED_VERSIONS:
-        logger.warning(
-            "hypercorn %s is not a version trioweb's WebSocket stream was verified with (%s); "
-            "installing it since WSStream has the expected shape",
-            version,
-            ", ".join(sorted(VERIFIED_VERSIONS)),
-        )
     for module in _PROTOCOL_MODULES:
         module.WSStream = WebSocketStream  # type: ignore[attr-defined]
     return True
