@@ -234,15 +234,16 @@ async def test_metrics_off_by_default_serve_nothing_and_observe_nothing():
 # -- `trioweb run --workers 2 --metrics`: one scrape covers both ------------------------------
 
 
-async def start_cli(*args: str, tmp: Path) -> tuple[trio.Process, int]:
-    """Start `trioweb run` with ``args`` and its temporary files in ``tmp``; return it and the
-    port it announces."""
+async def start_cli(*args: str, tmp: Path, new_session: bool = False) -> tuple[trio.Process, int]:
+    """Start `trioweb run` with ``args`` and its temporary files in ``tmp`` (in a session and
+    process group of its own with ``new_session``); return it and the port it announces."""
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "trioweb", "run", *args],
         cwd=ROOT,
         env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "TMPDIR": str(tmp)},
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
+        start_new_session=new_session,
     )
     output = b""
     with trio.fail_after(30):

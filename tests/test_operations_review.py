@@ -1,11 +1,12 @@
-"""What an operator of `trioweb run --workers N --metrics --health` relies on beyond the happy
-path (the review of issue 16): a supervisor killed outright takes its workers and its metrics
-directory with it; a worker that exits alone keeps what it counted; the metrics port answers
-only for the metrics; endpoints never hide behind the app's routes; no client can grow the
-close-code series; bad values, a missing multiprocess directory and a missing prometheus-client
-are one line and exit 2; stale live gauges of dead processes do not count; one failed short
-job does not keep readiness down; app.run() shows the session lines; and a vanished peer is
-dropped even while a send to it is stalled.
+"""What an operator of `trioweb run --workers N --metrics --health` relies on beyond the happy path
+(the review of issue 16): a supervisor killed outright takes its workers and its metrics
+directory with it, and a run killed whole leaves its directory to the next run; a worker that
+exits alone keeps what it counted; the metrics port answers only for the metrics; endpoints
+never hide behind the app's routes; no client can grow the close-code series; bad values, a
+missing multiprocess directory and a missing prometheus-client are one line and exit 2; stale
+live gauges of dead processes do not count; one failed short job does not keep readiness down;
+app.run() shows the session lines; and a vanished peer is dropped even while a send to it is
+stalled.
 """
 
 from __future__ import annotations
@@ -69,6 +70,57 @@ async def test_workers_drain_and_exit_when_the_supervisor_is_killed(tmp_path):
             process.kill()
             await process.wait()
         kill_all(workers)
+
+
+@pytest.mark.long
+async def test_a_run_killed_whole_leaves_its_metrics_directory_to_the_next_run(tmp_path):
+    # kill -9 of the whole process group (a container's OOM kill, `kill -9 -PGID`): nobody of
+    # the run is left to remove its metrics directory, and /tmp would fill over many crashes.
+    # The next run removes it, and only it: not a directory of the operator's, not a live run's.
+    run = ("metrics_app:app", "--port", "0", "--workers", "2", "--metrics", "--no-access-log")
+    operators = tmp_path / "trioweb-metrics-mine"  # named alike, but no run made it
+    operators.mkdir()
+    killed, _ = await start_cli(*run, tmp=tmp_path, new_session=True)
+    workers = [pid for pid in children(killed.pid) if pid_is_worker(pid)]
+    (left,) = tmp_path.glob("trioweb-metrics-[0-9]*")
+    assert left.name.startswith(f"trioweb-metrics-{killed.pid}-")
+    os.killpg(killed.pid, signal.SIGKILL)
+    await killed.wait()
+    with trio.fail_after(10):
+        while True:  # polled: the workers are reaped by init in its own time
+            if not any(running(pid) for pid in workers):
+                break
+            await trio.sleep(0.05)
+    assert left.exists()  # nobody of that run was left to remove it
+    later, port = await start_cli(*run, tmp=tmp_path, new_session=True)
+    alive = None
+    try:
+        assert not left.exists()
+        (current,) = tmp_path.glob("trioweb-metrics-[0-9]*")
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/ws/r") as ws:
+            await ws.send_message("hi")
+            assert await ws.get_message() == "hi"
+        with trio.fail_after(10):
+            while True:  # the worker adds its counts within a second
+                samples = await scrape(port)
+                if value(samples, "trioweb_websocket_messages_total", route="/ws/{room}",
+                         direction="in") == 1:  # fmt: skip
+                    break
+                await trio.sleep(0.2)
+        # A run that starts while this one lives leaves this one's directory alone.
+        alive, _ = await start_cli(*run, tmp=tmp_path, new_session=True)
+        assert current.exists()
+        assert len(list(tmp_path.glob("trioweb-metrics-[0-9]*"))) == 2
+        assert (await http_get(port, "/metrics"))[0] == 200  # its metrics are still served
+    finally:
+        for process in [later, alive]:
+            if process is not None and process.returncode is None:
+                process.send_signal(signal.SIGTERM)
+                with trio.fail_after(20):
+                    await process.wait()
+        kill_all(workers)
+    assert operators.exists()  # the operator's own: never touched
+    assert not list(tmp_path.glob("trioweb-metrics-[0-9]*"))  # both runs removed their own
 
 
 def pid_is_worker(pid: int) -> bool:

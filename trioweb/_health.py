@@ -8,7 +8,8 @@ clients. It answers 503, with the reasons as JSON, while any of these holds:
 - a task in ``app.nursery`` failed and no task of the same name has been started there since
   (the app did not restart it);
 - a broker does not answer a PING within a second: the broadcast hub's Redis, the rooms'
-  store (every extension that reports, ``_reporting.py``).
+  store (every extension that reports, ``_reporting.py``); checked at most once at a time
+  and reused for a second, the detail logged rather than answered (``_broker_checks.py``).
 """
 
 from __future__ import annotations
@@ -16,11 +17,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
-import trio
-
+from ._broker_checks import BrokerChecks
 from ._lifespan import Lifecycle
 from ._registry import ConnectionRegistry
-from ._reporting import reporters
 from .http import JSONResponse, Request
 from .routing import Router
 
@@ -43,8 +42,9 @@ class HealthHost(Protocol):
         ...
 
 
-async def readiness_problems(app: HealthHost) -> list[str]:
-    """Why ``app`` is not ready for new clients, in short sentences (empty: it is ready)."""
+async def readiness_problems(app: HealthHost, brokers: BrokerChecks) -> list[str]:
+    """Why ``app`` is not ready for new clients, in short sentences (empty: it is ready);
+    ``brokers`` checks its brokers."""
     lifecycle = app.lifecycle
     problems: list[str] = []
     if app.connections.draining:
@@ -54,16 +54,7 @@ async def readiness_problems(app: HealthHost) -> list[str]:
     failed = lifecycle.background.unrecovered()
     if failed:
         problems.append(f"background task failed and was not restarted: {', '.join(failed)}")
-    checks = reporters(lifecycle.extensions)
-    answers: list[str | None] = [None] * len(checks)
-
-    async def check(index: int) -> None:
-        answers[index] = await checks[index].check_broker()
-
-    async with trio.open_nursery() as nursery:  # each bounded by BROKER_CHECK_TIMEOUT
-        for index in range(len(checks)):
-            nursery.start_soon(check, index)
-    problems.extend(answer for answer in answers if answer is not None)
+    problems.extend(await brokers.problems(lifecycle.extensions))
     return problems
 
 
@@ -84,7 +75,9 @@ class HealthMethods:
         Liveness answers 200 ``{"status": "alive"}`` while the process serves HTTP. Readiness
         answers 200 ``{"status": "ready"}``, or 503 ``{"status": "unavailable", "reasons":
         [...]}`` while the app is starting or draining for shutdown, while a broker (the
-        hub's, the rooms' store) does not answer a PING within a second, and once a task in
+        hub's, the rooms' store) does not answer a PING within a second (checked once at a
+        time, the answer reused for a second; the broker client's error is logged, not
+        answered), and once a task in
         ``app.nursery`` has failed until a task of the same name is started there again. See
         docs/operations.md. A route of the app that already answers GET at either path is
         a ``ValueError``.
@@ -92,12 +85,13 @@ class HealthMethods:
         self.router.ensure_free(liveness)
         self.router.ensure_free(readiness)
         app = self
+        brokers = BrokerChecks()  # shared by every request to this endpoint
 
         async def liveness_probe(request: Request) -> JSONResponse:
             return JSONResponse({"status": "alive"}, headers=_NO_CACHE)
 
         async def readiness_probe(request: Request) -> JSONResponse:
-            problems = await readiness_problems(app)
+            problems = await readiness_problems(app, brokers)
             if problems:
                 body = {"status": "unavailable", "reasons": problems}
                 return JSONResponse(body, 503, headers=_NO_CACHE)
