@@ -25,7 +25,7 @@ from ._failures import leaves
 from ._metrics_dir import sharing_run_dir, worker_metrics_dir
 from ._operations import NO_OPS, MetricsPortError, Operations, serve_metrics_port
 from ._startup import bind
-from ._workers import supervise, supervisor_gone
+from ._workers import leave_terminal, supervise, supervisor_gone
 from .app import App
 from .logs import logging_config
 from .server import (
@@ -236,6 +236,7 @@ def _worker_main(
     """One of ``--workers``: tells the supervisor through ``report`` that it serves, or why it
     could not start (the supervisor prints that once, for all of them); drains and exits if
     the supervisor dies."""
+    leave_terminal()  # before anything slow: until then a Ctrl+C is ignored (supervise())
     _configure_logging(log_format)  # a spawned process starts with logging unconfigured
     if supervisor is not None:
         options = {**options, "shutdown_trigger": partial(supervisor_gone, supervisor)}
