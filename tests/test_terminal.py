@@ -139,7 +139,7 @@ def assert_one_complete_drain_each(log: str, processes: int) -> None:
     assert {still_open for _, _, still_open in drained} == {"0"}, log
 
 
-@pytest.mark.long
+# Under a second each (two workers included): in the default suite.
 async def test_ctrl_c_drains_every_worker_once(tmp_path):
     log = await ctrl_c_drains_every_process(tmp_path, "--workers", "2")
     assert_one_complete_drain_each(log, 2)
