@@ -122,10 +122,12 @@ def supervise(
     # it imports, still in the terminal's process group, does not reach it: leave_terminal()
     # then takes it out. A Ctrl+C in the milliseconds the starts take is lost; another stops all.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    for process, (_, sender) in zip(processes, pipes, strict=True):
-        process.start()
-        sender.close()  # the worker's end: the parent's copy would hide the worker's exit
-    signal.signal(signal.SIGINT, supervisor.relay)
+    try:
+        for process, (_, sender) in zip(processes, pipes, strict=True):
+            process.start()
+            sender.close()  # the worker's end: the parent's copy would hide the worker's exit
+    finally:
+        signal.signal(signal.SIGINT, supervisor.relay)
     # A worker killed by a signal (sent straight to it, not relayed) stopped normally too.
     stopped = {0, -signal.SIGINT, -signal.SIGTERM}
     announced = False
