@@ -53,6 +53,15 @@ APPS = {
     "import_fails": "raise RuntimeError('config missing')\n",
     "no_app": "application = None\n",
     "fine": "from trioweb import App\napp = App()\n",
+    "background_fails": (
+        "from trioweb import App\n"
+        "app = App(background_failure='exit')\n"
+        "async def fails():\n"
+        "    raise ConnectionError('broker gone')\n"
+        "@app.on_startup\n"
+        "async def start():\n"
+        "    app.nursery.start_soon(fails)\n"
+    ),
 }
 
 
@@ -187,6 +196,17 @@ def test_app_run_with_a_failing_startup_is_one_line_and_exit_1(tmp_path):
     result = run_app(tmp_path, "hook_fails", "port=0")
     assert_one_line(
         result, 1, "trioweb: error: app startup failed: ConnectionError: database unreachable"
+    )
+
+
+def test_app_run_ends_with_one_line_and_exit_1_when_a_background_task_fails(tmp_path):
+    # As trioweb run under background_failure="exit": the task's traceback was logged when it
+    # failed (once), the server drained, and the last line says why the process stops.
+    result = run_app(tmp_path, "background_fails", "port=0")
+    assert result.returncode == 1
+    assert result.stderr.count("Traceback") == 1
+    assert result.stderr.endswith(
+        "trioweb: error: a background task in app.nursery failed: ConnectionError: broker gone\n"
     )
 
 
