@@ -53,6 +53,15 @@ APPS = {
     "import_fails": "raise RuntimeError('config missing')\n",
     "no_app": "application = None\n",
     "fine": "from trioweb import App\napp = App()\n",
+    "background_fails": (
+        "from trioweb import App\n"
+        "app = App(background_failure='exit')\n"
+        "async def fails():\n"
+        "    raise ConnectionError('broker gone')\n"
+        "@app.on_startup\n"
+        "async def start():\n"
+        "    app.nursery.start_soon(fails)\n"
+    ),
 }
 
 
@@ -153,6 +162,63 @@ def test_traceback_prints_the_cause_after_the_line(tmp_path, workers):
     assert rest[-1] == "ConnectionError: database unreachable"
     assert result.stderr.count("Traceback") == 1
     assert "Running on" not in result.stderr
+
+
+# -- app.run(): a `python app.py` gets what `trioweb run` prints --------------------------------
+
+
+def run_app(tmp_path: Path, module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -c "from MODULE import app; app.run(ARGS)"`` among the apps of APPS."""
+    for name, source in APPS.items():
+        (tmp_path / f"{name}.py").write_text(source)
+    return subprocess.run(
+        [sys.executable, "-c", f"from {module} import app; app.run({', '.join(args)})"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_app_run_on_a_port_in_use_is_one_line_and_exit_1(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_app(tmp_path, "hook_fails", f"port={port}")
+    assert_one_line(
+        result, 1, f"trioweb: error: cannot serve on 127.0.0.1:{port}: the port is already in use"
+    )
+
+
+def test_app_run_with_a_failing_startup_is_one_line_and_exit_1(tmp_path):
+    result = run_app(tmp_path, "hook_fails", "port=0")
+    assert_one_line(
+        result, 1, "trioweb: error: app startup failed: ConnectionError: database unreachable"
+    )
+
+
+def test_app_run_ends_with_one_line_and_exit_1_when_a_background_task_fails(tmp_path):
+    # As trioweb run under background_failure="exit": the task's traceback was logged when it
+    # failed (once), the server drained, and the last line says why the process stops.
+    result = run_app(tmp_path, "background_fails", "port=0")
+    assert result.returncode == 1
+    assert result.stderr.count("Traceback") == 1
+    assert result.stderr.endswith(
+        "trioweb: error: a background task in app.nursery failed: ConnectionError: broker gone\n"
+    )
+
+
+def test_app_run_with_traceback_prints_the_cause_after_the_line(tmp_path):
+    result = run_app(tmp_path, "hook_fails", "port=0", "traceback=True")
+    assert result.returncode == 1
+    first, *rest = result.stderr.splitlines()
+    assert first == "trioweb: error: app startup failed: ConnectionError: database unreachable"
+    assert rest[0] == "Traceback (most recent call last):"
+    assert 'hook_fails.py", line 5, in connect' in result.stderr  # the user's own frame
+    assert rest[-1] == "ConnectionError: database unreachable"
+    assert result.stderr.count("Traceback") == 1
 
 
 # -- serve() from code ---------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import traceback
 from typing import Any
 
 import trio
@@ -24,7 +25,14 @@ from hypercorn.config import Config, Sockets
 
 from ._types import Message, Receive, Scope, Send
 
-__all__ = ["StartupError", "StartupGuard", "address_error", "bind", "close_sockets"]
+__all__ = [
+    "StartupError",
+    "StartupGuard",
+    "address_error",
+    "bind",
+    "close_sockets",
+    "error_lines",
+]
 
 
 class StartupError(RuntimeError):
@@ -35,6 +43,15 @@ class StartupError(RuntimeError):
     The message says what failed, in one line; ``__cause__`` is the original error, with its
     traceback. Nothing was announced as running.
     """
+
+
+def error_lines(exc: BaseException, with_traceback: bool) -> str:
+    """``trioweb: error: ...`` in one line, as ``trioweb run`` and ``App.run()`` print a server
+    that cannot start; then, if asked, the traceback of what caused it."""
+    text = f"trioweb: error: {exc}\n"
+    if with_traceback and exc.__cause__ is not None:
+        text += "".join(traceback.format_exception(exc.__cause__))
+    return text
 
 
 def address_error(binds: list[str], exc: BaseException) -> str:

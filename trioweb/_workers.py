@@ -5,6 +5,13 @@ hypercorn's own supervisor would bypass trioweb's shutdown trigger, so the worke
 processes (``cli.py`` starts them), each running ``serve()``, which drains its sockets with
 1001. Each worker reports through a pipe when it serves or why it could not start; this module
 reads those reports, relays SIGINT and SIGTERM, and decides the exit status.
+
+The supervisor is the only process that hears a terminal: a Ctrl+C is SIGINT to the whole
+foreground process group, and a worker in that group would get it twice (the terminal's, then
+the relayed one), the second cutting its drain short. So each worker is born ignoring SIGINT
+and, first thing, leaves for a session of its own (:func:`leave_terminal`); it then obeys the
+supervisor's relay alone, and a second Ctrl+C, relayed too, cuts the drains short as it does
+for one process.
 """
 
 from __future__ import annotations
@@ -19,7 +26,13 @@ from typing import Any
 
 import trio
 
-__all__ = ["SUPERVISOR_CHECK_INTERVAL", "Supervisor", "supervise", "supervisor_gone"]
+__all__ = [
+    "SUPERVISOR_CHECK_INTERVAL",
+    "Supervisor",
+    "leave_terminal",
+    "supervise",
+    "supervisor_gone",
+]
 
 logger = logging.getLogger("trioweb")
 
@@ -36,6 +49,15 @@ async def supervisor_gone(supervisor: int) -> None:
             break
         await trio.sleep(SUPERVISOR_CHECK_INTERVAL)
     logger.warning("the supervisor (pid %d) is gone: shutting down", supervisor)
+
+
+def leave_terminal() -> None:
+    """The first step of a worker: a session of its own, out of the terminal's reach (its
+    Ctrl+C and Ctrl+Z go to the supervisor alone; no SIGTTOU for writing to it either, as a
+    background process group would get under ``stty tostop``), then SIGINT back to Python's
+    default, which :func:`supervise` had the worker ignore until here."""
+    os.setsid()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 class Supervisor:
@@ -95,11 +117,17 @@ def supervise(
     exit status: 1 if one could not start or failed, else 0."""
     supervisor = Supervisor(processes, [receiver for receiver, _ in pipes], with_traceback)
     # In place before the first worker starts: a signal from now on stops them all.
-    signal.signal(signal.SIGINT, supervisor.relay)
     signal.signal(signal.SIGTERM, supervisor.relay)
-    for process, (_, sender) in zip(processes, pipes, strict=True):
-        process.start()
-        sender.close()  # the worker's end: the parent's copy would hide the worker's exit
+    # Each worker inherits SIGINT ignored (a disposition survives exec), so that a Ctrl+C while
+    # it imports, still in the terminal's process group, does not reach it: leave_terminal()
+    # then takes it out. A Ctrl+C in the milliseconds the starts take is lost; another stops all.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for process, (_, sender) in zip(processes, pipes, strict=True):
+            process.start()
+            sender.close()  # the worker's end: the parent's copy would hide the worker's exit
+    finally:
+        signal.signal(signal.SIGINT, supervisor.relay)
     # A worker killed by a signal (sent straight to it, not relayed) stopped normally too.
     stopped = {0, -signal.SIGINT, -signal.SIGTERM}
     announced = False

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 import logging.config
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 from contextlib import AbstractAsyncContextManager
+from functools import partial
 from types import EllipsisType
 from typing import Any, TypeVar
 
@@ -35,12 +37,13 @@ from ._settings import (
     resolve,
     websocket_options,
 )
+from ._startup import error_lines
 from ._typed import DEFAULT_MAX_INVALID_MESSAGES, ErrorFrame, InvalidPolicy, check_policy
 from ._types import DEFAULT_CLOSE_TIMEOUT, Receive, Scope, Send
 from .http import DEFAULT_MAX_BODY_SIZE
 from .logs import logging_config
 from .routing import Route, Router
-from .server import serve
+from .server import BackgroundTaskError, StartupError, serve
 
 __all__ = ["ALREADY_RUNNING", "App"]
 
@@ -426,16 +429,21 @@ class App(AsyncAPIMethods, LifeMethods, MetricsMethods, HealthMethods):
     #: runs in this one frame: that frame is under every step of every handler.
     __call__ = asgi_entry
 
-    def run(self, host: str = "127.0.0.1", port: int = 8000, **options: Any) -> None:
+    def run(
+        self, host: str = "127.0.0.1", port: int = 8000, *, traceback: bool = False, **options: Any
+    ) -> None:
         """Serve the app until SIGINT or SIGTERM (see :func:`trioweb.serve` for ``options``).
 
         trioweb's own lines (one per session, the drain) go to stderr as under ``trioweb run``,
-        unless the program has configured logging already (then they go where it says).
+        unless the program has configured logging already (then they go where it says). A
+        server that cannot start (or a background task failing under ``"exit"``) is one line on
+        stderr and ``SystemExit(1)``, as under ``trioweb run``; ``traceback=True`` adds the
+        cause's traceback (``--traceback``). :func:`trioweb.serve` raises the error instead.
         """
         if not logging.getLogger().handlers and not logging.getLogger("trioweb").handlers:
             logging.config.dictConfig(logging_config())
-
-        async def main() -> None:
-            await serve(self, host, port, **options)
-
-        trio.run(main)
+        try:
+            trio.run(partial(serve, self, host, port, **options))
+        except (StartupError, BackgroundTaskError) as exc:  # a person's error: no traceback
+            sys.stderr.write(error_lines(exc, traceback))
+            raise SystemExit(1) from exc

@@ -13,7 +13,6 @@ import multiprocessing.connection
 import os
 import socket
 import sys
-import traceback
 from collections.abc import Callable
 from contextlib import nullcontext
 from functools import partial
@@ -24,8 +23,8 @@ import trio
 from ._failures import leaves
 from ._metrics_dir import sharing_run_dir, worker_metrics_dir
 from ._operations import NO_OPS, MetricsPortError, Operations, serve_metrics_port
-from ._startup import bind
-from ._workers import supervise, supervisor_gone
+from ._startup import bind, error_lines
+from ._workers import leave_terminal, supervise, supervisor_gone
 from .app import App
 from .logs import logging_config
 from .server import (
@@ -216,14 +215,6 @@ def _serve_one(
         raise error from error.__cause__  # its cause kept: --traceback shows it
 
 
-def _error_lines(exc: BaseException, with_traceback: bool) -> str:
-    """``trioweb: error: ...`` in one line; then, if asked, the traceback of what caused it."""
-    text = f"trioweb: error: {exc}\n"
-    if with_traceback and exc.__cause__ is not None:
-        text += "".join(traceback.format_exception(exc.__cause__))
-    return text
-
-
 def _worker_main(
     target: str,
     options: dict[str, Any],
@@ -236,6 +227,7 @@ def _worker_main(
     """One of ``--workers``: tells the supervisor through ``report`` that it serves, or why it
     could not start (the supervisor prints that once, for all of them); drains and exits if
     the supervisor dies."""
+    leave_terminal()  # before anything slow: until then a Ctrl+C is ignored (supervise())
     _configure_logging(log_format)  # a spawned process starts with logging unconfigured
     if supervisor is not None:
         options = {**options, "shutdown_trigger": partial(supervisor_gone, supervisor)}
@@ -250,7 +242,7 @@ def _worker_main(
                 workers=2,
             )
     except (StartupError, AppLoadError) as exc:
-        report.send(("failed", _error_lines(exc, False), _error_lines(exc, True)))
+        report.send(("failed", error_lines(exc, False), error_lines(exc, True)))
         sys.exit(1)
     except BackgroundTaskError as exc:  # drained already: say why in one line, exit 1
         print(f"trioweb: error: {exc}", file=sys.stderr, flush=True)
@@ -377,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                     worker_exited,
                 )
         except StartupError as exc:
-            sys.stderr.write(_error_lines(exc, args.traceback))
+            sys.stderr.write(error_lines(exc, args.traceback))
             return 1
         except MetricsPortError as exc:
             print(f"trioweb: error: {exc}", file=sys.stderr)
@@ -390,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         ops.apply(app, args.host, 1)  # the app _serve_one loads: the module is imported once
         _serve_one(args.target, options, announce)
     except (StartupError, BackgroundTaskError) as exc:
-        sys.stderr.write(_error_lines(exc, args.traceback))
+        sys.stderr.write(error_lines(exc, args.traceback))
         return 1
     except MetricsPortError as exc:
         print(f"trioweb: error: {exc}", file=sys.stderr)
