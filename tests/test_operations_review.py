@@ -74,8 +74,10 @@ async def test_workers_drain_and_exit_when_the_supervisor_is_killed(tmp_path):
 
 @pytest.mark.long
 async def test_a_run_killed_whole_leaves_its_metrics_directory_to_the_next_run(tmp_path):
-    # kill -9 of the whole process group (a container's OOM kill, `kill -9 -PGID`): nobody of
-    # the run is left to remove its metrics directory, and /tmp would fill over many crashes.
+    # kill -9 of every process of the run at once (a container's OOM kill, a cgroup's kill; the
+    # workers have sessions of their own, so `kill -9 -PGID` of the supervisor's group is not
+    # it): nobody of the run is left to remove its metrics directory, and /tmp would fill over
+    # many crashes.
     # The next run removes it, and only it: not a directory of the operator's, not a live run's.
     run = ("metrics_app:app", "--port", "0", "--workers", "2", "--metrics", "--no-access-log")
     operators = tmp_path / "trioweb-metrics-mine"  # named alike, but no run made it
@@ -84,7 +86,8 @@ async def test_a_run_killed_whole_leaves_its_metrics_directory_to_the_next_run(t
     workers = [pid for pid in children(killed.pid) if pid_is_worker(pid)]
     (left,) = tmp_path.glob("trioweb-metrics-[0-9]*")
     assert left.name.startswith(f"trioweb-metrics-{killed.pid}-")
-    os.killpg(killed.pid, signal.SIGKILL)
+    for pid in (killed.pid, *workers):  # the workers before they notice their supervisor gone
+        os.kill(pid, signal.SIGKILL)
     await killed.wait()
     with trio.fail_after(10):
         while True:  # polled: the workers are reaped by init in its own time
