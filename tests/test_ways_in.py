@@ -44,6 +44,7 @@ REAL_SERVER = {
     "test_phases.py",
     "test_resume_processes.py",
     "test_review2.py",
+    "test_review_perf.py",
     "test_rooms_processes.py",
     "test_rooms_redis.py",
     "test_rooms_review.py",

@@ -313,10 +313,10 @@ class Connection:
             await self._send(message)
             # Counted for the session line: two adds, and the size of the payload.
             self.messages_out += 1
-            data = message.get("text")
-            if data is None:
-                data = message.get("bytes") or b""
-            self.bytes_out += len(data) if type(data) is bytes or data.isascii() else size_of(data)
+            data = message.get("text") or message.get("bytes") or b""
+            self.bytes_out += (
+                len(data) if type(data) is not str or data.isascii() else size_of(data)
+            )
         except PROTOCOL_ERRORS as exc:
             raise self._send_failed(message, exc) from None
         finally:
@@ -417,9 +417,9 @@ class Connection:
         silence, idle = self.silence, self.idle_timeout
         if silence is not None and idle is not None:
             silence.deadline = trio.current_time() + idle
-        # Its size once, for the session's count and the limit (ASCII text costs no encoding;
-        # the common cases inline).
-        size = len(data) if type(data) is bytes or data.isascii() else size_of(data)
+        # Its size once, for the session's count and the limit (inline: any bytes-like, even
+        # a memoryview, which has no isascii(), is its len(); ASCII text costs no encoding).
+        size = len(data) if type(data) is not str or data.isascii() else size_of(data)
         self.messages_in += 1
         self.bytes_in += size
         limit = self.max_message_size

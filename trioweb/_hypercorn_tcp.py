@@ -24,8 +24,12 @@ more than the whole framework costs. docs/performance.md has the figures.
 - A send first checks for cancellation, as the lock's ``acquire`` did, so a sender that is
   cancelled still sends nothing. It then takes the lock at once when it is free, and waits for
   it in trio's FIFO order when it is not. The shielded ``send_all`` is kept, so every write
-  still yields once (it stays a checkpoint) and a cancellation still never cuts a frame in
-  half. ``Closed`` and ``Updated`` events go to hypercorn's own method.
+  to an open socket still yields once (it stays a checkpoint; on a socket already shut, it
+  no longer yields at all, where hypercorn's yielded once in the lock) and a cancellation
+  still never cuts a frame in half. A send that meets the connection's close (``_close()``'s
+  ``send_eof``, which hypercorn's yield in the lock let finish first) is a closed
+  connection, as it was, not a ``BusyResourceError``. ``Closed`` and ``Updated`` events go
+  to hypercorn's own method.
 
 hypercorn's own tests of its trio server (``tests/trio/test_keep_alive.py`` and
 ``test_sanity.py`` in its sdist) run against the replaced methods in ``nox -s
@@ -56,6 +60,10 @@ VERIFIED_VERSIONS = frozenset({"0.18.0"})
 
 _MARKER = "__trioweb_tcp__"
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError)
+# Under the send lock, the only other sender is _close()'s send_eof, which holds the send
+# side across a checkpoint: a send that meets it finds its connection closing. hypercorn's
+# lock yielded first, and the send then found the socket closed; this one is told the same.
+_SEND_ERRORS = (*_STREAM_ERRORS, trio.BusyResourceError)
 
 
 async def _read_data(self: TCPServer) -> None:
@@ -95,7 +103,7 @@ def _send(original: _Send) -> _Send:
         try:
             with trio.CancelScope(shield=True):
                 await self.stream.send_all(event.data)
-        except _STREAM_ERRORS:
+        except _SEND_ERRORS:
             await self.protocol.handle(Closed())
         finally:
             lock.release()
