@@ -306,7 +306,12 @@ class WebSocket(ScopeView):
     # to another send method in between: they are on the path of every message out.
 
     def send(self, message: str | bytes) -> Awaitable[None]:
-        """Send a text (``str``) or binary (``bytes``) message."""
+        """Send a text (``str``) or binary (``bytes``) message: ``await ws.send(message)``.
+
+        A plain method that returns the connection's own send to await (no coroutine of its
+        own on the path of every message), so a message of the wrong type raises ``TypeError``
+        at the call.
+        """
         if isinstance(message, str):
             event: dict[str, Any] = {"type": "websocket.send", "text": message}
         elif isinstance(message, (bytes, bytearray, memoryview)):
