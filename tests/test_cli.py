@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 import trio
+from processes import ROOT, announced_url, read_to_end, reap, terminate
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 import trioweb
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -63,13 +62,8 @@ async def start(*args: str, env: dict[str, str] | None = None) -> tuple[trio.Pro
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
-    output = b""
-    with trio.fail_after(30):
-        while (found := re.search(rb"http://[\d.]+:\d+", output)) is None:
-            chunk = await process.stdout.receive_some()
-            assert chunk, f"trioweb run exited without announcing a URL: {output!r}"
-            output += chunk
-    return process, found.group().decode()
+    url, _, _ = await announced_url(process)
+    return process, url
 
 
 @pytest.mark.parametrize(
@@ -90,9 +84,7 @@ async def test_run_serves_and_a_signal_closes_sockets_with_1001(workers, stop_si
         with trio.fail_after(20):
             assert await process.wait() == 0
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await reap(process)
 
 
 def test_a_failing_startup_stops_with_a_one_line_error(tmp_path):
@@ -168,13 +160,9 @@ async def test_chat_with_two_workers_shares_rooms_through_redis(redis_server):
                     while (said := json.loads(await member.get_message()))["type"] != "message":
                         assert said["type"] == "presence", said
                     assert said["text"] == "hello all"
-        process.send_signal(signal.SIGTERM)
-        with trio.fail_after(20):
-            assert await process.wait() == 0
+        assert await terminate(process) == 0
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await reap(process)
 
 
 def test_routes_lists_every_route():
@@ -225,15 +213,11 @@ async def test_the_access_log_shows_each_request_and_handshake():
             await ws.send_message("logged")
             assert await ws.get_message() == "logged"
         process.send_signal(signal.SIGINT)
-        output = b""
         with trio.fail_after(20):
-            while chunk := await process.stdout.receive_some():  # the access log is on stdout
-                output += chunk
+            output = await read_to_end(process.stdout)  # the access log is on stdout
             await process.wait()
         log = output.decode()
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await reap(process)
     handshake = next(line for line in log.splitlines() if '"GET /ws 1.1"' in line)
     assert re.search(r'"GET /ws 1\.1" 101 - [0-9.]+s$', handshake), handshake

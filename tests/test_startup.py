@@ -19,13 +19,13 @@ from pathlib import Path
 import helpers
 import pytest
 import trio
+from processes import ROOT, announced_url, read_all, read_to_end, reap
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 import trioweb
 from trioweb.broadcast import Broadcast
 from trioweb.rooms import Rooms
 
-ROOT = Path(__file__).resolve().parent.parent
 #: The lines a server prints once it is up: hypercorn's and trioweb's.
 RUNNING = ("Running on", "serving")
 
@@ -321,14 +321,9 @@ async def test_every_worker_logs_its_shutdown_summary_on_sigint():
     )
     stderr = b""
     try:
-        output = b""
-        with trio.fail_after(30):
-            while (found := re.search(rb"http://[\d.]+:\d+", output)) is None:
-                chunk = await process.stdout.receive_some()
-                assert chunk, f"trioweb run exited without announcing a URL: {output!r}"
-                output += chunk
+        url, _, output = await announced_url(process)
         assert b"with 2 workers" in output
-        url = found.group().decode().replace("http://", "ws://") + "/ws"
+        url = url.replace("http://", "ws://") + "/ws"
         async with open_websocket_url(url) as ws:
             await ws.send_message("hi")
             assert await ws.get_message() == "hi"
@@ -336,13 +331,10 @@ async def test_every_worker_logs_its_shutdown_summary_on_sigint():
             with pytest.raises(ConnectionClosed), trio.fail_after(20):
                 await ws.get_message()
         with trio.fail_after(20):
-            while chunk := await process.stderr.receive_some():
-                stderr += chunk
+            stderr = await read_to_end(process.stderr)
             assert await process.wait() == 0
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await reap(process)
     log = stderr.decode()
     # Each worker (its pid in the line) says it got the signal, how many sockets it closed,
     # and how the drain went: one of them had the client, the other none.
@@ -409,22 +401,15 @@ async def test_a_signal_while_workers_start_stops_them_once_they_serve(tmp_path)
                 await trio.sleep(0.05)
             process.send_signal(signal.SIGTERM)
             (tmp_path / "go").touch()
+            outs: list[bytes] = []
+            errs: list[bytes] = []
             async with trio.open_nursery() as nursery:
-
-                async def drain(stream, into: list[bytes]) -> None:
-                    while chunk := await stream.receive_some():
-                        into.append(chunk)
-
-                outs: list[bytes] = []
-                errs: list[bytes] = []
-                nursery.start_soon(drain, process.stdout, outs)
-                nursery.start_soon(drain, process.stderr, errs)
+                nursery.start_soon(read_all, process.stdout, outs)
+                nursery.start_soon(read_all, process.stderr, errs)
             out, err = b"".join(outs), b"".join(errs)
             assert await process.wait() == 0, err
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await reap(process)
     log = err.decode()
     assert b"serving" not in out
     assert "Traceback" not in log
