@@ -46,6 +46,27 @@ def run_trioweb(
     )
 
 
+async def open_trioweb(
+    *args: str,
+    cwd: Path = ROOT,
+    env: dict[str, str] | None = None,
+    stderr: int = subprocess.PIPE,
+    new_session: bool = False,
+) -> trio.Process:
+    """Start ``python -m trioweb ARGS`` in ``cwd`` (with ``env``, this process's by default),
+    stdout piped (for :func:`announced_url`), stderr piped unless told otherwise; in a session
+    and process group of its own with ``new_session``, as a shell gives a foreground job.
+    Reap it with :func:`reap` in a ``finally``."""
+    return await trio.lowlevel.open_process(
+        [sys.executable, "-m", "trioweb", *args],
+        cwd=cwd,
+        env=env if env is not None else dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        start_new_session=new_session,
+    )
+
+
 async def announced_url(process: trio.Process) -> tuple[str, int, bytes]:
     """Read ``process``'s stdout until it announces its URL (within 30 s); the URL, its port, and
     all read so far. Fails if the process exits first."""
@@ -91,13 +112,12 @@ async def terminate(process: trio.Process) -> int:
 async def start_cli(*args: str, tmp: Path, new_session: bool = False) -> tuple[trio.Process, int]:
     """Start `trioweb run` with ``args`` and its temporary files in ``tmp`` (in a session and
     process group of its own with ``new_session``); return it and the port it announces."""
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "trioweb", "run", *args],
-        cwd=ROOT,
+    process = await open_trioweb(
+        "run",
+        *args,
         env=env_with_tests(TMPDIR=str(tmp)),
-        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
-        start_new_session=new_session,
+        new_session=new_session,
     )
     _, port, _ = await announced_url(process)
     return process, port

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from processes import ROOT, announced_url, read_to_end, reap, terminate
+from processes import ROOT, announced_url, open_trioweb, read_to_end, reap, terminate
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 import trioweb
@@ -55,12 +55,8 @@ def test_a_module_failing_at_import_gets_a_one_line_error(tmp_path):
 
 async def start(*args: str, env: dict[str, str] | None = None) -> tuple[trio.Process, str]:
     """Start `trioweb run` and return the process and the URL it announces on stdout."""
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "trioweb", "run", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+    process = await open_trioweb(
+        "run", *args, env={**os.environ, **(env or {})}, stderr=subprocess.DEVNULL
     )
     url, _, _ = await announced_url(process)
     return process, url

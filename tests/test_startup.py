@@ -19,7 +19,7 @@ from pathlib import Path
 import helpers
 import pytest
 import trio
-from processes import ROOT, announced_url, read_all, read_to_end, reap
+from processes import ROOT, announced_url, open_trioweb, read_all, read_to_end, reap
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 import trioweb
@@ -65,17 +65,23 @@ APPS = {
 }
 
 
-def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_among_apps(tmp_path: Path, command: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` to its end in ``tmp_path``, where every app of APPS is a module."""
     for name, source in APPS.items():
         (tmp_path / f"{name}.py").write_text(source)
     return subprocess.run(
-        [sys.executable, "-m", "trioweb", "run", *args],
+        command,
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`trioweb run ARGS` among the apps of APPS."""
+    return run_among_apps(tmp_path, [sys.executable, "-m", "trioweb", "run", *args])
 
 
 def assert_one_line(result: subprocess.CompletedProcess[str], status: int, line: str) -> None:
@@ -169,16 +175,8 @@ def test_traceback_prints_the_cause_after_the_line(tmp_path, workers):
 
 def run_app(tmp_path: Path, module: str, *args: str) -> subprocess.CompletedProcess[str]:
     """``python -c "from MODULE import app; app.run(ARGS)"`` among the apps of APPS."""
-    for name, source in APPS.items():
-        (tmp_path / f"{name}.py").write_text(source)
-    return subprocess.run(
-        [sys.executable, "-c", f"from {module} import app; app.run({', '.join(args)})"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    code = f"from {module} import app; app.run({', '.join(args)})"
+    return run_among_apps(tmp_path, [sys.executable, "-c", code])
 
 
 def test_app_run_on_a_port_in_use_is_one_line_and_exit_1(tmp_path):
@@ -313,12 +311,7 @@ async def test_a_failed_start_leaves_the_app_free_to_serve_again():
 @pytest.mark.long
 async def test_every_worker_logs_its_shutdown_summary_on_sigint():
     command = ["run", "examples.echo:app", "--port", "0", "--workers", "2"]
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "trioweb", *command],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    process = await open_trioweb(*command)
     stderr = b""
     try:
         url, _, output = await announced_url(process)
@@ -386,12 +379,8 @@ async def test_a_signal_while_workers_start_stops_them_once_they_serve(tmp_path)
     # as soon as it serves, and the supervisor never announces "serving".
     (tmp_path / "slow_start.py").write_text(SLOW_START)
     command = ["run", "slow_start:app", "--port", "0", "--workers", "2"]
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "trioweb", *command],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    process = await open_trioweb(
+        *command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}
     )
     out = err = b""
     try:

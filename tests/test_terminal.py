@@ -11,13 +11,11 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import trio
-from processes import ROOT, announced_url, read_all, workers_of
+from processes import ROOT, announced_url, open_trioweb, read_all, workers_of
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 #: A handler whose cleanup, after the drain has cancelled it, waits for the test's "go" file:
@@ -50,13 +48,11 @@ async def ctrl_c_drains_every_process(tmp_path: Path, *workers: str, presses: in
     exit 0. The log."""
     (tmp_path / "slow_goodbye.py").write_text(SLOW_GOODBYE)
     command = ["run", "slow_goodbye:app", "--port", "0", "--no-access-log", *workers]
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "trioweb", *command],
+    process = await open_trioweb(
+        *command,
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # its own process group, as a shell gives a foreground job
+        new_session=True,  # its own process group, as a shell gives a foreground job
     )
     errs: list[bytes] = []
     try:
