@@ -149,7 +149,7 @@ def test_a_port_in_use_gets_one_line_before_the_app_starts(tmp_path, workers):
         # TEST-NET-1 (RFC 5737): never an address of this machine
         (["--host", "192.0.2.1", "--port", "0"], "192.0.2.1:0: Cannot assign requested address"),
         # (--port 70000 is a bad value of the command line: exit 2, before any bind;
-        # test_operations_review.py::test_a_bad_value_on_the_command_line_is_one_line_and_exit_2)
+        # test_cli_errors.py::test_a_bad_value_on_the_command_line_is_one_line_and_exit_2)
     ],
 )
 def test_a_bad_address_gets_one_line(tmp_path, workers, address, line):
