@@ -1,5 +1,5 @@
 """Apps whose own routes already answer where ``--metrics`` and ``--health`` would mount theirs
-(tests/test_operations_review.py)."""
+(tests/test_cli_errors.py)."""
 
 from trioweb import App, Response
 

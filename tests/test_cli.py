@@ -12,11 +12,10 @@ from pathlib import Path
 
 import pytest
 import trio
+from processes import ROOT, announced_url, open_trioweb, read_to_end, reap, terminate
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 import trioweb
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
@@ -56,20 +55,11 @@ def test_a_module_failing_at_import_gets_a_one_line_error(tmp_path):
 
 async def start(*args: str, env: dict[str, str] | None = None) -> tuple[trio.Process, str]:
     """Start `trioweb run` and return the process and the URL it announces on stdout."""
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "trioweb", "run", *args],
-        cwd=ROOT,
-        env={**os.environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+    process = await open_trioweb(
+        "run", *args, env={**os.environ, **(env or {})}, stderr=subprocess.DEVNULL
     )
-    output = b""
-    with trio.fail_after(30):
-        while (found := re.search(rb"http://[\d.]+:\d+", output)) is None:
-            chunk = await process.stdout.receive_some()
-            assert chunk, f"trioweb run exited without announcing a URL: {output!r}"
-            output += chunk
-    return process, found.group().decode()
+    url, _, _ = await announced_url(process)
+    return process, url
 
 
 @pytest.mark.parametrize(
@@ -90,9 +80,7 @@ async def test_run_serves_and_a_signal_closes_sockets_with_1001(workers, stop_si
         with trio.fail_after(20):
             assert await process.wait() == 0
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await reap(process)
 
 
 def test_a_failing_startup_stops_with_a_one_line_error(tmp_path):
@@ -168,13 +156,9 @@ async def test_chat_with_two_workers_shares_rooms_through_redis(redis_server):
                     while (said := json.loads(await member.get_message()))["type"] != "message":
                         assert said["type"] == "presence", said
                     assert said["text"] == "hello all"
-        process.send_signal(signal.SIGTERM)
-        with trio.fail_after(20):
-            assert await process.wait() == 0
+        assert await terminate(process) == 0
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await reap(process)
 
 
 def test_routes_lists_every_route():
@@ -225,15 +209,11 @@ async def test_the_access_log_shows_each_request_and_handshake():
             await ws.send_message("logged")
             assert await ws.get_message() == "logged"
         process.send_signal(signal.SIGINT)
-        output = b""
         with trio.fail_after(20):
-            while chunk := await process.stdout.receive_some():  # the access log is on stdout
-                output += chunk
+            output = await read_to_end(process.stdout)  # the access log is on stdout
             await process.wait()
         log = output.decode()
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await reap(process)
     handshake = next(line for line in log.splitlines() if '"GET /ws 1.1"' in line)
     assert re.search(r'"GET /ws 1\.1" 101 - [0-9.]+s$', handshake), handshake

@@ -11,12 +11,14 @@ import math
 import re
 
 import trio
+import trio.lowlevel
 import trio.testing
 from conftest import RedisServer
 from helpers import http_get, serving
+from processes import reap, start_cli
 from trio_websocket import open_websocket_url
 
-from trioweb import App, WebSocket
+from trioweb import App, Request, WebSocket
 from trioweb._broker_checks import FRESH_FOR
 from trioweb.broadcast import Broadcast
 from trioweb.rooms import Rooms
@@ -193,3 +195,51 @@ async def test_readiness_is_503_after_a_background_failure_until_the_task_runs_a
     assert reason.startswith("background task failed and was not restarted: ")
     assert reason.endswith("worker")
     assert recovered == (200, {"status": "ready"})
+
+
+async def test_a_one_off_task_that_failed_once_does_not_keep_readiness_down():
+    # Fire-and-forget jobs (an e-mail per sign-up) run under one name, briefly. One failed: the
+    # next one of that name that starts is the app doing that work again, so it has recovered.
+    # Before, readiness was 503 whenever no job of that name happened to be running at the
+    # instant of the probe: one failed e-mail took the process out of rotation for good, and a
+    # fleet whose processes each had one, out of service.
+    app = App()
+    app.serve_health()
+    done = trio.Event()
+
+    async def send_email(fail: bool) -> None:
+        await trio.lowlevel.checkpoint()
+        if fail:
+            raise RuntimeError("SMTP said no")
+        done.set()
+
+    @app.get("/signup")
+    async def signup(request: Request) -> dict[str, str]:
+        app.nursery.start_soon(send_email, request.query_params.get("fail") == "1")
+        return {"status": "ok"}
+
+    async with serving(app) as server:
+        assert (await http_get(server.port, "/signup?fail=1"))[0] == 200
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        assert app.background_failures == 1
+        failed = await http_get(server.port, "/readyz")
+        assert (await http_get(server.port, "/signup"))[0] == 200
+        with trio.fail_after(5):
+            await done.wait()
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        recovered = await http_get(server.port, "/readyz")
+    assert failed[0] == 503  # until the app does that work again
+    assert recovered[0] == 200, recovered
+
+
+async def test_health_in_code_and_on_the_command_line_is_served_once(tmp_path):
+    # `--health` on an app that already calls serve_health() is not a clash: it is the same
+    # endpoint, asked for twice (as `--metrics` on an App(metrics=True)).
+    process, port = await start_cli(
+        "clash_app:own_health", "--port", "0", "--health", "--no-access-log", tmp=tmp_path
+    )
+    try:
+        assert (await http_get(port, "/readyz"))[0] == 200
+        assert (await http_get(port, "/healthz"))[0] == 200
+    finally:
+        await reap(process)

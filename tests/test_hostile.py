@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,7 +13,9 @@ import pytest
 import trio
 from trio_websocket import open_websocket_url
 
+import trioweb
 from trioweb import App, WebSocket
+from trioweb.server import dead_peer_timeout
 
 HANDSHAKE = (
     b"GET /echo HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
@@ -377,3 +380,41 @@ async def test_an_upload_that_stalls_for_several_ping_intervals_is_not_cut(no_er
                     received += chunk
     assert received.startswith(b"HTTP/1.1 200")
     assert received.endswith(b"10 bytes")
+
+
+async def test_a_vanished_peer_the_server_is_sending_to_is_dropped_within_the_bound(monkeypatch):
+    # A blackholed peer ACKs nothing: the server's sends fill its socket buffer and block (a
+    # peer that stops reading does the same, on loopback). The dead-peer check must still drop
+    # it within two ping intervals of its last byte, whatever the handler is blocked in (here:
+    # a send that cannot complete). The blackhole tests of test_hostile.py send nothing, so
+    # their Pings always go out.
+    interval = 0.5
+    monkeypatch.setitem(trioweb.serve.__kwdefaults__, "ping_interval", interval)
+    bound = dead_peer_timeout(interval)
+    app = App()
+    ended = trio.Event()
+    codes: list[int | None] = []
+
+    @app.websocket("/echo")
+    async def flood(ws: WebSocket) -> None:
+        await ws.accept()
+        chunk = "x" * 65536
+        for _ in range(10_000):  # far more than any socket buffer holds
+            await ws.send(chunk)
+
+    @app.after_websocket
+    async def record(ws: WebSocket) -> None:
+        codes.append(ws.close_code)
+        ended.set()
+
+    with trio.fail_after(bound + 4):
+        async with helpers.serving(app) as server:
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            stream.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            async with stream:
+                await stream.send_all(HANDSHAKE)
+                last_byte_sent = trio.current_time()
+                await ended.wait()  # nothing is read: the server's sends block
+                detected = trio.current_time() - last_byte_sent
+    assert codes == [1006]
+    assert detected <= bound + 1.0, detected

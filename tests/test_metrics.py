@@ -3,27 +3,20 @@ what an operator's scrape sees as sessions open, talk, close, get denied and ove
 
 from __future__ import annotations
 
-import os
-import re
-import signal
 import socket
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
 from helpers import http_get, serving
 from metrics_app import make_app
+from processes import free_port, reap, run_trioweb, start_cli, terminate
 from prometheus_client.parser import text_string_to_metric_families
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from trioweb import App, WebSocket
 from trioweb.broadcast import Broadcast
 from trioweb.rooms import Rooms
-
-ROOT = Path(__file__).resolve().parent.parent
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -82,7 +75,8 @@ async def test_sessions_messages_and_close_codes_move_the_counters():
     assert value(after, "trioweb_websocket_bytes_total", route=room, direction="out") == 8
     # The route's pattern, never the path: one series for every room.
     assert not [key for key in after if ("route", "/ws/lot") in key[1]]
-    # The client's 4001, counted by its range (test_operations_review.py).
+    # The client's 4001, counted by its range
+    # (test_close_codes_a_client_chooses_are_counted_by_range).
     assert value(after, "trioweb_websocket_closes_total", route=room, code="4xxx") == 1
     assert value(after, "trioweb_websocket_closes_total", route="/boom", code="1011") == 1
     assert value(after, "trioweb_websocket_session_seconds_count", route=room) == 1
@@ -234,26 +228,6 @@ async def test_metrics_off_by_default_serve_nothing_and_observe_nothing():
 # -- `trioweb run --workers 2 --metrics`: one scrape covers both ------------------------------
 
 
-async def start_cli(*args: str, tmp: Path, new_session: bool = False) -> tuple[trio.Process, int]:
-    """Start `trioweb run` with ``args`` and its temporary files in ``tmp`` (in a session and
-    process group of its own with ``new_session``); return it and the port it announces."""
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "trioweb", "run", *args],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "TMPDIR": str(tmp)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        start_new_session=new_session,
-    )
-    output = b""
-    with trio.fail_after(30):
-        while (found := re.search(rb"http://[\d.]+:(\d+)", output)) is None:
-            chunk = await process.stdout.receive_some()
-            assert chunk, f"trioweb run exited without announcing a URL: {output!r}"
-            output += chunk
-    return process, int(found.group(1))
-
-
 async def test_trioweb_run_metrics_and_health_in_one_process(tmp_path):
     process, port = await start_cli(
         "metrics_app:app", "--port", "0", "--metrics", "--health", "--no-access-log", tmp=tmp_path
@@ -267,13 +241,9 @@ async def test_trioweb_run_metrics_and_health_in_one_process(tmp_path):
                      direction="in") == 1  # fmt: skip
         assert (await http_get(port, "/readyz"))[0] == 200
         assert (await http_get(port, "/healthz"))[0] == 200
-        process.send_signal(signal.SIGTERM)
-        with trio.fail_after(20):
-            assert await process.wait() == 0
+        assert await terminate(process) == 0
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await reap(process)
 
 
 @pytest.mark.long
@@ -305,22 +275,11 @@ async def test_one_scrape_covers_every_worker(tmp_path):
                 await trio.sleep(0.2)
         assert value(samples, "trioweb_websocket_connections_total", route=route) == sessions
         assert value(samples, "trioweb_websocket_connections_open", route=route) == 0
-        process.send_signal(signal.SIGTERM)
-        with trio.fail_after(20):
-            assert await process.wait() == 0
+        assert await terminate(process) == 0
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await reap(process)
     # The run's metrics directory is gone with it.
     assert not list(tmp_path.glob("trioweb-metrics-*"))
-
-
-def free_port() -> int:
-    """A port nothing listens on right now (for an option that takes a fixed port)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.long
@@ -345,13 +304,9 @@ async def test_a_metrics_port_of_their_own_and_health_from_the_command_line(tmp_
                          code="1000") == 1:  # fmt: skip
                     break
                 await trio.sleep(0.2)
-        process.send_signal(signal.SIGTERM)
-        with trio.fail_after(20):
-            assert await process.wait() == 0
+        assert await terminate(process) == 0
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await reap(process)
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
@@ -360,14 +315,9 @@ def test_a_metrics_port_in_use_gets_a_one_line_error(workers):
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = subprocess.run(
-            [sys.executable, "-m", "trioweb", "run", "metrics_app:app", "--port", "0",
-             "--workers", workers, "--metrics-port", str(port)],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}"},
-            capture_output=True,
-            text=True,
-            timeout=60,
+        result = run_trioweb(
+            "run", "metrics_app:app", "--port", "0", "--workers", workers,
+            "--metrics-port", str(port), timeout=60,
         )  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
@@ -375,3 +325,65 @@ def test_a_metrics_port_in_use_gets_a_one_line_error(workers):
         "the port is already in use"
     )
     assert "Traceback" not in result.stderr
+
+
+async def test_the_metrics_port_answers_only_at_metrics(tmp_path):
+    # A readiness probe pointed at the metrics port by mistake must fail, not get the metrics
+    # with a 200 (prometheus-client's own server answers every path with them): it would keep
+    # a draining process in rotation.
+    metrics_port = free_port()
+    process, port = await start_cli(
+        "metrics_app:app", "--port", "0", "--metrics-port", str(metrics_port), "--health",
+        "--no-access-log", tmp=tmp_path,
+    )  # fmt: skip
+    try:
+        status, _, body = await http_get(metrics_port, "/metrics")
+        assert status == 200
+        assert "trioweb_websocket_connections_open" in body or "trioweb_broker_up" in body
+        for path in ["/readyz", "/healthz", "/", "/metrics/x"]:
+            assert (await http_get(metrics_port, path))[0] == 404, path
+        assert (await http_get(port, "/readyz"))[0] == 200  # on the app's port, as documented
+    finally:
+        await reap(process)
+
+
+async def test_close_codes_a_client_chooses_are_counted_by_range():
+    # A client may close with any of the 2000 codes 3000-4999: counted one by one, a hostile
+    # client would add 2000 series per route to every scrape. The app's own codes are its
+    # choice, and bounded by its code: counted as they are. The session line keeps them all.
+    app = App()
+    app.serve_metrics()
+
+    @app.websocket("/ws")
+    async def echo(ws: WebSocket) -> None:
+        await ws.accept()
+        message = await ws.receive()
+        if message == "close with 4001":
+            await ws.close(4001, "the app's own code")
+        else:
+            await ws.receive()
+
+    async with serving(app) as server:
+        for code in range(4000, 4010):
+            async with open_websocket_url(server.url("/ws")) as ws:
+                await ws.send_message("hold")
+                await ws.aclose(code)
+        async with open_websocket_url(server.url("/ws")) as ws:
+            await ws.send_message("hold")
+            await ws.aclose(3999)
+        async with open_websocket_url(server.url("/ws")) as ws:
+            await ws.send_message("hold")
+            await ws.aclose(1000)
+        async with open_websocket_url(server.url("/ws")) as ws:
+            await ws.send_message("close with 4001")
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.get_message()
+            assert closed.value.reason.code == 4001
+        await trio.testing.wait_all_tasks_blocked(cushion=0.05)
+        samples = await scrape(server.port)
+    closes = {
+        dict(labels)["code"]: count
+        for (name, labels), count in samples.items()
+        if name == "trioweb_websocket_closes_total"
+    }
+    assert closes == {"4xxx": 10, "3xxx": 1, "1000": 1, "4001": 1}

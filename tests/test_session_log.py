@@ -2,23 +2,29 @@
 
 import json
 import logging
-import os
 import re
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import trio
 import trio.testing
+from processes import (
+    ROOT,
+    announced_url,
+    env_with_tests,
+    free_port,
+    open_trioweb,
+    read_to_end,
+    reap,
+    refuses,
+)
 from session_log_app import app
 from trio_websocket import ConnectionClosed, ConnectionRejected, open_websocket_url
 
 from trioweb.logs import JSONFormatter, RateLimitedWarning, logging_config
 from trioweb.server import serve
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 class Lines(logging.Handler):
@@ -134,24 +140,13 @@ def test_the_json_format_carries_the_session_fields():
 
 
 async def test_trioweb_run_logs_json_lines():
-    process = await trio.lowlevel.open_process(
-        [
-            sys.executable, "-m", "trioweb", "run", "tests.session_log_app:app",
-            "--port", "0", "--log-format", "json", "--no-access-log",
-        ],
-        cwd=ROOT,
-        env={**os.environ},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    process = await open_trioweb(
+        "run", "tests.session_log_app:app", "--port", "0", "--log-format", "json",
+        "--no-access-log",
     )  # fmt: skip
     try:
-        output = b""
-        with trio.fail_after(30):
-            while (found := re.search(rb"http://[\d.]+:\d+", output)) is None:
-                chunk = await process.stdout.receive_some()
-                assert chunk, output
-                output += chunk
-        url = found.group().decode().replace("http://", "ws://")
+        url, _, _ = await announced_url(process)
+        url = url.replace("http://", "ws://")
         async with open_websocket_url(url + "/ws/json") as ws:
             await ws.send_message("hi")
             await ws.get_message()
@@ -166,9 +161,7 @@ async def test_trioweb_run_logs_json_lines():
         with trio.fail_after(20):
             await process.wait()
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await reap(process)
     line = next(line for line in errors.decode().splitlines() if "trioweb.session" in line)
     entry = json.loads(line)
     assert (entry["closed_by"], entry["code"], entry["reason"]) == ("client", 4001, "bye")
@@ -200,3 +193,34 @@ async def test_a_repeated_warning_is_one_line_and_a_summary(autojump_clock, capl
     assert len(messages) == 3, messages
     assert "more like it" not in messages[0]
     assert re.search(r"\(and (99|100) more like it in the last 10 s\)$", messages[1])
+
+
+async def test_app_run_shows_the_session_lines_and_the_drain():
+    # `python app.py` ending in app.run(): the session line (the first ask) and the
+    # drain summary were INFO lines on an unconfigured logger, so nothing was shown at all.
+    port = free_port()
+    code = f"from session_log_app import app; app.run(port={port})"
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env_with_tests(),
+        stderr=subprocess.PIPE,
+    )
+    try:
+        with trio.fail_after(20):
+            while True:  # polled: the server starts in its own time
+                if not refuses(port):
+                    break
+                await trio.sleep(0.1)
+            async with open_websocket_url(f"ws://127.0.0.1:{port}/ws/lot") as ws:
+                await ws.send_message("hi")
+                assert await ws.get_message() == "hi"
+                await ws.aclose(4001, "bye")
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+            stderr = await read_to_end(process.stderr)
+    finally:
+        await reap(process)
+    text = stderr.decode()
+    assert "session /ws/{room} path=/ws/lot" in text and "code=4001" in text, text
+    assert "drained in" in text, text

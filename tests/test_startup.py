@@ -19,13 +19,13 @@ from pathlib import Path
 import helpers
 import pytest
 import trio
+from processes import ROOT, announced_url, open_trioweb, read_all, read_to_end, reap
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 import trioweb
 from trioweb.broadcast import Broadcast
 from trioweb.rooms import Rooms
 
-ROOT = Path(__file__).resolve().parent.parent
 #: The lines a server prints once it is up: hypercorn's and trioweb's.
 RUNNING = ("Running on", "serving")
 
@@ -65,17 +65,23 @@ APPS = {
 }
 
 
-def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_among_apps(tmp_path: Path, command: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run ``command`` to its end in ``tmp_path``, where every app of APPS is a module."""
     for name, source in APPS.items():
         (tmp_path / f"{name}.py").write_text(source)
     return subprocess.run(
-        [sys.executable, "-m", "trioweb", "run", *args],
+        command,
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
         timeout=60,
     )
+
+
+def run_cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`trioweb run ARGS` among the apps of APPS."""
+    return run_among_apps(tmp_path, [sys.executable, "-m", "trioweb", "run", *args])
 
 
 def assert_one_line(result: subprocess.CompletedProcess[str], status: int, line: str) -> None:
@@ -143,7 +149,7 @@ def test_a_port_in_use_gets_one_line_before_the_app_starts(tmp_path, workers):
         # TEST-NET-1 (RFC 5737): never an address of this machine
         (["--host", "192.0.2.1", "--port", "0"], "192.0.2.1:0: Cannot assign requested address"),
         # (--port 70000 is a bad value of the command line: exit 2, before any bind;
-        # test_operations_review.py::test_a_bad_value_on_the_command_line_is_one_line_and_exit_2)
+        # test_cli_errors.py::test_a_bad_value_on_the_command_line_is_one_line_and_exit_2)
     ],
 )
 def test_a_bad_address_gets_one_line(tmp_path, workers, address, line):
@@ -169,16 +175,8 @@ def test_traceback_prints_the_cause_after_the_line(tmp_path, workers):
 
 def run_app(tmp_path: Path, module: str, *args: str) -> subprocess.CompletedProcess[str]:
     """``python -c "from MODULE import app; app.run(ARGS)"`` among the apps of APPS."""
-    for name, source in APPS.items():
-        (tmp_path / f"{name}.py").write_text(source)
-    return subprocess.run(
-        [sys.executable, "-c", f"from {module} import app; app.run({', '.join(args)})"],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    code = f"from {module} import app; app.run({', '.join(args)})"
+    return run_among_apps(tmp_path, [sys.executable, "-c", code])
 
 
 def test_app_run_on_a_port_in_use_is_one_line_and_exit_1(tmp_path):
@@ -313,22 +311,12 @@ async def test_a_failed_start_leaves_the_app_free_to_serve_again():
 @pytest.mark.long
 async def test_every_worker_logs_its_shutdown_summary_on_sigint():
     command = ["run", "examples.echo:app", "--port", "0", "--workers", "2"]
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "trioweb", *command],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    process = await open_trioweb(*command)
     stderr = b""
     try:
-        output = b""
-        with trio.fail_after(30):
-            while (found := re.search(rb"http://[\d.]+:\d+", output)) is None:
-                chunk = await process.stdout.receive_some()
-                assert chunk, f"trioweb run exited without announcing a URL: {output!r}"
-                output += chunk
+        url, _, output = await announced_url(process)
         assert b"with 2 workers" in output
-        url = found.group().decode().replace("http://", "ws://") + "/ws"
+        url = url.replace("http://", "ws://") + "/ws"
         async with open_websocket_url(url) as ws:
             await ws.send_message("hi")
             assert await ws.get_message() == "hi"
@@ -336,13 +324,10 @@ async def test_every_worker_logs_its_shutdown_summary_on_sigint():
             with pytest.raises(ConnectionClosed), trio.fail_after(20):
                 await ws.get_message()
         with trio.fail_after(20):
-            while chunk := await process.stderr.receive_some():
-                stderr += chunk
+            stderr = await read_to_end(process.stderr)
             assert await process.wait() == 0
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await reap(process)
     log = stderr.decode()
     # Each worker (its pid in the line) says it got the signal, how many sockets it closed,
     # and how the drain went: one of them had the client, the other none.
@@ -394,12 +379,8 @@ async def test_a_signal_while_workers_start_stops_them_once_they_serve(tmp_path)
     # as soon as it serves, and the supervisor never announces "serving".
     (tmp_path / "slow_start.py").write_text(SLOW_START)
     command = ["run", "slow_start:app", "--port", "0", "--workers", "2"]
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "trioweb", *command],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+    process = await open_trioweb(
+        *command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}
     )
     out = err = b""
     try:
@@ -409,22 +390,15 @@ async def test_a_signal_while_workers_start_stops_them_once_they_serve(tmp_path)
                 await trio.sleep(0.05)
             process.send_signal(signal.SIGTERM)
             (tmp_path / "go").touch()
+            outs: list[bytes] = []
+            errs: list[bytes] = []
             async with trio.open_nursery() as nursery:
-
-                async def drain(stream, into: list[bytes]) -> None:
-                    while chunk := await stream.receive_some():
-                        into.append(chunk)
-
-                outs: list[bytes] = []
-                errs: list[bytes] = []
-                nursery.start_soon(drain, process.stdout, outs)
-                nursery.start_soon(drain, process.stderr, errs)
+                nursery.start_soon(read_all, process.stdout, outs)
+                nursery.start_soon(read_all, process.stderr, errs)
             out, err = b"".join(outs), b"".join(errs)
             assert await process.wait() == 0, err
     finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
+        await reap(process)
     log = err.decode()
     assert b"serving" not in out
     assert "Traceback" not in log

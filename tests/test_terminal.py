@@ -11,15 +11,12 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import trio
+from processes import ROOT, announced_url, open_trioweb, read_all, workers_of
 from trio_websocket import ConnectionClosed, open_websocket_url
-
-ROOT = Path(__file__).resolve().parent.parent
 
 #: A handler whose cleanup, after the drain has cancelled it, waits for the test's "go" file:
 #: the drain is then still waiting for it when any extra signal would arrive.
@@ -45,51 +42,24 @@ async def slow_goodbye(ws: WebSocket) -> None:
 """
 
 
-async def read_all(stream: trio.abc.ReceiveStream, into: list[bytes]) -> None:
-    while chunk := await stream.receive_some():
-        into.append(chunk)
-
-
-def workers_of(pid: int) -> set[int]:
-    """The worker processes of supervisor ``pid`` (Linux; not multiprocessing's tracker)."""
-    with open(f"/proc/{pid}/task/{pid}/children") as file:
-        children = [int(child) for child in file.read().split()]
-    found = set()
-    for child in children:
-        try:
-            with open(f"/proc/{child}/cmdline", "rb") as file:
-                if b"spawn_main" in file.read():
-                    found.add(child)
-        except FileNotFoundError:  # exited meanwhile
-            pass
-    return found
-
-
 async def ctrl_c_drains_every_process(tmp_path: Path, *workers: str, presses: int = 1) -> str:
     """Start `trioweb run` (with ``workers``) in its own session, open a socket, send SIGINT to
     the whole process group ``presses`` times, let the cleanup finish; assert close 1001 and
     exit 0. The log."""
     (tmp_path / "slow_goodbye.py").write_text(SLOW_GOODBYE)
     command = ["run", "slow_goodbye:app", "--port", "0", "--no-access-log", *workers]
-    process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "trioweb", *command],
+    process = await open_trioweb(
+        *command,
         cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # its own process group, as a shell gives a foreground job
+        new_session=True,  # its own process group, as a shell gives a foreground job
     )
     errs: list[bytes] = []
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(read_all, process.stderr, errs)
-            output = b""
-            with trio.fail_after(30):
-                while (found := re.search(rb"http://[\d.]+:\d+", output)) is None:
-                    chunk = await process.stdout.receive_some()
-                    assert chunk, f"trioweb run exited without announcing a URL: {output!r}"
-                    output += chunk
-            url = found.group().decode().replace("http://", "ws://") + "/ws"
+            url, _, _ = await announced_url(process)
+            url = url.replace("http://", "ws://") + "/ws"
             async with open_websocket_url(url) as ws:
                 await ws.send_message("hi")
                 assert await ws.get_message() == "hi"
