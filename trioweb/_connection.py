@@ -311,12 +311,12 @@ class Connection:
                 task = current_task()
                 points = yields_so_far(task)
                 await sent
-            # Counted for the session line: two adds, and the size of the payload.
-            self.messages_out += 1
-            data = message.get("text") or message.get("bytes") or b""
-            self.bytes_out += (
-                len(data) if type(data) is not str or data.isascii() else size_of(data)
-            )
+            self.messages_out += 1  # counted for the session line, with the size:
+            text = message.get("text")  # (ASCII text, most messages: its length)
+            if text is not None and text.isascii():
+                self.bytes_out += len(text)
+            else:
+                self.bytes_out += size_of(text if text is not None else message.get("bytes") or b"")
         except PROTOCOL_ERRORS as exc:
             raise self._send_failed(message, exc) from None
         finally:
