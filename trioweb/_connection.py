@@ -21,9 +21,7 @@ paused reader would also stall pong replies and the very disconnect that should 
 connection. Both ways in put a message in the inbox at once, and a full inbox closes the
 socket with 1008 instead of blocking. (The direct way is taken only when the app was given the
 server's own receive: a middleware that wraps it must see every message.) The test client
-hands messages and the end over directly too.
-
-Where the socket is in its life is a :class:`~trioweb._phases.Phase`, moved by ``advance()``.
+hands messages and the end over directly too. The socket's phase is a ``_phases.Phase``.
 """
 
 from __future__ import annotations
@@ -297,17 +295,19 @@ class Connection:
     async def send(self, message: Message) -> None:
         """Send one ASGI message: a checkpoint, whose schedule point is the wait for the lock or
         the server's own send if either yields, else a yield at the end (``_send_lock.py``)."""
-        # The lock's fast path inline (plain calls, no coroutine): on every message out.
+        # The lock (its fast path inline: plain calls) is taken for a send that may yield, before
+        # it starts; one the server takes without a yield (SENT) needs none: nothing else runs.
         await checkpoint_if_cancelled()
         lock = self._send_lock
-        if waited := not lock.try_acquire():
-            await lock.wait()
-        task = points = None
+        if waited := lock.held:
+            await lock.wait()  # handed over: this send holds it
+        held, task, points = waited, None, None
         try:
             if self.phase is not _CONNECTED:
                 raise self.disconnect_error()
             sent = self._send(message)
-            if sent is not SENT:  # SENT (the test client's) did not yield: nothing to count
+            if sent is not SENT:  # (SENT, the test client's: no yield, nothing to count)
+                held = held or lock.try_acquire()  # free: nothing has yielded since it was
                 task = current_task()
                 points = yields_so_far(task)
                 await sent
@@ -320,7 +320,8 @@ class Connection:
         except PROTOCOL_ERRORS as exc:
             raise self._send_failed(message, exc) from None
         finally:
-            lock.release()
+            if held:
+                lock.release()
             if not waited and (task is None or yields_so_far(task) == points):
                 await cancel_shielded_checkpoint()
 
@@ -409,9 +410,8 @@ class Connection:
         calls for; ``False`` once the connection's scope is cancelled, the message unwanted
         (trioweb's stream and the test client drop it, as the drain after a close would).
 
-        Called for every message in: by the server itself on the direct way in
-        (``_types.DIRECT_DELIVERY``), by the reader task otherwise.
-        """
+        Called for every message in: by the server on the direct way in, by the reader task
+        otherwise."""
         if self.cancelled or self.cancel_scope is None:
             return False
         silence, idle = self.silence, self.idle_timeout
