@@ -17,6 +17,7 @@ from trioweb import App, WebSocket
 from trioweb._buffer import Buffer
 from trioweb._connection import Connection
 from trioweb._phases import Phase
+from trioweb._types import SENT
 from trioweb.broadcast import Broadcast
 from trioweb.broadcast._fanout import WAKE_BATCH
 from trioweb.testing import TestClient
@@ -58,6 +59,33 @@ async def test_a_send_that_yields_in_the_server_yields_no_more() -> None:
     before = task._schedule_points
     await connection.send({"type": "websocket.send", "text": "x"})
     assert task._schedule_points == before + 1  # the server's checkpoint, and no other
+
+
+async def test_a_send_the_server_takes_without_a_yield_is_a_checkpoint_and_waits_its_turn() -> None:
+    # The test client's send answers SENT: the app's send then takes no lock of its own, but
+    # it is still a checkpoint, and still waits behind a sender that holds the lock.
+    sent: list[str] = []
+
+    def send(message: dict[str, Any]) -> Any:
+        sent.append(message["text"])
+        return SENT
+
+    connection = _connection(send)
+    with trio.testing.assert_checkpoints():
+        await connection.send({"type": "websocket.send", "text": "a"})
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        with pytest.raises(trio.Cancelled):
+            await connection.send({"type": "websocket.send", "text": "cancelled"})
+    lock = connection._send_lock
+    await lock.acquire()  # as the close and the accept hold it, across a yield
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(connection.send, {"type": "websocket.send", "text": "b"})
+        await trio.testing.wait_all_tasks_blocked()
+        assert sent == ["a"]  # in line behind the holder
+        lock.release()
+    assert sent == ["a", "b"]
+    assert not lock.held
 
 
 async def test_concurrent_sends_take_turns_in_order_and_a_cancelled_one_leaves() -> None:

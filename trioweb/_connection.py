@@ -21,9 +21,7 @@ paused reader would also stall pong replies and the very disconnect that should 
 connection. Both ways in put a message in the inbox at once, and a full inbox closes the
 socket with 1008 instead of blocking. (The direct way is taken only when the app was given the
 server's own receive: a middleware that wraps it must see every message.) The test client
-hands messages and the end over directly too.
-
-Where the socket is in its life is a :class:`~trioweb._phases.Phase`, moved by ``advance()``.
+hands messages and the end over directly too. The socket's phase is a ``_phases.Phase``.
 """
 
 from __future__ import annotations
@@ -44,6 +42,7 @@ from ._sizes import size_of
 from ._types import (
     DEFAULT_CLOSE_TIMEOUT,
     DIRECT_DELIVERY,
+    SENT,
     WIRE_SETTINGS,
     Message,
     Receive,
@@ -294,34 +293,36 @@ class Connection:
         )
 
     async def send(self, message: Message) -> None:
-        """Send one ASGI message; a checkpoint even where the server does not yield.
-
-        The hot path of every message out: the lock is taken without a yield, and the server's
-        own send is the schedule point (see ``_send_lock.py``).
-        """
-        # The lock's fast path inline (plain calls, no coroutine of its own): this runs for
-        # every message out. SendLock.acquire_for_send is the same, as a coroutine.
+        """Send one ASGI message: a checkpoint, whose schedule point is the wait for the lock or
+        the server's own send if either yields, else a yield at the end (``_send_lock.py``)."""
+        # The lock (its fast path inline: plain calls) is taken for a send that may yield, before
+        # it starts; one the server takes without a yield (SENT) needs none: nothing else runs.
         await checkpoint_if_cancelled()
-        task = current_task()
-        points = yields_so_far(task)
         lock = self._send_lock
-        if not lock.try_acquire():
-            await lock.wait()
+        if waited := lock.held:
+            await lock.wait()  # handed over: this send holds it
+        held, task, points = waited, None, None
         try:
             if self.phase is not _CONNECTED:
                 raise self.disconnect_error()
-            await self._send(message)
-            # Counted for the session line: two adds, and the size of the payload.
-            self.messages_out += 1
-            data = message.get("text") or message.get("bytes") or b""
-            self.bytes_out += (
-                len(data) if type(data) is not str or data.isascii() else size_of(data)
-            )
+            sent = self._send(message)
+            if sent is not SENT:  # (SENT, the test client's: no yield, nothing to count)
+                held = held or lock.try_acquire()  # free: nothing has yielded since it was
+                task = current_task()
+                points = yields_so_far(task)
+                await sent
+            self.messages_out += 1  # counted for the session line, with the size:
+            text = message.get("text")  # (ASCII text, most messages: its length)
+            if text is not None and text.isascii():
+                self.bytes_out += len(text)
+            else:
+                self.bytes_out += size_of(text if text is not None else message.get("bytes") or b"")
         except PROTOCOL_ERRORS as exc:
             raise self._send_failed(message, exc) from None
         finally:
-            lock.release()
-            if points is None or yields_so_far(task) == points:
+            if held:
+                lock.release()
+            if not waited and (task is None or yields_so_far(task) == points):
                 await cancel_shielded_checkpoint()
 
     # -- closing ------------------------------------------------------------------------
@@ -409,9 +410,8 @@ class Connection:
         calls for; ``False`` once the connection's scope is cancelled, the message unwanted
         (trioweb's stream and the test client drop it, as the drain after a close would).
 
-        Called for every message in: by the server itself on the direct way in
-        (``_types.DIRECT_DELIVERY``), by the reader task otherwise.
-        """
+        Called for every message in: by the server on the direct way in, by the reader task
+        otherwise."""
         if self.cancelled or self.cancel_scope is None:
             return False
         silence, idle = self.silence, self.idle_timeout

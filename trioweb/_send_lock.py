@@ -13,13 +13,15 @@ Two ways to hold it:
 
 - :meth:`SendLock.acquire` / :meth:`SendLock.release`, a full checkpoint like
   ``trio.Lock.acquire``: for the handshake's answer and the close, which are rare.
-- for every message out, the connection's ``send`` takes it with :meth:`SendLock.try_acquire`
-  (a plain call: no coroutine on the hot path) and waits with :meth:`SendLock.wait` only when
-  another sender has it; it yields at the end only if the server's send did not yield itself
-  (``_yields.yields_so_far`` tells). hypercorn's send yields for a live peer (once, in its
-  socket write, with trioweb's TCP send: docs/hypercorn.md, fact 25) and returns without
-  yielding once the peer is gone (fact 2), so a send loop never spins and never pays for two
-  trips through the scheduler.
+- for every message out, the connection's ``send`` waits with :meth:`SendLock.wait` only when
+  another sender has it, and otherwise takes it with :meth:`SendLock.try_acquire` (a plain
+  call: no coroutine on the hot path) just before a server's send that may yield; one that
+  returned ``_types.SENT`` (the test client's) did not, so no other sender ran meanwhile and
+  it needed no lock. It yields at the end only if the server's send did not yield itself
+  (``_yields.yields_so_far`` tells; SENT is not counted at all). hypercorn's send yields for
+  a live peer (once, in its socket write, with trioweb's TCP send: docs/hypercorn.md, fact 25)
+  and returns without yielding once the peer is gone (fact 2), so a send loop never spins and
+  never pays for two trips through the scheduler.
 """
 
 from __future__ import annotations

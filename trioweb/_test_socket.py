@@ -10,9 +10,9 @@ from __future__ import annotations
 import contextlib
 import json as jsonlib
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Generator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 import trio
@@ -28,7 +28,7 @@ from ._buffer import wake_all, wake_one
 from ._test_scope import websocket_scope
 from ._timeouts import WaitTimer
 from ._typed import reader_for
-from ._types import DIRECT_DELIVERY, ASGIApp, DirectPeer, Message
+from ._types import DIRECT_DELIVERY, SENT, ASGIApp, DirectPeer, Message
 from ._yields import yields_so_far
 from .close_codes import as_close_code
 from .datastructures import Headers
@@ -90,19 +90,6 @@ _APP_TRANSITIONS: dict[str, dict[str, str]] = {
 }
 
 
-class _Done:
-    """An awaitable that is already done: awaiting it neither yields nor makes a coroutine."""
-
-    __slots__ = ()
-
-    def __await__(self) -> Generator[Any, None, None]:
-        return _EXHAUSTED  # (``yield from`` an exhausted iterator: done at once, every time)
-
-
-_EXHAUSTED = cast(Generator[Any, None, None], iter(()))
-_SENT = _Done()
-
-
 class TestWebSocket:
     """The client end of a WebSocket connected to the app under test."""
 
@@ -143,12 +130,12 @@ class TestWebSocket:
             and self._app_state == "connected"
             and not self._client_closed
         ):
-            # Every message of an open socket: queued right here, and an awaitable that is
-            # already done, rather than a coroutine made and run for each message.
+            # Every message of an open socket: queued right here, and SENT, done, rather than a
+            # coroutine made and run for each message (the app's send then yields itself).
             self._from_app.append(message)
             if self._readers:
                 wake_one(self._readers)
-            return _SENT
+            return SENT
         return self._app_send_checked(message)
 
     async def _app_send_checked(self, message: Message) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -32,6 +32,21 @@ DEFAULT_CLOSE_TIMEOUT = 5.0
 #: returns True, the end does too (``peer.disconnected(...)`` in place of a
 #: ``websocket.disconnect`` event), and the app no longer reads its ASGI receive at all.
 DIRECT_DELIVERY = "trioweb.direct_delivery"
+
+
+class _Sent(tuple[()]):
+    """An awaitable that is already done: an empty tuple whose ``__await__`` is the tuple's own
+    iterator, in C, so that awaiting it runs no Python frame and never yields."""
+
+    __slots__ = ()
+    __await__ = tuple.__iter__
+
+
+#: What an in-process server's ASGI send (the test client's) returns for a message it has
+#: taken without yielding: the app's send, seeing it, knows that the server's send was no
+#: schedule point without counting the task's trips through trio's scheduler (and yields
+#: itself). Awaiting it does nothing.
+SENT = cast(Awaitable[None], _Sent())
 
 
 class DirectPeer(Protocol):

@@ -13,10 +13,16 @@ from trio.lowlevel import Task
 
 __all__ = ["yields_so_far"]
 
-_COUNTS_YIELDS = hasattr(Task, "_schedule_points")
+# Which trio this is, decided once here rather than on each of the calls every message makes.
+if hasattr(Task, "_schedule_points"):
 
+    def yields_so_far(task: Task) -> int | None:
+        """How many times ``task`` has been through trio's scheduler; None if trio does not
+        say (then the caller must always yield once more)."""
+        return task._schedule_points
 
-def yields_so_far(task: Task) -> int | None:
-    """How many times ``task`` has been through trio's scheduler; None if trio does not say
-    (then the caller must always yield once more)."""
-    return task._schedule_points if _COUNTS_YIELDS else None
+else:  # pragma: no cover (a trio without the count)
+
+    def yields_so_far(task: Task) -> int | None:
+        """None: this trio does not count its tasks' trips through the scheduler."""
+        return None
