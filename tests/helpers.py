@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
+import hypercorn.trio
 import pytest
 import trio
+from hypercorn.config import Config
 
 import trioweb
+from trioweb import _hypercorn_guard
 from trioweb.testing import WebSocketClosed
 
 #: Servers in tests listen on loopback only.
@@ -75,6 +79,26 @@ async def serving(
         server.port = int(urls[0].rsplit(":", 1)[1])
         try:
             yield server
+        finally:
+            stop.set()
+
+
+@asynccontextmanager
+async def serving_asgi(asgi: Any) -> AsyncIterator[str]:
+    """A plain ASGI app (a trioweb App behind a middleware, or a raw one) on hypercorn's trio
+    worker with trioweb's changes to hypercorn installed, as ``serve()`` installs them (which
+    takes only a trioweb App); yields its ws:// base URL. Leaving the block stops the server."""
+    _hypercorn_guard.install()
+    config = Config()
+    config.bind = [f"{HOST}:0"]
+    config.accesslog = config.errorlog = None
+    stop = trio.Event()
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(
+            partial(hypercorn.trio.serve, asgi, config, shutdown_trigger=stop.wait)
+        )
+        try:
+            yield "ws://" + binds[0].split("://", 1)[1]
         finally:
             stop.set()
 

@@ -10,16 +10,13 @@ its reader task.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from functools import partial
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-import hypercorn.trio
+import helpers
 import pytest
 import trio
 import trio_websocket
-from helpers import HOST
 from hypercorn.config import Config
 from hypercorn.protocol.events import Request, StreamClosed
 from hypercorn.trio.task_group import TaskGroup
@@ -28,7 +25,6 @@ from trio.lowlevel import current_task
 from trio_websocket import ConnectionClosed
 
 from trioweb import App, WebSocket
-from trioweb._hypercorn_guard import install
 from trioweb._types import DIRECT_DELIVERY
 from trioweb._ws_stream import WebSocketStream
 
@@ -50,24 +46,10 @@ def tagging_receive(inner: Any) -> Any:
     return asgi
 
 
-@asynccontextmanager
-async def serving(app: App, way: str) -> AsyncIterator[str]:
-    """``app`` on hypercorn's trio worker with trioweb's stream (``serve()`` takes only a
-    trioweb App, not one behind a middleware); yields its ws:// base URL."""
-    install()
-    config = Config()
-    config.bind = [f"{HOST}:0"]
-    config.accesslog = config.errorlog = None
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        asgi = app if way == "direct" else tagging_receive(app)
-        binds = await nursery.start(
-            partial(hypercorn.trio.serve, asgi, config, shutdown_trigger=stop.wait)
-        )
-        try:
-            yield "ws://" + binds[0].split("://", 1)[1]
-        finally:
-            stop.set()
+def serving(app: App, way: str) -> AbstractAsyncContextManager[str]:
+    """``app`` on hypercorn's trio worker with trioweb's stream, as it is (``direct``) or behind
+    a middleware that wraps receive(); yields its ws:// base URL."""
+    return helpers.serving_asgi(app if way == "direct" else tagging_receive(app))
 
 
 @pytest.mark.parametrize("way", WAYS)

@@ -41,13 +41,19 @@ async def test_a_send_is_a_checkpoint_when_the_server_does_not_yield() -> None:
         sent.append(message)
 
     connection = _connection(send)
+    await assert_a_checkpoint_that_sends_nothing_once_cancelled(connection)
+    assert [m["text"] for m in sent] == ["x"]
+
+
+async def assert_a_checkpoint_that_sends_nothing_once_cancelled(connection: Any) -> None:
+    """A send of "x" is a checkpoint; a send of "cancelled" in a cancelled scope raises
+    Cancelled (and the caller checks that it was not sent)."""
     with trio.testing.assert_checkpoints():
         await connection.send({"type": "websocket.send", "text": "x"})
     with trio.CancelScope() as scope:
         scope.cancel()
         with pytest.raises(trio.Cancelled):
-            await connection.send({"type": "websocket.send", "text": "y"})
-    assert [m["text"] for m in sent] == ["x"]
+            await connection.send({"type": "websocket.send", "text": "cancelled"})
 
 
 async def test_a_send_that_yields_in_the_server_yields_no_more() -> None:
@@ -71,20 +77,15 @@ async def test_a_send_the_server_takes_without_a_yield_is_a_checkpoint_and_waits
         return SENT
 
     connection = _connection(send)
-    with trio.testing.assert_checkpoints():
-        await connection.send({"type": "websocket.send", "text": "a"})
-    with trio.CancelScope() as scope:
-        scope.cancel()
-        with pytest.raises(trio.Cancelled):
-            await connection.send({"type": "websocket.send", "text": "cancelled"})
+    await assert_a_checkpoint_that_sends_nothing_once_cancelled(connection)
     lock = connection._send_lock
     await lock.acquire()  # as the close and the accept hold it, across a yield
     async with trio.open_nursery() as nursery:
         nursery.start_soon(connection.send, {"type": "websocket.send", "text": "b"})
         await trio.testing.wait_all_tasks_blocked()
-        assert sent == ["a"]  # in line behind the holder
+        assert sent == ["x"]  # in line behind the holder
         lock.release()
-    assert sent == ["a", "b"]
+    assert sent == ["x", "b"]
     assert not lock.held
 
 

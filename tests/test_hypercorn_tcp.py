@@ -8,8 +8,6 @@ import pytest
 import trio
 import wsproto
 import wsproto.events as we
-from hypercorn.config import Config
-from hypercorn.trio import serve as hypercorn_serve
 from hypercorn.trio.tcp_server import TCPServer
 
 from trioweb import App, WebSocket, _hypercorn_guard, _hypercorn_tcp
@@ -143,16 +141,9 @@ async def test_a_cancelled_sender_sends_nothing():
         while (await receive())["type"] != "websocket.disconnect":
             pass
 
-    _hypercorn_guard.install()
-    config = Config()
-    config.bind = [f"{helpers.HOST}:0"]
-    config.accesslog = config.errorlog = None
     with trio.fail_after(15):
-        async with trio.open_nursery() as nursery:
-            binds = await nursery.start(hypercorn_serve, app, config)
-            port = int(binds[0].rsplit(":", 1)[1])
-            stream, client = await open_client(port, "/")
+        async with helpers.serving_asgi(app) as url:
+            stream, client = await open_client(int(url.rsplit(":", 1)[1]), "/")
             async with stream:
                 assert await next_message(stream, client) == "after"
                 await stream.send_all(client.send(we.CloseConnection(code=1000)))
-            nursery.cancel_scope.cancel()

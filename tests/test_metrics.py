@@ -246,12 +246,15 @@ async def test_trioweb_run_metrics_and_health_in_one_process(tmp_path):
         await reap(process)
 
 
+#: ``trioweb run`` arguments: the metrics app on a free port, two workers, metrics on.
+TWO_WORKERS_WITH_METRICS = (
+    "metrics_app:app", "--port", "0", "--workers", "2", "--metrics", "--no-access-log",
+)  # fmt: skip
+
+
 @pytest.mark.long
 async def test_one_scrape_covers_every_worker(tmp_path):
-    process, port = await start_cli(
-        "metrics_app:app", "--port", "0", "--workers", "2", "--metrics", "--no-access-log",
-        tmp=tmp_path,
-    )  # fmt: skip
+    process, port = await start_cli(*TWO_WORKERS_WITH_METRICS, tmp=tmp_path)
     try:
         pids: set[str] = set()
         sessions = 0

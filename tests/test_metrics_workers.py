@@ -25,7 +25,7 @@ from processes import (
     start_cli,
     terminate,
 )
-from test_metrics import Samples, scrape, value
+from test_metrics import TWO_WORKERS_WITH_METRICS, Samples, scrape, value
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 
@@ -47,9 +47,8 @@ async def test_workers_drain_and_exit_when_the_supervisor_is_killed(tmp_path):
     # pid): its workers must not go on serving unsupervised, holding the port that the
     # restarted service needs, and the run's metrics directory must not stay behind.
     process, port = await start_cli(
-        "metrics_app:app", "--port", "0", "--workers", "2", "--metrics", "--no-access-log",
-        "--graceful-timeout", "5", tmp=tmp_path,
-    )  # fmt: skip
+        *TWO_WORKERS_WITH_METRICS, "--graceful-timeout", "5", tmp=tmp_path
+    )
     workers = [pid for pid in children(process.pid) if pid_is_worker(pid)]
     try:
         assert len(workers) == 2
@@ -79,7 +78,7 @@ async def test_a_run_killed_whole_leaves_its_metrics_directory_to_the_next_run(t
     # it): nobody of the run is left to remove its metrics directory, and /tmp would fill over
     # many crashes.
     # The next run removes it, and only it: not a directory of the operator's, not a live run's.
-    run = ("metrics_app:app", "--port", "0", "--workers", "2", "--metrics", "--no-access-log")
+    run = TWO_WORKERS_WITH_METRICS
     operators = tmp_path / "trioweb-metrics-mine"  # named alike, but no run made it
     operators.mkdir()
     killed, _ = await start_cli(*run, tmp=tmp_path, new_session=True)
@@ -137,10 +136,7 @@ async def test_live_gauges_of_dead_processes_in_the_users_directory_do_not_count
     assert stale.returncode == 0 and list(directory.glob("gauge_livesum_*.db"))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
     try:
-        process, port = await start_cli(
-            "metrics_app:app", "--port", "0", "--workers", "2", "--metrics", "--no-access-log",
-            tmp=tmp_path,
-        )  # fmt: skip
+        process, port = await start_cli(*TWO_WORKERS_WITH_METRICS, tmp=tmp_path)
     finally:
         del os.environ["PROMETHEUS_MULTIPROC_DIR"]
     try:
@@ -158,10 +154,7 @@ async def test_live_gauges_of_dead_processes_in_the_users_directory_do_not_count
 async def test_a_worker_that_exits_keeps_what_it_counted(tmp_path):
     # One worker stopped on its own (SIGTERM to it alone): the other serves on, and a scrape
     # still has every session the gone worker counted, while its open sockets are gone.
-    process, port = await start_cli(
-        "metrics_app:app", "--port", "0", "--workers", "2", "--metrics", "--no-access-log",
-        tmp=tmp_path,
-    )  # fmt: skip
+    process, port = await start_cli(*TWO_WORKERS_WITH_METRICS, tmp=tmp_path)
     try:
         held: dict[str, object] = {}
         sessions = 0

@@ -3,13 +3,9 @@ hypercorn's TCP read and send) must not have changed, over real servers and real
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any
 
 import helpers
-import hypercorn.trio
 import trio
 import trio.testing
 import trio_websocket
@@ -19,7 +15,6 @@ from hypercorn.trio.tcp_server import TCPServer
 from hypercorn.trio.worker_context import WorkerContext
 
 from trioweb import App, WebSocket, _hypercorn_tcp
-from trioweb._hypercorn_guard import install
 
 
 async def test_send_bytes_takes_a_memoryview_and_counts_its_size():
@@ -65,28 +60,6 @@ def zero_copy_receive(inner: Any) -> Any:
     return asgi
 
 
-@asynccontextmanager
-async def behind_middleware(app: App) -> AsyncIterator[str]:
-    """``app`` behind :func:`zero_copy_receive` on hypercorn's trio worker with trioweb's
-    stream; yields its ws:// base URL. (The middleware wraps receive(), so the connection
-    reads through its reader task.)"""
-    install()
-    config = Config()
-    config.bind = [f"{helpers.HOST}:0"]
-    config.accesslog = config.errorlog = None
-    stop = trio.Event()
-    async with trio.open_nursery() as nursery:
-        binds = await nursery.start(
-            partial(
-                hypercorn.trio.serve, zero_copy_receive(app), config, shutdown_trigger=stop.wait
-            )
-        )
-        try:
-            yield "ws://" + binds[0].split("://", 1)[1]
-        finally:
-            stop.set()
-
-
 async def test_the_reader_takes_a_memoryview_a_middleware_hands_on():
     # The reader task now enters every message through Connection.deliver, whose size is
     # counted inline: a bytes-like message from a middleware still reaches the handler.
@@ -99,7 +72,7 @@ async def test_the_reader_takes_a_memoryview_a_middleware_hands_on():
             await ws.send(bytes(message))
 
     with trio.fail_after(10):
-        async with behind_middleware(app) as url:
+        async with helpers.serving_asgi(zero_copy_receive(app)) as url:
             async with trio_websocket.open_websocket_url(url + "/echo") as client:
                 await client.send_message(b"\x00\xffin")
                 assert await client.get_message() == b"\x00\xffin"

@@ -160,6 +160,13 @@ def test_a_bad_address_gets_one_line(tmp_path, workers, address, line):
 @WORKERS
 def test_traceback_prints_the_cause_after_the_line(tmp_path, workers):
     result = run_cli(tmp_path, "hook_fails:app", "--port", "0", "--traceback", "--workers", workers)
+    assert_line_then_traceback(result)
+    assert "Running on" not in result.stderr
+
+
+def assert_line_then_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    """Exit 1, the one line for hook_fails' startup, then the cause's one traceback, which
+    shows the user's own frame."""
     assert result.returncode == 1
     first, *rest = result.stderr.splitlines()
     assert first == "trioweb: error: app startup failed: ConnectionError: database unreachable"
@@ -167,7 +174,6 @@ def test_traceback_prints_the_cause_after_the_line(tmp_path, workers):
     assert 'hook_fails.py", line 5, in connect' in result.stderr  # the user's own frame
     assert rest[-1] == "ConnectionError: database unreachable"
     assert result.stderr.count("Traceback") == 1
-    assert "Running on" not in result.stderr
 
 
 # -- app.run(): a `python app.py` gets what `trioweb run` prints --------------------------------
@@ -210,13 +216,7 @@ def test_app_run_ends_with_one_line_and_exit_1_when_a_background_task_fails(tmp_
 
 def test_app_run_with_traceback_prints_the_cause_after_the_line(tmp_path):
     result = run_app(tmp_path, "hook_fails", "port=0", "traceback=True")
-    assert result.returncode == 1
-    first, *rest = result.stderr.splitlines()
-    assert first == "trioweb: error: app startup failed: ConnectionError: database unreachable"
-    assert rest[0] == "Traceback (most recent call last):"
-    assert 'hook_fails.py", line 5, in connect' in result.stderr  # the user's own frame
-    assert rest[-1] == "ConnectionError: database unreachable"
-    assert result.stderr.count("Traceback") == 1
+    assert_line_then_traceback(result)
 
 
 # -- serve() from code ---------------------------------------------------------------------
